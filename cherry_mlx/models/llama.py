@@ -1,0 +1,143 @@
+"""The cherry backbone: mlx-lm's Llama with an optional weight-tied recurrent core.
+
+Module structure and weight names are exactly mlx-lm's ``models/llama.py`` (``model.embed_tokens``,
+``model.layers.N.*``, ``model.norm``, ``lm_head``), and mlx-lm's blocks are reused, so any Llama-family
+checkpoint loads and a non-recurrent cherry checkpoint loads in plain ``mlx_lm.load``.
+
+What we add:
+- ``recurrence`` (SPEC Phase 2): the unique layers are split into prelude P, core C and coda Q; the
+  forward pass runs ``P + loops*C + Q`` blocks by *calling the same core modules again* (weights
+  exist once; MLX builds the lazy graph per loop and evaluates once). The order of block calls is
+  ``schedule``; there is one KV cache per schedule step, i.e. per (layer, loop).
+- ``hidden`` / ``logits`` split so losses can compute logits only where they are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.nn.utils import checkpoint as checkpointed
+from mlx_lm.models import llama as mlx_llama
+from mlx_lm.models.base import create_attention_mask
+from mlx_lm.models.cache import KVCache
+
+
+@dataclass
+class ModelArgs(mlx_llama.ModelArgs):
+    model_type: str = "llama"
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    intermediate_size: int = 352
+    num_attention_heads: int = 4
+    rms_norm_eps: float = 1e-5
+    vocab_size: int = 256
+    # cherry keys (absent from plain Llama configs, ignored by mlx-lm's llama):
+    # {"prelude": P, "core": C, "coda": Q, "loops": n}; P + C + Q == num_hidden_layers
+    recurrence: Optional[Dict[str, int]] = None
+    # merged layer j = mean of source layers merge_map[j] (provenance only)
+    merge_map: Optional[List[List[int]]] = None
+    # multi-token prediction heads (serving/fusion phases), e.g. {"num_heads": 3}
+    mtp: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self):
+        # A config copied from a model with another depth carries a stale layer_types list that
+        # would silently rebuild the old layer count (MEASURED.md pitfall): rebuild it.
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            self.layer_types = None
+        super().__post_init__()
+        if self.recurrence is not None:
+            r = self.recurrence
+            p, c, q, n = (int(r.get(k, 0)) for k in ("prelude", "core", "coda", "loops"))
+            if p + c + q != self.num_hidden_layers or c < 0 or n < 1:
+                raise ValueError(
+                    f"recurrence {r} needs prelude+core+coda == num_hidden_layers "
+                    f"({self.num_hidden_layers}) and loops >= 1"
+                )
+
+    @property
+    def schedule(self) -> List[int]:
+        """Unique-layer index called at each effective depth step."""
+        n = self.num_hidden_layers
+        if self.recurrence is None:
+            return list(range(n))
+        r = self.recurrence
+        p, c, loops = int(r["prelude"]), int(r["core"]), int(r["loops"])
+        core = list(range(p, p + c))
+        return list(range(p)) + core * loops + list(range(p + c, n))
+
+    @property
+    def effective_depth(self) -> int:
+        return len(self.schedule)
+
+
+class LlamaModel(nn.Module):
+    """Embedding, unique blocks called in ``schedule`` order, final norm."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.vocab_size = args.vocab_size
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = [mlx_llama.TransformerBlock(args) for _ in range(args.num_hidden_layers)]
+        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self._schedule = tuple(args.schedule)
+        # Gradient checkpointing per block call (trades recompute for activation memory).
+        self.checkpoint = False
+
+    @property
+    def schedule(self):
+        return self._schedule
+
+    def __call__(self, inputs, cache=None, input_embeddings=None):
+        h = input_embeddings if input_embeddings is not None else self.embed_tokens(inputs)
+        if cache is None:
+            cache = [None] * len(self._schedule)
+        mask = create_attention_mask(h, cache[0])
+        for idx, c in zip(self._schedule, cache):
+            layer = self.layers[idx]
+            if self.checkpoint and c is None:
+                h = checkpointed(layer)(h, mask)
+            else:
+                h = layer(h, mask, cache=c)
+        return self.norm(h)
+
+
+class Model(nn.Module):
+    """mlx-lm model contract: ``__call__(inputs, cache, input_embeddings) -> logits``."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model_type = args.model_type
+        self.model = LlamaModel(args)
+        if not args.tie_word_embeddings:
+            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    def hidden(self, inputs, cache=None, input_embeddings=None) -> mx.array:
+        """Final-norm hidden states (B, L, D): take logits only at the positions a loss needs."""
+        return self.model(inputs, cache, input_embeddings)
+
+    def logits(self, h: mx.array) -> mx.array:
+        if self.args.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
+
+    def __call__(self, inputs, cache=None, input_embeddings=None):
+        return self.logits(self.hidden(inputs, cache, input_embeddings))
+
+    def sanitize(self, weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
+        weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+        if self.args.tie_word_embeddings:
+            weights.pop("lm_head.weight", None)
+        return weights
+
+    @property
+    def layers(self):
+        return self.model.layers
+
+    def make_cache(self) -> List[KVCache]:
+        # One cache per block *call*: a looped core layer attends to its own keys of that loop.
+        return [KVCache() for _ in self.model.schedule]

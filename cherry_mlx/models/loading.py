@@ -1,0 +1,209 @@
+"""Find, build, load and save models: presets in ``weights/``, local HF-layout dirs, the hub.
+
+Loading goes through ``mlx_lm.utils.load_model`` with our classes, so quantised checkpoints,
+``sanitize`` and strict weight checks behave exactly as in mlx-lm. Saving is atomic: everything is
+written to a temporary sibling directory that is renamed into place, so a kill never leaves a
+half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS_DIR = Path(os.environ.get("CHERRY_MLX_WEIGHTS", REPO_ROOT / "weights"))
+DEFAULT_PRESET = "cherry-tiny"
+
+# Files copied along with a model so that the directory is self-contained (HF layout).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+# Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
+MODEL_FILE = "cherry_model.py"
+_MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(..., trust_remote_code=True) build this cherry-mlx model."""
+from cherry_mlx.models import Model, ModelArgs  # noqa: F401
+'''
+
+
+class ModelNotFound(ValueError):
+    pass
+
+
+def list_presets() -> list[str]:
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith(".")
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Map a preset name, a local directory or a hub repo id to a local directory."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path
+        from ..training.runs import resolve_run_checkpoint  # a run dir -> its best/latest step
+
+        found = resolve_run_checkpoint(path)
+        if found is not None:
+            return found
+        raise ModelNotFound(f"{path} has no config.json: not a model or run directory")
+    if (WEIGHTS_DIR / name / "config.json").is_file():
+        return WEIGHTS_DIR / name
+    if _looks_like_repo_id(name) and not path.exists():
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(
+                snapshot_download(
+                    name,
+                    allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "*.py", "*.txt"],
+                )
+            )
+        except Exception as err:  # offline, unknown repo, gated ...
+            raise ModelNotFound(f"could not fetch {name!r} from the hub: {err}") from None
+    raise ModelNotFound(
+        f"unknown model {name!r}: not a directory, and known presets are {', '.join(list_presets())}"
+    )
+
+
+def load_config(path: Path) -> Dict[str, Any]:
+    cfg_file = Path(path) / "config.json"
+    try:
+        return json.loads(cfg_file.read_text())
+    except FileNotFoundError:
+        raise ModelNotFound(f"{cfg_file} is missing") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg_file} is not valid JSON ({err}); fix or regenerate it") from None
+
+
+def model_classes(config: Dict[str, Any]):
+    """Pick (Model, ModelArgs) for a config; cherry extensions are keys on a Llama config."""
+    model_type = config.get("model_type", "llama")
+    if model_type not in ("llama", "mistral"):
+        raise ValueError(
+            f"model_type {model_type!r} is not a Llama-family model; cherry-mlx supports llama/mistral"
+        )
+    from . import Model, ModelArgs
+
+    return Model, ModelArgs
+
+
+def build_model(config: Dict[str, Any]) -> nn.Module:
+    """Instantiate a model from a config; parameters stay lazy (nothing allocated until eval)."""
+    model_cls, args_cls = model_classes(config)
+    return model_cls(args_cls.from_dict(config))
+
+
+def load_model(
+    name_or_path: str | os.PathLike, lazy: bool = False, strict: bool = True
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Load weights from a model directory (any of ``resolve``'s forms)."""
+    from mlx_lm.utils import load_model as mlx_lm_load_model
+
+    path = resolve(name_or_path)
+    if not list(path.glob("model*.safetensors")):
+        raise ModelNotFound(
+            f"{path} has a config but no model*.safetensors; train it first "
+            f"(cherry-mlx train --preset {path.name}) or point at a trained run"
+        )
+    # model_file=None: use our classes directly instead of executing the shim.
+    model, config = mlx_lm_load_model(
+        path, lazy=lazy, strict=strict, model_config={"model_file": None},
+        get_model_classes=model_classes,
+    )
+    config.pop("model_file", None)
+    saved = load_config(path)
+    if "model_file" in saved:
+        config["model_file"] = saved["model_file"]
+    return model, config
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """mlx-lm's TokenizerWrapper over the directory's HF tokenizer files."""
+    from mlx_lm.utils import load_tokenizer as mlx_lm_load_tokenizer
+
+    path = resolve(name_or_path)
+    if not (path / "tokenizer.json").exists() and not (path / "tokenizer.model").exists():
+        raise ModelNotFound(f"{path} has no tokenizer files (tokenizer.json / tokenizer.model)")
+    return mlx_lm_load_tokenizer(path)
+
+
+def needs_model_file(config: Dict[str, Any]) -> bool:
+    """Plain mlx-lm llama cannot build configs with cherry extensions."""
+    return any(config.get(k) for k in ("recurrence", "mtp", "moee"))
+
+
+def save_model(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    config: Dict[str, Any],
+    tokenizer_dir: Optional[str | os.PathLike] = None,
+    extra_files: Optional[Dict[str, str]] = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ tokenizer files) atomically to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        weights = dict(tree_flatten(model.parameters()))
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        config = dict(config)
+        if needs_model_file(config):
+            config["model_file"] = MODEL_FILE
+            (tmp / MODEL_FILE).write_text(_MODEL_FILE_TEXT)
+        else:
+            config.pop("model_file", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                src = Path(tokenizer_dir) / name
+                if src.is_file():
+                    shutil.copy2(src, tmp / name)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` onto ``out_dir``; an existing ``out_dir`` is removed only after the swap."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The HF-style config of a model's current args (``base`` keeps extra keys, e.g. rope)."""
+    from dataclasses import asdict
+
+    cfg = dict(base or {})
+    cfg.update({k: v for k, v in asdict(model.args).items() if v is not None})
+    cfg.pop("layer_types", None)  # rebuilt from num_hidden_layers; never carry a stale copy
+    return cfg

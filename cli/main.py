@@ -1,0 +1,53 @@
+"""``cherry-mlx`` entry point.
+
+Every ``cmd_*.py`` module beside this file adds its commands through ``register(app)``; command
+bodies import the library lazily so ``cherry-mlx --help`` stays instant. Library errors meant for
+users (``ValueError``, ``FileNotFoundError``) are printed as one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="cherry-mlx",
+    help="CHERRY on MLX: SGT training, depth compression, MoEE fusion, NVFP4 serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """CHERRY on MLX: SGT training, depth compression, MoEE fusion, NVFP4 serving."""
+
+
+def _register_all() -> None:
+    package_dir = os.path.dirname(__file__)
+    for info in sorted(pkgutil.iter_modules([package_dir]), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            module = importlib.import_module(f"{__package__}.{info.name}")
+            module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    try:
+        app()
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("CHERRY_MLX_DEBUG"):
+            raise
+        print(f"cherry-mlx: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The fast-BLAS preload: which library MLX's matmul binds to, checked in fresh processes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cherry_mlx import _blas
+
+PROBE = """
+import os, sys
+{pre}
+import cherry_mlx, mlx.core as mx
+from cherry_mlx import _blas
+a = mx.ones((64, 64)); mx.eval(a @ a)
+maps = open('/proc/self/maps').read()
+print(_blas.status, 'libopenblas' in maps)
+"""
+
+
+def _run(pre="", **env):
+    full_env = {**os.environ, **env}
+    full_env.pop("LD_PRELOAD", None)
+    full_env.pop("_CHERRY_MLX_BLAS_SAID", None)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(pre=pre)],
+        capture_output=True, text=True, env=full_env, check=True,
+    )
+    return out.stdout.split(), out.stderr
+
+
+needs_linux_reference = pytest.mark.skipif(
+    sys.platform != "linux" or not _blas._reference_blas_bundled() or _blas.find_openblas() is None,
+    reason="only Linux mlx-cpu wheels with OpenBLAS installed have something to preload",
+)
+
+
+@needs_linux_reference
+def test_openblas_is_loaded_and_announced_once():
+    (status, mapped), err = _run(CHERRY_MLX_QUIET="")
+    assert status == "preloaded" and mapped == "True"
+    assert err.count("using") == 1 and "CHERRY_MLX_FAST_BLAS=0" in err
+
+
+@needs_linux_reference
+def test_env_var_turns_it_off():
+    (status, mapped), _ = _run(CHERRY_MLX_FAST_BLAS="0")
+    assert status == "disabled" and mapped == "False"
+
+
+@needs_linux_reference
+def test_importing_mlx_first_is_reported_not_silently_slow():
+    (status, mapped), err = _run(pre="import mlx.core", CHERRY_MLX_QUIET="")
+    assert status == "too-late" and mapped == "False"
+    assert "import cherry_mlx first" in err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux-only path search")
+def test_missing_library_gives_apt_hint(monkeypatch, capsys):
+    monkeypatch.setattr(_blas, "status", "unknown")
+    monkeypatch.setattr(_blas, "find_openblas", lambda: None)
+    monkeypatch.setattr(_blas, "_reference_blas_bundled", lambda: True)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("CHERRY_MLX_QUIET", raising=False)
+    monkeypatch.delitem(sys.modules, "mlx.core")  # pretend mlx is not imported yet
+    assert _blas.ensure_fast_blas() == "missing"
+    assert "apt-get install libopenblas0-pthread" in capsys.readouterr().err

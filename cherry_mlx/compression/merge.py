@@ -39,7 +39,7 @@ def parse_groups(text: str, n_layers: int) -> Groups:
     """
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
-        raise ValueError(f"--groups {text!r} is empty; write sizes like 3,3,2 or ranges like 0-2,3-7")
+        raise ValueError(f"--groups {text!r} is empty; write sizes (3,3,2) or ranges (0-2,3-7)")
     groups: Groups = []
     try:
         if any("-" in p for p in parts):
@@ -104,8 +104,8 @@ def plan_groups(
         if n_layers % target:
             divisors = [d for d in range(1, n_layers + 1) if n_layers % d == 0]
             raise ValueError(
-                f"--to {to}: {n_layers} layers do not split evenly into {target} groups; use one of "
-                f"{divisors} or an explicit --groups (e.g. sizes "
+                f"--to {to}: {n_layers} layers do not split evenly into {target} groups; use "
+                f"one of {divisors} or an explicit --groups (e.g. sizes "
                 f"{','.join(map(str, _even_sizes(n_layers, target)))})"
             )
     r = n_layers // target

@@ -1,11 +1,12 @@
 """Recurrent unrolling of a (merged) model: prelude P, core C looped n times, coda Q.
 
-The backbone (``cherry_mlx.models.llama``) does the looping: ``recurrence = {"prelude": P, "core": C,
-"coda": Q, "loops": n}`` in config.json makes ``LlamaModel`` call the *same* core modules n times
-(schedule ``0..P-1, (P..P+C-1) * n, P+C..N-1``), so the core's arrays exist once and their gradient
-is the sum over loops; generation keeps one KV cache per (layer, loop). This module only plans the
-split, rebuilds the model around the same arrays and offers the explicitly unrolled (untied) twin
-used as the reference in tests and benchmarks.
+The backbone (``cherry_mlx.models.llama``) does the looping:
+``recurrence = {"prelude": P, "core": C, "coda": Q, "loops": n}`` in config.json makes
+``LlamaModel`` call the *same* core modules n times (schedule ``0..P-1, (P..P+C-1) * n,
+P+C..N-1``), so the core's arrays exist once and their gradient is the sum over loops; generation
+keeps one KV cache per (layer, loop). This module only plans the split, rebuilds the model around
+the same arrays and offers the explicitly unrolled (untied) twin used as the reference in tests
+and benchmarks.
 
 Defaults follow the paper's 6Lx8 = 34 effective layers: P = Q = 1, C = N - 2.
 """
@@ -105,7 +106,7 @@ def untie(model: nn.Module, config: Dict[str, Any]) -> Tuple[nn.Module, Dict[str
     for step, idx in enumerate(schedule):
         prefix = f"model.layers.{idx}."
         weights += [
-            (f"model.layers.{step}.{k[len(prefix):]}", mx.array(v))
+            (f"model.layers.{step}.{k[len(prefix) :]}", mx.array(v))
             for k, v in flat.items()
             if k.startswith(prefix)
         ]

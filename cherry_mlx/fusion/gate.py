@@ -8,8 +8,8 @@ can follow Eq. 10 literally.
 Load balancing is Switch Transformer's ``α·N·Σ_i f_i·P_i`` with f_i the fraction of token
 assignments routed to expert i (top-k slots, so Σ f_i = 1 for any k) and P_i the mean gate
 probability of expert i, both over the supervised (masked) positions. Since f is piecewise
-constant, only P carries gradient: the loss pushes probability away from over-used experts. For
-routing consistent with the probabilities its minimum, α, is reached at uniform routing.
+constant, only P carries gradient: the loss pushes probability away from over-used experts. It is
+α at uniform routing and rises towards α·N as routing collapses onto one expert.
 """
 
 from __future__ import annotations

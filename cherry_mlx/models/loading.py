@@ -103,6 +103,10 @@ def model_classes(config: Dict[str, Any]):
         raise ValueError(
             f"model_type {model_type!r} is not a Llama-family model; cherry-mlx supports llama/mistral"
         )
+    if config.get("moee"):  # a fused Mixture of Efficient Experts (cherry_mlx.fusion)
+        from ..fusion.moee import moee_classes
+
+        return moee_classes(config)
     from . import Model, ModelArgs
 
     return Model, ModelArgs
@@ -170,7 +174,12 @@ def save_model(
         config = dict(config)
         if needs_model_file(config):
             config["model_file"] = MODEL_FILE
-            (tmp / MODEL_FILE).write_text(_MODEL_FILE_TEXT)
+            text = _MODEL_FILE_TEXT
+            if config.get("moee"):
+                from ..fusion.moee import shim_text
+
+                text = shim_text(config)
+            (tmp / MODEL_FILE).write_text(text)
         else:
             config.pop("model_file", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

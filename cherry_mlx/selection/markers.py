@@ -1,10 +1,11 @@
 """Marker vocabularies for the meta-cognitive (SSGT) and reasoning categories (paper Table 2).
 
 The paper's SSGT "moments" (Section 3.2.5) are signalled by short, closed-class phrases: "아차" /
-"Oops" for self-correction (Atcha), "잠깐" / "Wait" for verification (Jamkkan), "죄송" / "I can't" for
-refusal (guardrail). A closed list is the right tool for a closed class: it is precise, explainable,
-and the contrastive refinement (``refine.py``) catches what the list misses. Each entry is a regular
-expression matched case-insensitively on the assistant text; the whole match becomes the span.
+"Oops" for self-correction (Atcha), "잠깐" / "Wait" for verification (Jamkkan), "죄송" /
+"I can't" for refusal (guardrail). A closed list is the right tool for a closed class: it is
+precise, explainable, and the contrastive refinement (``refine.py``) catches what the list misses.
+Each entry is a regular expression matched case-insensitively on the assistant text; the whole
+match becomes the span.
 
 Governance special tokens (``<|spartan_*|>``) that appear literally in assistant text are tagged by
 the category their name implies (``SPECIAL_CATEGORIES``); turn markers stay untagged because the
@@ -60,7 +61,7 @@ MARKERS: List[Tuple[str, int, List[str]]] = [
         3,
         [
             r"죄송\w*",
-            r"(?:도와|도움을\s*드릴|드릴|알려\s*드릴|제공할|답변할|할)\s*수\s*없\w*",
+            r"(?:도와\s*드릴|도움을\s*드릴|알려\s*드릴|드릴|제공할|답변할|할)\s*수\s*없\w*",
             r"거절\w*",
             r"불법\w*",
             r"위험\w*",
@@ -99,18 +100,27 @@ ANSWER_CUES = re.compile(
     re.IGNORECASE,
 )
 
-# Name fragment of a governance special token -> category (first match wins).
-SPECIAL_CATEGORIES: List[Tuple[str, str, int]] = [
-    ("refuse", "guardrail", 3),
-    ("safe", "guardrail", 3),
+# Governance special tokens (cherry_mlx.tokenizer.specials) that mark a GT moment, by piece name.
+# Turn markers, bos/eos/pad and the tool list are context, not GT. Unknown ``<|...|>`` pieces of
+# other tokenizers fall back to the name fragments of SPECIAL_FRAGMENTS.
+SPECIAL_CATEGORIES: Dict[str, Tuple[str, int]] = {
+    "spartan_refuse": ("guardrail", 3),
+    "spartan_safe": ("guardrail", 3),
+    "spartan_unsure": ("guardrail", 3),
+    "spartan_atcha": ("self_correction", 3),
+    "spartan_jamkkan": ("verification", 3),
+    "spartan_verified": ("verification", 3),
+    "spartan_tool": ("verification", 1),  # a tool-call invocation (Table 2)
+    "spartan_tool_end": ("structural", 1),  # closing delimiter
+    "spartan_think_end": ("structural", 1),
+    "spartan_answer": ("structural", 1),
+    "spartan_context_end": ("structural", 1),
+    "spartan_think": ("reasoning", 1),
+}
+SPECIAL_FRAGMENTS: List[Tuple[str, str, int]] = [
+    ("refus", "guardrail", 3),
     ("correct", "self_correction", 3),
-    ("atcha", "self_correction", 3),
-    ("verify", "verification", 3),
-    ("check", "verification", 3),
-    ("jamkkan", "verification", 3),
-    ("tool", "verification", 1),
-    ("call", "verification", 1),
-    ("think", "reasoning", 1),
+    ("verif", "verification", 3),
 ]
 SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
@@ -126,7 +136,11 @@ REASONING_RE = _compile(REASONING)
 def special_category(token: str) -> Tuple[str, int] | None:
     """Category and level of a governance special token, or None for turn markers and the rest."""
     name = token.strip("<|>").lower()
-    for frag, cat, lvl in SPECIAL_CATEGORIES:
+    if name in SPECIAL_CATEGORIES:
+        return SPECIAL_CATEGORIES[name]
+    if name.startswith("spartan_"):
+        return None
+    for frag, cat, lvl in SPECIAL_FRAGMENTS:
         if frag in name:
             return cat, lvl
     return None

@@ -24,10 +24,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, Optional, Sequence
 
-import mlx.core as mx
-
-from .losses import CATEGORIES, gt_mask, per_token_ce
-
 
 @dataclass
 class SplitLoss:
@@ -40,7 +36,6 @@ class SplitLoss:
     n_gt: int
     n_non_gt: int
     per_category: Dict[str, float] = field(default_factory=dict)  # mean CE on GT tokens of c
-    n_per_category: Dict[str, int] = field(default_factory=dict)
 
     @property
     def gt_fraction(self) -> float:
@@ -65,49 +60,23 @@ def _ratio(num: float, den: float) -> float:
 
 
 def split_losses(
-    model, batches: Iterable[dict], level: int = 1, categories: Optional[Sequence[str]] = None
+    model, batches: Iterable[dict], level: int = 1, categories: Optional[Sequence[str]] = None,
+    max_batches: int = -1,
 ) -> SplitLoss:
     """Mean CE over all response / GT / non-GT positions of ``batches`` (the losses.py contract).
 
     GT means level >= ``level`` (and in ``categories`` when given), i.e. the set SGT supervised.
-    Sums are float32 per batch and accumulated in Python floats (float64) across batches.
+    The splitting itself is the trainer's (``training.evaluate.split_losses``), so the curves in a
+    run directory and ``cherry-mlx eval`` can never disagree; this adds the counts as a dataclass.
     """
-    sums = {k: 0.0 for k in ("total", "gt", "non_gt")}
-    counts = {k: 0.0 for k in sums}
-    cat_sum = [0.0] * len(CATEGORIES)
-    cat_cnt = [0.0] * len(CATEGORIES)
-    for batch in batches:
-        ce = per_token_ce(model(batch["inputs"]), batch["targets"])  # (B, T) f32
-        resp = batch["response"].astype(mx.float32)
-        g = (gt_mask(batch, level, categories) & batch["response"]).astype(mx.float32)
-        cat = batch["category"].astype(mx.int32)
-        # One-hot over categories restricted to GT positions: (B, T, C) -> per-category sums (C,)
-        onehot = (cat[..., None] == mx.arange(len(CATEGORIES))[None, None, :]).astype(mx.float32)
-        onehot = onehot * g[..., None]
-        parts = [
-            (ce * resp).sum(), resp.sum(), (ce * g).sum(), g.sum(),
-            (ce[..., None] * onehot).sum(axis=(0, 1)), onehot.sum(axis=(0, 1)),
-        ]
-        mx.eval(parts)
-        t_s, t_n, g_s, g_n, c_s, c_n = parts
-        sums["total"] += t_s.item()
-        counts["total"] += t_n.item()
-        sums["gt"] += g_s.item()
-        counts["gt"] += g_n.item()
-        for i, (s, n) in enumerate(zip(c_s.tolist(), c_n.tolist())):
-            cat_sum[i] += s
-            cat_cnt[i] += n
-    sums["non_gt"] = sums["total"] - sums["gt"]
-    counts["non_gt"] = counts["total"] - counts["gt"]
+    from ..training.evaluate import split_losses as _split
+
+    d = _split(model, batches, level=level, categories=categories, max_batches=max_batches)
+    n = d["counts"]
     return SplitLoss(
-        total=_ratio(sums["total"], counts["total"]),
-        gt=_ratio(sums["gt"], counts["gt"]),
-        non_gt=_ratio(sums["non_gt"], counts["non_gt"]),
-        n_total=int(counts["total"]),
-        n_gt=int(counts["gt"]),
-        n_non_gt=int(counts["non_gt"]),
-        per_category={c: _ratio(s, n) for c, s, n in zip(CATEGORIES, cat_sum, cat_cnt) if n},
-        n_per_category={c: int(n) for c, n in zip(CATEGORIES, cat_cnt) if n},
+        total=d["total"], gt=d["gt"], non_gt=d["non_gt"],
+        n_total=n["total"], n_gt=n["gt"], n_non_gt=n["non_gt"],
+        per_category=dict(d["per_category"]),
     )
 
 

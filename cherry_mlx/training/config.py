@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..selection.losses import CATEGORIES, LEVELS
+from ..selection.categories import CATEGORIES, LEVELS
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
@@ -40,7 +40,7 @@ class TrainConfig:
         None, "Tokenizer directory (default: the model's, else weights/cherry-tiny)."
     )
     data: Optional[str] = _f(
-        None, "Data directory with train/valid[/test].jsonl (default: the bundled data)."
+        None, "Directory of train.jsonl, valid.jsonl, test.jsonl (default: the bundled data)."
     )
     name: Optional[str] = _f(None, "Run name: the run is written to runs/NAME/ (default: auto).")
     runs_dir: Optional[str] = _f(None, "Parent directory of runs (default: runs/).")
@@ -73,7 +73,9 @@ class TrainConfig:
     seed: int = _f(0, "Seed of initialisation, data order and random selection.")
     grad_checkpoint: bool = _f(False, "Recompute each block in the backward pass (less memory).")
     # LoRA through mlx-lm's tuner
-    lora: bool = _f(False, "Train LoRA adapters (mlx-lm's linear_to_lora_layers) instead of all weights.")
+    lora: bool = _f(
+        False, "Train LoRA adapters (mlx-lm's linear_to_lora_layers) instead of all weights."
+    )
     lora_rank: int = _f(8, "LoRA rank.")
     lora_scale: float = _f(20.0, "LoRA scale (mlx-lm's 'scale').")
     lora_layers: int = _f(-1, "Number of last blocks given adapters (-1 = all).")
@@ -144,7 +146,11 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a mapping; unknown keys are an error that lists the known ones."""
         known = {f.name for f in fields(cls)}
-        flags = {f.metadata.get("flag", "").lstrip("-").replace("-", "_"): f.name for f in fields(cls)}
+        flags = {
+            f.metadata["flag"].lstrip("-").replace("-", "_"): f.name
+            for f in fields(cls)
+            if "flag" in f.metadata
+        }
         out = {}
         for k, v in d.items():
             key = k.replace("-", "_")

@@ -1,4 +1,4 @@
-"""Run directories: ``runs/NAME/`` with step checkpoints; later commands default to the latest run."""
+"""Run directories: ``runs/NAME/`` with step checkpoints; later commands default to the latest."""
 
 from __future__ import annotations
 

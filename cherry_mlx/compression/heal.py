@@ -1,0 +1,315 @@
+"""``compress``: merge -> SGT heal -> unroll -> SGT heal, with the loss after every stage.
+
+Order matters (paper Section 6.1): unrolling a freshly merged model amplifies an incoherent
+representation (+212-346% loss in the paper), so the merged model is healed first
+(``pre_unroll_steps``, paper 100), then unrolled, then healed again (``heal_steps``, paper 500).
+Healing is the project's SGT trainer (``training.trainer.train``) with the model passed in; each
+stage is an ordinary run directory under the output (curves, metrics, checkpoints).
+
+Recovered fraction of the gap (the paper's Table C.1 "recovery", e.g. 24Lx2: (13.19 - 2.93) /
+(13.19 - 0.994) = 84%): ``R = (L_merged - L_final) / (L_merged - L_source)`` on held-out response
+tokens; 1 means the compressed model is back at the source model's loss.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from .merge import merge_model, plan_groups
+from .recurrent import current_recurrence, plan_recurrence, unroll
+
+
+@dataclass
+class CompressConfig:
+    """Settings of ``cherry-mlx compress`` (the CLI maps its options one to one)."""
+
+    model: Optional[str] = None  # model dir, run or preset; default: the latest run
+    out: Optional[str] = None  # output dir; default runs/<source>-<label>
+    to: Optional[str] = None  # unique layers after merging, e.g. "6L"
+    factor: Optional[int] = None  # or: merge every r adjacent layers
+    groups: Optional[str] = None  # or: explicit grouping "3,3,2" / "0-2,3-5,6-7"
+    loops: int = 1  # core loops after unrolling (1 = no recurrence)
+    prelude: int = 1
+    coda: int = 1
+    heal: bool = True  # False: merge and unroll only (--no-heal)
+    pre_unroll_steps: int = 100  # SGT steps on the merged model before unrolling
+    heal_steps: int = 500  # SGT steps after unrolling
+    data: Optional[str] = None  # data dir with train/valid.jsonl (default: bundled)
+    tokenizer: Optional[str] = None
+    batch_size: int = 16
+    seq_len: int = 256
+    learning_rate: float = 1e-3
+    warmup: int = 10
+    lam: float = 0.7
+    select: str = "gt"
+    seed: int = 0
+    eval_batches: int = -1
+    grad_checkpoint: bool = False
+
+    def label(self) -> str:
+        what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
+        what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
+        return f"{what}x{self.loops}".replace(",", "_")
+
+
+@dataclass
+class Stage:
+    name: str
+    loss: float
+    gt: float = float("nan")
+    non_gt: float = float("nan")
+    params: int = 0
+    unique_layers: int = 0
+    effective_depth: int = 0
+    seconds: float = 0.0
+    run_dir: Optional[str] = None
+
+
+@dataclass
+class CompressResult:
+    out_dir: Path
+    stages: List[Stage] = field(default_factory=list)
+    recovered: float = float("nan")  # of the merge gap, after the last stage
+    recovered_pre_unroll: float = float("nan")
+    model: Any = None
+    config: Dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "stages": [asdict(s) for s in self.stages],
+            "recovered": self.recovered,
+            "recovered_pre_unroll": self.recovered_pre_unroll,
+            "config": self.config,
+        }
+
+
+def recovered_fraction(source: float, merged: float, healed: float) -> float:
+    """Share of the merge gap closed: (L_merged - L_healed) / (L_merged - L_source)."""
+    gap = merged - source
+    return (merged - healed) / gap if gap > 0 else float("nan")
+
+
+def source_name(model_dir) -> str:
+    """Readable name of a model directory: a run's name for runs/NAME/best or .../step-N."""
+    p = Path(model_dir).resolve()
+    if p.name == "best" or p.name.startswith("step-"):
+        p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    return p.name
+
+
+def param_count(model) -> int:
+    return sum(v.size for _, v in tree_flatten(model.parameters()))
+
+
+class Data:
+    """Tokenizer, encoded train/valid examples and fixed held-out batches, loaded once."""
+
+    def __init__(
+        self,
+        tokenizer=None,
+        tokenizer_dir=None,
+        train=None,
+        valid=None,
+        batch_size: int = 16,
+        seq_len: int = 256,
+    ):
+        from ..training.data import valid_batches
+
+        self.tokenizer, self.tokenizer_dir = tokenizer, tokenizer_dir
+        self.train, self.valid = train, valid
+        self.batches = valid_batches(valid, batch_size, seq_len)
+
+    @classmethod
+    def load(cls, cfg: CompressConfig, model_dir: Optional[Path]) -> "Data":
+        from ..models.loading import load_tokenizer, resolve
+        from ..training.data import load_splits
+
+        tok_dir = None
+        for cand in (cfg.tokenizer, model_dir, "cherry-tiny"):
+            if cand is None:
+                continue
+            path = resolve(cand)
+            if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file():
+                tok_dir = path
+                break
+        if tok_dir is None:
+            raise FileNotFoundError(
+                "no tokenizer for the healing data: pass --tokenizer DIR (the model directory "
+                "and weights/cherry-tiny have no tokenizer files)"
+            )
+        tokenizer = load_tokenizer(tok_dir)
+        splits = load_splits(cfg.data, tokenizer, cfg.seq_len)
+        return cls(
+            tokenizer, tok_dir, splits["train"], splits["valid"], cfg.batch_size, cfg.seq_len
+        )
+
+
+def evaluate(model, data: Data, name: str, eval_batches: int = -1, seconds: float = 0.0) -> Stage:
+    """Held-out loss on response tokens (total, GT, non-GT) of ``model`` as a named stage."""
+    from ..training.evaluate import split_losses
+
+    model.eval()
+    row = split_losses(model, data.batches, max_batches=eval_batches)
+    rec = current_recurrence(
+        {"num_hidden_layers": model.args.num_hidden_layers, "recurrence": model.args.recurrence}
+    )
+    return Stage(
+        name=name,
+        loss=row["total"],
+        gt=row["gt"],
+        non_gt=row["non_gt"],
+        params=param_count(model),
+        unique_layers=rec.unique,
+        effective_depth=rec.effective_depth,
+        seconds=seconds,
+    )
+
+
+def heal(model, cfg: CompressConfig, data: Data, steps: int, run_dir: Path, name: str):
+    """``steps`` SGT updates of ``model`` in place through the project trainer; returns seconds."""
+    from ..training.config import TrainConfig
+    from ..training.trainer import train
+
+    tcfg = TrainConfig(
+        model=None,
+        tokenizer=str(data.tokenizer_dir) if data.tokenizer_dir else None,
+        data=cfg.data,
+        name=name,
+        runs_dir=str(run_dir),
+        select=cfg.select,
+        lam=cfg.lam,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
+        learning_rate=cfg.learning_rate,
+        warmup=min(cfg.warmup, max(steps // 5, 0)),
+        seed=cfg.seed,
+        grad_checkpoint=cfg.grad_checkpoint,
+        eval_every=0,
+        eval_batches=cfg.eval_batches,
+        save_every=steps,
+        keep_checkpoints=1,
+        demo=False,
+        report_every=max(1, min(10, steps // 5)),
+    )
+    t0 = time.perf_counter()
+    # valid_data=[]: the trainer skips its own evals, ours (``evaluate``) bracket each stage
+    result = train(
+        tcfg, model=model, tokenizer=data.tokenizer, train_data=data.train, valid_data=[]
+    )
+    trained = result.model if result.model is not None else model
+    if trained is not model:  # the trainer may hand back another object: keep ours in sync
+        model.update(trained.parameters())
+    mx.eval(model.parameters())
+    return time.perf_counter() - t0, Path(result.run_dir)
+
+
+def run_pipeline(
+    source,
+    source_cfg: Dict[str, Any],
+    cfg: CompressConfig,
+    data: Data,
+    out_dir: Path,
+    log=print,
+    source_stage: Optional[Stage] = None,
+    merged_state=None,
+) -> CompressResult:
+    """Merge, heal, unroll, heal ``source``; ``merged_state`` = (model, config, stages) reuses a
+    merged-and-healed model (sweeps over loop counts share it)."""
+    res = CompressResult(out_dir=Path(out_dir))
+    out_dir = Path(out_dir)
+    src = source_stage or evaluate(source, data, "source", cfg.eval_batches)
+    res.stages.append(src)
+    log(f"source: {src.unique_layers} layers, loss {src.loss:.4f}")
+    if merged_state is None:
+        merged_state = merge_and_heal(source, source_cfg, cfg, data, out_dir, log)
+    merged, mcfg, merged_stages = merged_state
+    res.stages += merged_stages
+    plan_recurrence(mcfg["num_hidden_layers"], cfg.loops, cfg.prelude, cfg.coda)  # validate
+    t0 = time.perf_counter()
+    looped, lcfg = unroll(merged, mcfg, cfg.loops, cfg.prelude, cfg.coda)
+    # (the looped model shares the merged model's arrays; healing replaces them in ``looped``
+    # only, since optimizer updates create new arrays, so a shared merge state stays intact)
+    if cfg.loops > 1:
+        st = evaluate(looped, data, "unrolled", cfg.eval_batches, time.perf_counter() - t0)
+        res.stages.append(st)
+        log(f"unrolled {looped.args.effective_depth} effective layers: loss {st.loss:.4f}")
+    if cfg.heal and cfg.heal_steps > 0:
+        secs, rdir = heal(
+            looped,
+            cfg,
+            data,
+            cfg.heal_steps,
+            out_dir,
+            "heal-2-unrolled" if cfg.loops > 1 else "heal-2-merged",
+        )
+        st = evaluate(looped, data, "healed", cfg.eval_batches, secs)
+        st.run_dir = str(rdir)
+        res.stages.append(st)
+        log(f"after {cfg.heal_steps} SGT steps: loss {st.loss:.4f} ({secs:.0f}s)")
+    res.model, res.config = looped, lcfg
+    merged_loss = res.stage("merged").loss
+    res.recovered = recovered_fraction(src.loss, merged_loss, res.stages[-1].loss)
+    if any(s.name == "merged-healed" for s in res.stages):
+        res.recovered_pre_unroll = recovered_fraction(
+            src.loss, merged_loss, res.stage("merged-healed").loss
+        )
+    return res
+
+
+def merge_and_heal(source, source_cfg, cfg: CompressConfig, data: Data, out_dir: Path, log=print):
+    """Stage 1: merge, evaluate, and (unless --no-heal) SGT-heal the merged model."""
+    groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
+    t0 = time.perf_counter()
+    merged, mcfg = merge_model(source, source_cfg, groups)
+    mx.eval(merged.parameters())
+    stages = [evaluate(merged, data, "merged", cfg.eval_batches, time.perf_counter() - t0)]
+    log(f"merged {len(source.layers)} -> {len(groups)} layers: loss {stages[0].loss:.4f}")
+    if cfg.heal and cfg.pre_unroll_steps > 0:
+        secs, rdir = heal(merged, cfg, data, cfg.pre_unroll_steps, out_dir, "heal-1-merged")
+        st = evaluate(merged, data, "merged-healed", cfg.eval_batches, secs)
+        st.run_dir = str(rdir)
+        stages.append(st)
+        log(f"after {cfg.pre_unroll_steps} SGT steps before unrolling: loss {st.loss:.4f}")
+    return merged, mcfg, stages
+
+
+def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> CompressResult:
+    """The ``cherry-mlx compress`` job: load, merge/heal/unroll/heal, save model + report."""
+    from ..models.loading import load_model, resolve, save_model
+    from ..training.runs import RUNS_DIR, latest_run
+    from .report import write_report
+
+    model_name = cfg.model or latest_run()
+    if model_name is None:
+        raise FileNotFoundError("no model given and no runs/ yet: pass MODEL or train first")
+    model_dir = resolve(model_name)
+    source, source_cfg = load_model(model_dir)
+    if cfg.loops > 1 and not cfg.heal:
+        log(
+            "note: --no-heal unrolls a freshly merged model; the paper found this raises loss "
+            "(heal with --pre-unroll-steps first)"
+        )
+    out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-{cfg.label()}"
+    # bad --to/--groups/--loops fail here, before any data is read
+    groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
+    plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
+    data = data or Data.load(cfg, model_dir)
+    res = run_pipeline(source, source_cfg, cfg, data, out_dir, log)
+    res.config = dict(res.config)
+    save_model(res.model, out_dir / "model", res.config, data.tokenizer_dir)
+    write_report(res, cfg, out_dir)
+    log(f"recovered {res.recovered:.1%} of the merge gap; model in {out_dir / 'model'}")
+    (out_dir / "compress_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    return res

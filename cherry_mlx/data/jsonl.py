@@ -1,0 +1,158 @@
+"""Read and validate JSONL data sets in the shapes mlx-lm accepts, plus GT span annotations.
+
+One JSON object per line, in one of three shapes (as ``mlx_lm.tuner.datasets``):
+    {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}   (tools optional)
+    {"prompt": "...", "completion": "..."}
+    {"text": "..."}
+GT annotations (SPEC.md) are character spans on the supervised text, so they survive any
+tokenizer: ``"gt": [{"start": 10, "end": 15, "level": 1, "category": "factual"}]`` on an assistant
+message (offsets into its ``content``), or at the top level of a prompt/completion example (into
+``completion``) or a text example (into ``text``).
+
+Every problem is reported as ``FILE:LINE: field F: problem; fix`` through ``DataError``, a
+``ValueError`` so the CLI prints it as one line. Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..selection.losses import CATEGORIES
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class DataError(ValueError):
+    """A malformed data line: the message names file, line and field, and says how to fix it."""
+
+
+def _fail(where: str, field: str, problem: str, fix: str):
+    raise DataError(f"{where}: field {field}: {problem}; {fix}")
+
+
+def validate_spans(spans: Any, text: str, where: str, field: str) -> None:
+    """Check a ``gt`` list against the text it annotates (offsets are Python str indices)."""
+    if not isinstance(spans, list):
+        _fail(where, field, f"expected a list of spans, got {type(spans).__name__}",
+              'write "gt": [{"start": S, "end": E, "level": 1, "category": "factual"}]')
+    for i, span in enumerate(spans):
+        f = f"{field}[{i}]"
+        if not isinstance(span, dict):
+            _fail(where, f, f"expected an object, got {type(span).__name__}",
+                  'write {"start": S, "end": E, "level": L, "category": C}')
+        for key in ("start", "end", "level", "category"):
+            if key not in span:
+                _fail(where, f"{f}.{key}", "missing", f"add {key!r} to every span")
+        start, end, level, cat = span["start"], span["end"], span["level"], span["category"]
+        for key, val in (("start", start), ("end", end), ("level", level)):
+            if not isinstance(val, int) or isinstance(val, bool):
+                _fail(where, f"{f}.{key}", f"{val!r} is not an integer", "use an integer")
+        if not 0 <= start < end <= len(text):
+            _fail(where, f"{f}.start/end", f"span [{start}, {end}) is outside the annotated "
+                  f"text of {len(text)} characters or empty",
+                  "use character offsets with 0 <= start < end <= len(text)")
+        if level not in (1, 2, 3):
+            _fail(where, f"{f}.level", f"{level} is not a GT level",
+                  "use 1 (GT), 2 (super-GT) or 3 (SSGT)")
+        if cat not in CATEGORIES:
+            _fail(where, f"{f}.category", f"{cat!r} is unknown",
+                  f"use one of {', '.join(CATEGORIES)}")
+
+
+def _check_str(obj: dict, key: str, where: str, field: str, optional: bool = False) -> None:
+    val = obj.get(key)
+    if val is None and optional:
+        return
+    if not isinstance(val, str):
+        _fail(where, field, f"expected a string, got {type(val).__name__}", "make it a string")
+
+
+def validate_example(ex: Any, where: str) -> dict:
+    """Validate one decoded example; returns it unchanged."""
+    if not isinstance(ex, dict):
+        _fail(where, "(line)", f"expected a JSON object, got {type(ex).__name__}",
+              "write one object per line")
+    shapes = [k for k in ("messages", "prompt", "text") if k in ex]
+    if len(shapes) != 1:
+        _fail(where, "(keys)", f"found {sorted(ex)}",
+              'give exactly one of "messages", "prompt"+"completion" or "text"')
+    if "messages" in ex:
+        msgs = ex["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            _fail(where, "messages", "expected a non-empty list", "list the conversation's turns")
+        for i, m in enumerate(msgs):
+            f = f"messages[{i}]"
+            if not isinstance(m, dict):
+                _fail(where, f, "expected an object", 'write {"role": ..., "content": ...}')
+            if m.get("role") not in ROLES:
+                _fail(where, f"{f}.role", f"{m.get('role')!r} is not a role", f"use one of {ROLES}")
+            # an assistant turn that only calls tools may have no content
+            optional = m["role"] == "assistant" and bool(m.get("tool_calls"))
+            _check_str(m, "content", where, f"{f}.content", optional=optional)
+            if "gt" in m:
+                if m["role"] != "assistant":
+                    _fail(where, f"{f}.gt", f"GT spans on a {m['role']} turn",
+                          "annotate assistant turns only (other turns are never supervised)")
+                validate_spans(m["gt"], m.get("content") or "", where, f"{f}.gt")
+            if "tool_calls" in m and not isinstance(m["tool_calls"], list):
+                _fail(where, f"{f}.tool_calls", "expected a list", "list the calls")
+        if not any(m["role"] == "assistant" for m in msgs):
+            _fail(where, "messages", "no assistant turn", "add the assistant's response")
+        if "tools" in ex and not isinstance(ex["tools"], list):
+            _fail(where, "tools", "expected a list", "list the tool schemas")
+    elif "prompt" in ex:
+        _check_str(ex, "prompt", where, "prompt")
+        if "completion" not in ex:
+            _fail(where, "completion", "missing", 'add "completion" next to "prompt"')
+        _check_str(ex, "completion", where, "completion")
+        if "gt" in ex:
+            validate_spans(ex["gt"], ex["completion"], where, "gt")
+    else:
+        _check_str(ex, "text", where, "text")
+        if "gt" in ex:
+            validate_spans(ex["gt"], ex["text"], where, "gt")
+    return ex
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield validated examples of a JSONL file, one per non-blank line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file (build the default with "
+                                "`cherry-mlx data build` or pass an existing .jsonl)")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                ex = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: field (line): invalid JSON ({err.msg} at column "
+                                f"{err.colno}); write one JSON object per line") from None
+            yield validate_example(ex, where)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All validated examples of a JSONL file (see the module docstring for the shapes)."""
+    return list(iter_jsonl(path))
+
+
+def example_texts(ex: dict) -> Iterable[str]:
+    """Every piece of natural text in an example (for tokenizer training and statistics)."""
+    if "messages" in ex:
+        for m in ex["messages"]:
+            for key in ("content", "reasoning_content", "thinking", "refusal"):
+                if isinstance(m.get(key), str):
+                    yield m[key]
+            for tc in m.get("tool_calls") or []:
+                yield json.dumps(tc.get("function", tc), ensure_ascii=False)
+        if ex.get("tools"):
+            yield json.dumps(ex["tools"], ensure_ascii=False)
+    elif "prompt" in ex:
+        yield ex["prompt"]
+        yield ex["completion"]
+    else:
+        yield ex["text"]

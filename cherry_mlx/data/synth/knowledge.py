@@ -1,0 +1,182 @@
+"""The built-in knowledge table the factual families ask about.
+
+Only stable facts (capitals, continents, currencies, official languages where there is one,
+atomic numbers, dates of historical events, which province a Korean city is in, the order of the
+planets), so the bundled answers stay true. Names are given in Korean and English.
+"""
+
+from __future__ import annotations
+
+# (ko, en, capital ko, capital en, continent ko, continent en, currency ko, currency en,
+#  language ko, language en); None where the attribute is ambiguous and never asked.
+COUNTRIES = [
+    ("대한민국", "South Korea", "서울", "Seoul", "아시아", "Asia", "원", "won", "한국어", "Korean"),
+    ("일본", "Japan", "도쿄", "Tokyo", "아시아", "Asia", "엔", "yen", "일본어", "Japanese"),
+    ("중국", "China", "베이징", "Beijing", "아시아", "Asia", "위안", "yuan", "중국어", "Chinese"),
+    ("몽골", "Mongolia", "울란바토르", "Ulaanbaatar", "아시아", "Asia", "투그릭", "tugrik",
+     "몽골어", "Mongolian"),
+    ("베트남", "Vietnam", "하노이", "Hanoi", "아시아", "Asia", "동", "dong", "베트남어",
+     "Vietnamese"),
+    ("태국", "Thailand", "방콕", "Bangkok", "아시아", "Asia", "바트", "baht", "태국어", "Thai"),
+    ("인도", "India", "뉴델리", "New Delhi", "아시아", "Asia", "루피", "rupee", None, None),
+    ("필리핀", "the Philippines", "마닐라", "Manila", "아시아", "Asia", "페소", "peso", None, None),
+    ("말레이시아", "Malaysia", "쿠알라룸푸르", "Kuala Lumpur", "아시아", "Asia", "링깃",
+     "ringgit", None, None),
+    ("사우디아라비아", "Saudi Arabia", "리야드", "Riyadh", "아시아", "Asia", "리얄", "riyal",
+     "아랍어", "Arabic"),
+    ("프랑스", "France", "파리", "Paris", "유럽", "Europe", "유로", "euro", "프랑스어", "French"),
+    ("독일", "Germany", "베를린", "Berlin", "유럽", "Europe", "유로", "euro", "독일어", "German"),
+    ("이탈리아", "Italy", "로마", "Rome", "유럽", "Europe", "유로", "euro", "이탈리아어",
+     "Italian"),
+    ("스페인", "Spain", "마드리드", "Madrid", "유럽", "Europe", "유로", "euro", "스페인어",
+     "Spanish"),
+    ("포르투갈", "Portugal", "리스본", "Lisbon", "유럽", "Europe", "유로", "euro", "포르투갈어",
+     "Portuguese"),
+    ("영국", "the United Kingdom", "런던", "London", "유럽", "Europe", "파운드", "pound",
+     "영어", "English"),
+    ("네덜란드", "the Netherlands", "암스테르담", "Amsterdam", "유럽", "Europe", "유로", "euro",
+     "네덜란드어", "Dutch"),
+    ("오스트리아", "Austria", "빈", "Vienna", "유럽", "Europe", "유로", "euro", "독일어",
+     "German"),
+    ("스위스", "Switzerland", "베른", "Bern", "유럽", "Europe", "스위스 프랑", "Swiss franc",
+     None, None),
+    ("그리스", "Greece", "아테네", "Athens", "유럽", "Europe", "유로", "euro", "그리스어",
+     "Greek"),
+    ("노르웨이", "Norway", "오슬로", "Oslo", "유럽", "Europe", "크로네", "krone", "노르웨이어",
+     "Norwegian"),
+    ("스웨덴", "Sweden", "스톡홀름", "Stockholm", "유럽", "Europe", "크로나", "krona",
+     "스웨덴어", "Swedish"),
+    ("핀란드", "Finland", "헬싱키", "Helsinki", "유럽", "Europe", "유로", "euro", None, None),
+    ("폴란드", "Poland", "바르샤바", "Warsaw", "유럽", "Europe", "즐로티", "zloty", "폴란드어",
+     "Polish"),
+    ("러시아", "Russia", "모스크바", "Moscow", None, None, "루블", "ruble", "러시아어",
+     "Russian"),
+    ("튀르키예", "Türkiye", "앙카라", "Ankara", None, None, "리라", "lira", "튀르키예어",
+     "Turkish"),
+    ("미국", "the United States", "워싱턴 D.C.", "Washington, D.C.", "북아메리카",
+     "North America", "달러", "dollar", None, None),
+    ("캐나다", "Canada", "오타와", "Ottawa", "북아메리카", "North America", "캐나다 달러",
+     "Canadian dollar", None, None),
+    ("멕시코", "Mexico", "멕시코시티", "Mexico City", "북아메리카", "North America", "페소",
+     "peso", "스페인어", "Spanish"),
+    ("브라질", "Brazil", "브라질리아", "Brasília", "남아메리카", "South America", "헤알", "real",
+     "포르투갈어", "Portuguese"),
+    ("아르헨티나", "Argentina", "부에노스아이레스", "Buenos Aires", "남아메리카",
+     "South America", "페소", "peso", "스페인어", "Spanish"),
+    ("칠레", "Chile", "산티아고", "Santiago", "남아메리카", "South America", "페소", "peso",
+     "스페인어", "Spanish"),
+    ("페루", "Peru", "리마", "Lima", "남아메리카", "South America", "솔", "sol", None, None),
+    ("이집트", "Egypt", "카이로", "Cairo", "아프리카", "Africa", "이집트 파운드",
+     "Egyptian pound", "아랍어", "Arabic"),
+    ("케냐", "Kenya", "나이로비", "Nairobi", "아프리카", "Africa", "케냐 실링", "Kenyan shilling",
+     None, None),
+    ("나이지리아", "Nigeria", "아부자", "Abuja", "아프리카", "Africa", "나이라", "naira", None,
+     None),
+    ("에티오피아", "Ethiopia", "아디스아바바", "Addis Ababa", "아프리카", "Africa", "비르", "birr",
+     None, None),
+    ("모로코", "Morocco", "라바트", "Rabat", "아프리카", "Africa", "디르함", "dirham", None, None),
+    ("호주", "Australia", "캔버라", "Canberra", "오세아니아", "Oceania", "호주 달러",
+     "Australian dollar", None, None),
+    ("뉴질랜드", "New Zealand", "웰링턴", "Wellington", "오세아니아", "Oceania", "뉴질랜드 달러",
+     "New Zealand dollar", None, None),
+]
+
+# Plausible-but-wrong capitals a model might hallucinate (the largest or best-known city).
+WRONG_CAPITALS = {
+    "Australia": ("시드니", "Sydney"), "Canada": ("토론토", "Toronto"),
+    "Brazil": ("상파울루", "São Paulo"), "Türkiye": ("이스탄불", "Istanbul"),
+    "Switzerland": ("취리히", "Zurich"), "New Zealand": ("오클랜드", "Auckland"),
+    "Morocco": ("카사블랑카", "Casablanca"), "Nigeria": ("라고스", "Lagos"),
+    "the United States": ("뉴욕", "New York"), "India": ("뭄바이", "Mumbai"),
+    "China": ("상하이", "Shanghai"), "Vietnam": ("호찌민", "Ho Chi Minh City"),
+}
+
+# (atomic number, symbol, ko, en)
+ELEMENTS = [
+    (1, "H", "수소", "hydrogen"), (2, "He", "헬륨", "helium"), (3, "Li", "리튬", "lithium"),
+    (6, "C", "탄소", "carbon"), (7, "N", "질소", "nitrogen"), (8, "O", "산소", "oxygen"),
+    (9, "F", "플루오린", "fluorine"), (10, "Ne", "네온", "neon"), (11, "Na", "나트륨", "sodium"),
+    (12, "Mg", "마그네슘", "magnesium"), (13, "Al", "알루미늄", "aluminium"),
+    (14, "Si", "규소", "silicon"), (15, "P", "인", "phosphorus"), (16, "S", "황", "sulfur"),
+    (17, "Cl", "염소", "chlorine"), (18, "Ar", "아르곤", "argon"), (19, "K", "칼륨", "potassium"),
+    (20, "Ca", "칼슘", "calcium"), (26, "Fe", "철", "iron"), (28, "Ni", "니켈", "nickel"),
+    (29, "Cu", "구리", "copper"), (30, "Zn", "아연", "zinc"), (47, "Ag", "은", "silver"),
+    (50, "Sn", "주석", "tin"), (53, "I", "아이오딘", "iodine"), (78, "Pt", "백금", "platinum"),
+    (79, "Au", "금", "gold"), (80, "Hg", "수은", "mercury"), (82, "Pb", "납", "lead"),
+    (92, "U", "우라늄", "uranium"),
+]
+
+# (key, ko, en, year)
+EVENTS = [
+    ("goryeo", "고려 건국", "the founding of Goryeo", 918),
+    ("magna", "마그나 카르타 서명", "the sealing of Magna Carta", 1215),
+    ("joseon", "조선 건국", "the founding of Joseon", 1392),
+    ("hunmin", "훈민정음 반포", "the promulgation of Hunminjeongeum", 1446),
+    ("columbus", "콜럼버스의 아메리카 도착", "Columbus's arrival in the Americas", 1492),
+    ("imjin", "임진왜란 발발", "the outbreak of the Imjin War", 1592),
+    ("usindep", "미국 독립선언", "the United States Declaration of Independence", 1776),
+    ("frrev", "프랑스 혁명 발발", "the outbreak of the French Revolution", 1789),
+    ("titanic", "타이타닉호 침몰", "the sinking of the Titanic", 1912),
+    ("ww1", "제1차 세계대전 발발", "the outbreak of the First World War", 1914),
+    ("march1", "3·1 운동", "the March 1st Movement", 1919),
+    ("liberation", "광복", "Korea's liberation from Japanese rule", 1945),
+    ("un", "국제연합 창설", "the founding of the United Nations", 1945),
+    ("rokgov", "대한민국 정부 수립", "the establishment of the Government of the Republic of Korea",
+     1948),
+    ("koreanwar", "한국전쟁 발발", "the outbreak of the Korean War", 1950),
+    ("sputnik", "스푸트니크 1호 발사", "the launch of Sputnik 1", 1957),
+    ("april19", "4·19 혁명", "the April Revolution in Korea", 1960),
+    ("apollo", "아폴로 11호 달 착륙", "the Apollo 11 Moon landing", 1969),
+    ("gyeongbu", "경부고속도로 개통", "the opening of the Gyeongbu Expressway", 1970),
+    ("subway1", "서울 지하철 1호선 개통", "the opening of Seoul Subway Line 1", 1974),
+    ("may18", "5·18 민주화운동", "the Gwangju Uprising", 1980),
+    ("june1987", "6월 민주항쟁", "the June Democratic Struggle", 1987),
+    ("olympics", "서울 올림픽 개최", "the Seoul Olympic Games", 1988),
+    ("berlinwall", "베를린 장벽 붕괴", "the fall of the Berlin Wall", 1989),
+    ("ussr", "소련 해체", "the dissolution of the Soviet Union", 1991),
+    ("rokun", "대한민국의 유엔 가입", "South Korea's admission to the United Nations", 1991),
+]
+
+# (city ko, city en, province ko, province en)
+KOREAN_CITIES = [
+    ("수원", "Suwon", "경기도", "Gyeonggi Province"),
+    ("성남", "Seongnam", "경기도", "Gyeonggi Province"),
+    ("고양", "Goyang", "경기도", "Gyeonggi Province"),
+    ("춘천", "Chuncheon", "강원특별자치도", "Gangwon State"),
+    ("강릉", "Gangneung", "강원특별자치도", "Gangwon State"),
+    ("청주", "Cheongju", "충청북도", "North Chungcheong Province"),
+    ("충주", "Chungju", "충청북도", "North Chungcheong Province"),
+    ("천안", "Cheonan", "충청남도", "South Chungcheong Province"),
+    ("공주", "Gongju", "충청남도", "South Chungcheong Province"),
+    ("전주", "Jeonju", "전북특별자치도", "Jeonbuk State"),
+    ("군산", "Gunsan", "전북특별자치도", "Jeonbuk State"),
+    ("목포", "Mokpo", "전라남도", "South Jeolla Province"),
+    ("여수", "Yeosu", "전라남도", "South Jeolla Province"),
+    ("순천", "Suncheon", "전라남도", "South Jeolla Province"),
+    ("포항", "Pohang", "경상북도", "North Gyeongsang Province"),
+    ("경주", "Gyeongju", "경상북도", "North Gyeongsang Province"),
+    ("안동", "Andong", "경상북도", "North Gyeongsang Province"),
+    ("창원", "Changwon", "경상남도", "South Gyeongsang Province"),
+    ("진주", "Jinju", "경상남도", "South Gyeongsang Province"),
+    ("통영", "Tongyeong", "경상남도", "South Gyeongsang Province"),
+    ("서귀포", "Seogwipo", "제주특별자치도", "Jeju Province"),
+]
+
+# (order from the Sun, ko, en)
+PLANETS = [
+    (1, "수성", "Mercury"), (2, "금성", "Venus"), (3, "지구", "Earth"), (4, "화성", "Mars"),
+    (5, "목성", "Jupiter"), (6, "토성", "Saturn"), (7, "천왕성", "Uranus"),
+    (8, "해왕성", "Neptune"),
+]
+
+# (key, ko unit, en unit (singular), en plural, factor to the smaller unit, smaller ko, en, plural)
+UNITS = [
+    ("km-m", "킬로미터", "kilometre", "kilometres", 1000, "미터", "metre", "metres"),
+    ("m-cm", "미터", "metre", "metres", 100, "센티미터", "centimetre", "centimetres"),
+    ("kg-g", "킬로그램", "kilogram", "kilograms", 1000, "그램", "gram", "grams"),
+    ("l-ml", "리터", "litre", "litres", 1000, "밀리리터", "millilitre", "millilitres"),
+    ("h-min", "시간", "hour", "hours", 60, "분", "minute", "minutes"),
+    ("min-s", "분", "minute", "minutes", 60, "초", "second", "seconds"),
+    ("day-h", "일", "day", "days", 24, "시간", "hour", "hours"),
+    ("week-day", "주", "week", "weeks", 7, "일", "day", "days"),
+]

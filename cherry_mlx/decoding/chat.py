@@ -1,0 +1,131 @@
+"""A chat session over the model's own chat template, with the KV cache kept across turns.
+
+Each turn renders the whole conversation with the tokenizer's chat template (the cherry template
+writes the governance tokens: ``<|spartan_user|>``, ``<|spartan_assistant|>``, ``<|spartan_end|>``,
+...), finds the longest common prefix with the tokens already in the cache, trims the caches back
+to it (mlx-lm's ``KVCache.trim``) and prefills only the rest. A template that renders an earlier
+turn differently (e.g. a generation-prompt token that is dropped once the answer is in the history)
+therefore costs a re-prefill of the tail, never a wrong cache.
+
+Generation stops at any end-of-turn id (``tokenizer.eos_token_ids``; the stop token itself is not
+shown) or ``max_tokens``; closing the token stream (Ctrl-C in the CLI) ends a turn early and keeps
+the session consistent: the cache is trimmed back to the tokens actually produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+from ..models.mtp import has_mtp
+from .generate import GenerationStats, SamplingConfig, generate_tokens
+from .speculative import speculative_generate_tokens
+
+
+@dataclass
+class ChatConfig:
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_tokens: int = 512
+    speculative: Optional[bool] = None  # None: on when the model has MTP heads
+    num_draft: Optional[int] = None  # heads used for drafting (default all)
+    system: Optional[str] = None
+    seed: Optional[int] = None
+
+
+def render(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
+    """Token ids of a conversation under the tokenizer's chat template (no template: plain
+    ``role: content`` lines, so hub models without one still work)."""
+    if getattr(tokenizer, "chat_template", None) or getattr(tokenizer, "has_chat_template", False):
+        return list(tokenizer.apply_chat_template(messages,
+                                                  add_generation_prompt=add_generation_prompt))
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return tokenizer.encode(text + ("assistant: " if add_generation_prompt else ""))
+
+
+class ChatSession:
+    """Multi-turn chat: ``send(text)`` streams the answer's text pieces."""
+
+    def __init__(self, model, tokenizer, cfg: Optional[ChatConfig] = None):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg or ChatConfig()
+        if self.cfg.speculative and not has_mtp(model):
+            raise ValueError("--speculative needs a model with MTP heads (config key 'mtp')")
+        self.speculative = has_mtp(model) if self.cfg.speculative is None else self.cfg.speculative
+        self.stop = set(tokenizer.eos_token_ids)
+        self.total = GenerationStats()
+        self.last = GenerationStats()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (keeps the system prompt) and empty the caches."""
+        self.messages: List[Dict[str, str]] = []
+        if self.cfg.system:
+            self.messages.append({"role": "system", "content": self.cfg.system})
+        self.cache = self.model.make_cache()
+        self.fed: List[int] = []  # tokens whose keys/values are in the cache, in order
+
+    def _sync(self, prompt: List[int]) -> int:
+        """Trim the caches to the longest common prefix of the cached tokens and ``prompt`` (at
+        least one prompt token is left to prefill); returns that prefix length."""
+        n = 0
+        limit = min(len(self.fed), len(prompt) - 1)
+        while n < limit and self.fed[n] == prompt[n]:
+            n += 1
+        self._trim_to(n)
+        return n
+
+    def _trim_to(self, n: int) -> None:
+        for c in self.cache:
+            if c.offset > n:
+                c.trim(c.offset - n)
+        self.fed = self.fed[:n]
+
+    def send(self, text: str) -> Iterator[str]:
+        """Add a user turn and stream the assistant's answer as text pieces."""
+        self.messages.append({"role": "user", "content": text})
+        prompt = render(self.tokenizer, self.messages)
+        prefix = self._sync(prompt)
+        self.last = GenerationStats()
+        kwargs = dict(cfg=self.cfg.sampling, max_tokens=self.cfg.max_tokens, cache=self.cache,
+                      stop=self.stop, stats=self.last, prefix_len=prefix)
+        if self.speculative:
+            gen = speculative_generate_tokens(self.model, prompt, num_draft=self.cfg.num_draft,
+                                              seed=self.cfg.seed, **kwargs)
+        else:
+            gen = generate_tokens(self.model, prompt, **kwargs)
+        detok = self.tokenizer.detokenizer
+        detok.reset()
+        out: List[int] = []
+        try:
+            for tok in gen:
+                out.append(tok)
+                if tok in self.stop:
+                    break
+                detok.add_token(tok)
+                if detok.last_segment:
+                    yield detok.last_segment
+            detok.finalize()
+            if detok.last_segment:
+                yield detok.last_segment
+        finally:
+            gen.close()
+            # The cache may hold fewer (last token not fed) or more (verified drafts past a stop)
+            # positions than prompt + out: keep exactly the known tokens it holds.
+            full = prompt + out
+            self.fed = full[: min(self.cache[0].offset, len(full))] if self.cache else []
+            self._trim_to(len(self.fed))
+            answer = [t for t in out if t not in self.stop]
+            self.messages.append(
+                {"role": "assistant", "content": self.tokenizer.decode(answer)}
+            )
+            self._add_stats(self.last)
+
+    def _add_stats(self, s: GenerationStats) -> None:
+        t = self.total
+        for name in ("prompt_tokens", "generated", "prefill_s", "decode_s", "rounds", "accepted",
+                     "drafted"):
+            setattr(t, name, getattr(t, name) + getattr(s, name))
+
+    def stats_text(self) -> str:
+        mode = "self-speculative (MTP)" if self.speculative else "plain"
+        return (f"[{mode}] last turn: {self.last.summary()}\n"
+                f"[{mode}] session:   {self.total.summary()}; cache holds {len(self.fed)} tokens")

@@ -1,0 +1,185 @@
+"""Plain autoregressive generation as small pure functions (gpt-fast style).
+
+``prefill`` (prompt -> hidden states), ``decode_step`` (one token -> logits), ``target_logprobs``
+(logits -> the exact distribution we sample from) and ``sample`` compose into ``generate_tokens``.
+Speculative decoding (``speculative.py``) reuses ``target_logprobs`` so both paths sample from the
+same distribution.
+
+Sampling reuses mlx-lm's pieces (``mlx_lm.sample_utils``): repetition penalty as a logits processor
+over the recent tokens, then top-p, min-p, top-k masks on log-probabilities (mlx-lm's order), then
+temperature. ``temp == 0`` is greedy (argmax after the processors).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, make_repetition_penalty
+
+PREFILL_STEP = 512
+
+
+@dataclass
+class SamplingConfig:
+    """How the next token is chosen (the same for plain and speculative decoding)."""
+
+    temp: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus mass kept (1 = off)
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1 = off (CTRL-style, over the last ``repetition_context``)
+    repetition_context: int = 20
+
+    def __post_init__(self):
+        if self.temp < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temp}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.repetition_penalty <= 0:
+            raise ValueError("top_k must be >= 0 and repetition_penalty > 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temp == 0
+
+
+@dataclass
+class GenerationStats:
+    """Counters for ``/stats`` and the benchmark."""
+
+    prompt_tokens: int = 0
+    generated: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    rounds: int = 0  # speculative verify passes
+    accepted: int = 0  # drafted tokens accepted
+    drafted: int = 0
+    accept_hist: List[int] = field(default_factory=list)
+
+    @property
+    def decode_tps(self) -> float:
+        return self.generated / self.decode_s if self.decode_s > 0 else 0.0
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Tokens produced per trunk verify pass (accepted drafts + the trunk's own token)."""
+        return (self.accepted + self.rounds) / self.rounds if self.rounds else 0.0
+
+    def summary(self) -> str:
+        s = (
+            f"prompt {self.prompt_tokens} tok at {self.prefill_tps:.1f} tok/s, "
+            f"generated {self.generated} tok at {self.decode_tps:.1f} tok/s"
+        )
+        if self.rounds:
+            s += (
+                f", speculative: {self.mean_accepted:.2f} tok/pass, "
+                f"acceptance {self.accepted / max(self.drafted, 1):.1%}"
+            )
+        return s
+
+
+def target_logprobs(logits: mx.array, history: Optional[mx.array], cfg: SamplingConfig) -> mx.array:
+    """The distribution sampled from, as log-probabilities (already at temperature). (1, V) ->
+    (1, V). For greedy decoding only its argmax matters."""
+    logits = logits.astype(mx.float32)
+    if cfg.repetition_penalty != 1.0 and history is not None and history.size:
+        logits = make_repetition_penalty(cfg.repetition_penalty, cfg.repetition_context)(
+            history, logits
+        )
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    if cfg.greedy:
+        return logprobs
+    if cfg.top_p < 1.0:
+        logprobs = apply_top_p(logprobs, cfg.top_p)
+    if cfg.min_p > 0:
+        logprobs = apply_min_p(logprobs, cfg.min_p)
+    if 0 < cfg.top_k < logprobs.shape[-1]:
+        logprobs = apply_top_k(logprobs, cfg.top_k)
+    scaled = logprobs / cfg.temp
+    return scaled - mx.logsumexp(scaled, axis=-1, keepdims=True)
+
+
+def sample(logprobs: mx.array, cfg: SamplingConfig) -> mx.array:
+    """(1, V) log-probabilities from ``target_logprobs`` -> (1,) token."""
+    if cfg.greedy:
+        return mx.argmax(logprobs, axis=-1)
+    return mx.random.categorical(logprobs)
+
+
+def prefill(model, tokens: mx.array, cache, step: int = PREFILL_STEP) -> mx.array:
+    """Feed a (L,) prompt through the trunk in chunks; returns its final hidden states (1, L, D)
+    (every position: the drafter's heads need them)."""
+    hs = []
+    for i in range(0, tokens.size, step):
+        h = model.hidden(tokens[None, i : i + step], cache=cache)
+        mx.eval(h)
+        hs.append(h)
+    return hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=1)
+
+
+def decode_step(model, token: mx.array, cache) -> mx.array:
+    """One token (1,) -> next-token logits (1, V), filling the cache (lazy)."""
+    return model(token[None], cache=cache)[:, -1, :]
+
+
+def _history(tokens: List[int], cfg: SamplingConfig) -> Optional[mx.array]:
+    if cfg.repetition_penalty == 1.0 or not tokens:
+        return None
+    return mx.array(tokens[-cfg.repetition_context :])
+
+
+def generate_tokens(
+    model,
+    prompt: Sequence[int],
+    cfg: SamplingConfig = SamplingConfig(),
+    max_tokens: int = 256,
+    cache=None,
+    stop: Iterable[int] = (),
+    stats: Optional[GenerationStats] = None,
+    prefix_len: int = 0,
+) -> Iterator[int]:
+    """Plain decoding: yields tokens as they are produced, stops after a ``stop`` token (which is
+    yielded) or ``max_tokens``. ``cache`` (``model.make_cache()``) is filled in place, so a chat
+    can continue from it; the last yielded token is *not* yet in the cache. ``prompt`` holds the
+    whole context; its first ``prefix_len`` tokens must already be in ``cache``.
+
+    The next step is queued with ``mx.async_eval`` before the current token is handed out
+    (mlx-lm's trick), so detokenising and printing overlap the model's work.
+    """
+    stop = set(stop)
+    stats = stats if stats is not None else GenerationStats()
+    cache = cache if cache is not None else model.make_cache()
+    tokens = list(prompt)
+    t0 = time.perf_counter()
+    if not 0 <= prefix_len < len(tokens):
+        raise ValueError(f"prefix_len {prefix_len} must leave at least one of {len(tokens)} tokens")
+    h = prefill(model, mx.array(tokens[prefix_len:], dtype=mx.int32), cache)
+    y = sample(target_logprobs(model.logits(h[:, -1, :]), _history(tokens, cfg), cfg), cfg)
+    mx.eval(y)
+    stats.prompt_tokens += len(tokens) - prefix_len
+    stats.prefill_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        while True:
+            tok = y.item()
+            tokens.append(tok)
+            n += 1
+            last = n >= max_tokens or tok in stop
+            if not last:  # queue the next step before handing this token out
+                logits = decode_step(model, y, cache)
+                y = sample(target_logprobs(logits, _history(tokens, cfg), cfg), cfg)
+                mx.async_eval(y)
+            stats.generated += 1
+            yield tok
+            if last:
+                break
+    finally:
+        stats.decode_s += time.perf_counter() - t0

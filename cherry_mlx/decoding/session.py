@@ -1,0 +1,84 @@
+"""Library calls behind ``cherry-mlx generate`` (one prompt) and model loading for serving."""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import mlx.core as mx
+from mlx.utils import tree_map
+
+from ..models.mtp import has_mtp
+from .chat import render
+from .generate import GenerationStats, SamplingConfig, generate_tokens
+from .speculative import speculative_generate_tokens
+
+
+def default_model() -> str:
+    from ..training.runs import latest_run
+
+    run = latest_run()
+    if run is None:
+        raise ValueError("no model given and no run under runs/: pass MODEL (a directory, run or "
+                         "hub id) or train one with `cherry-mlx train`")
+    return str(run)
+
+
+def to_float32_on_cpu(model) -> None:
+    """bf16/fp16 matmuls are ~40x slower than fp32 on MLX's CPU backend (MEASURED.md): serve in
+    fp32 there. Quantised weights and their uint8 scales are left alone."""
+    if mx.default_device() != mx.cpu:
+        return
+
+    def cast(x):
+        if isinstance(x, mx.array) and x.dtype in (mx.bfloat16, mx.float16):
+            return x.astype(mx.float32)
+        return x
+
+    model.update(tree_map(cast, model.parameters()))
+
+
+def load_for_serving(name: Optional[str]):
+    """(model, tokenizer) ready to decode; MODEL defaults to the latest run."""
+    from ..models.loading import load_model, load_tokenizer
+
+    name = name or default_model()
+    model, _ = load_model(name)
+    to_float32_on_cpu(model)
+    model.eval()
+    mx.eval(model.parameters())
+    return model, load_tokenizer(name)
+
+
+def generate_text(
+    model, tokenizer, prompt: str, cfg: SamplingConfig = SamplingConfig(), max_tokens: int = 256,
+    speculative: Optional[bool] = None, num_draft: Optional[int] = None, raw: bool = False,
+    seed: Optional[int] = None,
+) -> Iterator[Tuple[str, GenerationStats]]:
+    """Stream (text piece, running stats) for one prompt, rendered with the chat template unless
+    ``raw``; stops at an end-of-turn token (not shown) or ``max_tokens``."""
+    if speculative and not has_mtp(model):
+        raise ValueError("--speculative needs a model with MTP heads (config key 'mtp')")
+    speculative = has_mtp(model) if speculative is None else speculative
+    if seed is not None:
+        mx.random.seed(seed)
+    if raw:
+        ids = tokenizer.encode(prompt)
+    else:
+        ids = render(tokenizer, [{"role": "user", "content": prompt}])
+    stop = set(tokenizer.eos_token_ids)
+    stats = GenerationStats()
+    kw = dict(cfg=cfg, max_tokens=max_tokens, stop=stop, stats=stats)
+    if speculative:
+        gen = speculative_generate_tokens(model, ids, num_draft=num_draft, seed=seed, **kw)
+    else:
+        gen = generate_tokens(model, ids, **kw)
+    detok = tokenizer.detokenizer
+    detok.reset()
+    for tok in gen:
+        if tok in stop:
+            break
+        detok.add_token(tok)
+        if detok.last_segment:
+            yield detok.last_segment, stats
+    detok.finalize()
+    yield detok.last_segment, stats

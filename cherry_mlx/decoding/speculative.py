@@ -1,0 +1,215 @@
+"""Self-speculative decoding with the model's own MTP heads (SPEC Phase 3).
+
+One round, with committed tokens x_0..x_{T+1} (x_{T+1} sampled but not yet fed to the trunk) and
+trunk states known through position T:
+
+1. draft: head 1 reads (h0_T, emb x_{T+1}) and drafts d_1 = token T+2; head k reads
+   (h_{k-1,T}, emb d_{k-1}) and drafts d_k. The drafted tokens are fed back, so the chain is one
+   lazy graph evaluated once.
+2. verify: the trunk reads [x_{T+1}, d_1..d_K] in ONE forward pass (K+1 positions) and gives its
+   own distribution p_0..p_K at each.
+3. accept: greedy keeps d_i while d_i == argmax p_{i-1}; sampling keeps d_i with probability
+   min(1, p_{i-1}(d_i)/q_i(d_i)) and on the first rejection draws from norm(max(p - q, 0))
+   (Leviathan et al. 2023), which makes every emitted token distributed exactly as plain sampling
+   from p. The trunk's token after the accepted prefix (bonus) is always emitted, so a round
+   yields 1..K+1 tokens.
+4. trim: every trunk KV cache (one per block *call*, so the per-loop caches of a looped model too)
+   drops the K - a rejected positions; head k's cache drops its entries built from rejected drafts.
+
+Head caches: head k's entry at position t was built from token t+k; it stays valid iff that token
+was committed. ``_c[k]`` counts head k's valid entries; next round head k recomputes positions
+``_c[k]..T`` from the kept states of head k-1 (``_hist``), so the heads see the same oracle inputs
+as in training wherever the tokens are known.
+
+mlx-lm's ``speculative_generate_step`` wants a separate draft *model* that reads tokens only; MTP
+heads need the trunk's hidden states, so they do not fit that slot. ``MTPDrafter`` is the reusable
+piece (``observe`` trunk states, ``draft``, ``commit``) for any loop that exposes hidden states.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import mlx.core as mx
+import numpy as np
+
+from ..models.mtp import has_mtp
+from .generate import GenerationStats, SamplingConfig, prefill, sample, target_logprobs
+
+
+class MTPDrafter:
+    """Drafts K tokens from the trunk's last hidden state with the model's MTP heads."""
+
+    def __init__(self, model, num_draft: Optional[int] = None):
+        if not has_mtp(model):
+            raise ValueError("model has no MTP heads (config key 'mtp'): use plain decoding")
+        self.model = model
+        self.heads = model.mtp.heads[: num_draft or model.mtp.num_heads]
+        self.K = len(self.heads)
+        self.reset(0)
+
+    def reset(self, start: int) -> None:
+        """Forget all head state; positions before ``start`` are never seen by the heads."""
+        self.caches = [c for c in self.model.mtp.make_cache()[: self.K]]
+        self._c = [start] * (self.K + 1)  # _c[k]: head k's valid entries end (k >= 1)
+        self._hist: List[Tuple[int, Optional[mx.array]]] = [(start, None)] * self.K
+
+    def observe(self, h0: mx.array, start: int) -> None:
+        """Record trunk states (1, L, D) for positions start..start+L-1."""
+        self._set_hist(0, h0, start)
+
+    def _set_hist(self, level: int, h: mx.array, start: int) -> None:
+        """States (1, L, D) of ``level`` (0 = trunk) for positions start..; older positions are kept
+        only from head level+1's first position still to compute on."""
+        s0, old = self._hist[level]
+        if old is not None:
+            keep_from = max(s0, self._c[level + 1])
+            if keep_from < start:
+                h = mx.concatenate([old[:, keep_from - s0 : start - s0], h], axis=1)
+                start = keep_from
+        self._hist[level] = (start, h)
+
+    def _states(self, level: int, lo: int, hi: int) -> mx.array:
+        s0, h = self._hist[level]
+        assert h is not None and s0 <= lo and hi < s0 + h.shape[1], (level, lo, hi, s0)
+        return h[:, lo - s0 : hi - s0 + 1]
+
+    def draft(self, tokens: Sequence[int], cfg: SamplingConfig):
+        """Tokens x_0..x_{T+1} -> (drafts (K,) lazy int array, draft log-probs (K, V) or None)."""
+        T = len(tokens) - 2
+        embed = self.model.model.embed_tokens
+        drafts: List[mx.array] = []
+        qs: List[mx.array] = []
+        for k, head in enumerate(self.heads, start=1):
+            lo = self._c[k]
+            # token t+k for t = lo..T: committed where it exists, else an earlier head's draft
+            known = [tokens[t + k] for t in range(lo, T + 1) if t + k < len(tokens)]
+            ids = [mx.array(known, dtype=mx.int32)] if known else []
+            n_draft = (T + 1 - lo) - len(known)
+            ids += drafts[k - 1 - n_draft : k - 1] if n_draft else []
+            x = mx.concatenate(ids)[None]  # (1, T-lo+1)
+            hk = head(self._states(k - 1, lo, T), embed(x), cache=self.caches[k - 1])
+            self._c[k] = T + 1
+            if k < self.K:
+                self._set_hist(k, hk, lo)
+            lp = target_logprobs(self.model.logits(hk[:, -1, :]), None, cfg)  # (1, V)
+            drafts.append(sample(lp, cfg).astype(mx.int32))
+            qs.append(lp)
+        return mx.concatenate(drafts), (None if cfg.greedy else mx.concatenate(qs))
+
+    def commit(self, T: int, accepted: int) -> None:
+        """After a verify of the round drafted at position T: drop entries built from rejected
+        drafts. Head k's entry at t used token t+k, valid iff t+k <= T+1+accepted."""
+        for k in range(1, self.K + 1):
+            valid = min(self._c[k], T + 2 + accepted - k)
+            drop = self._c[k] - valid
+            if drop > 0:
+                self.caches[k - 1].trim(drop)
+                self._c[k] = valid
+
+
+def _accept_greedy(drafts: np.ndarray, target: np.ndarray) -> Tuple[int, int]:
+    """drafts (K,), trunk argmax (K+1,) -> (accepted a, bonus token target[a])."""
+    a = 0
+    while a < len(drafts) and drafts[a] == target[a]:
+        a += 1
+    return a, int(target[a])
+
+
+def accept_sampled(
+    drafts: np.ndarray, p: np.ndarray, q: np.ndarray, rng: np.random.Generator
+) -> Tuple[int, int]:
+    """Speculative sampling. drafts (K,), target probs p (K+1, V), draft probs q (K, V) ->
+    (accepted a, next token). Each emitted token is distributed as p given the prefix."""
+    for i, d in enumerate(drafts):
+        if rng.random() * q[i, d] < p[i, d]:  # accept with prob min(1, p/q)
+            continue
+        resid = np.maximum(p[i] - q[i], 0.0)
+        z = resid.sum()
+        dist = resid / z if z > 0 else p[i]
+        return i, int(rng.choice(len(dist), p=dist / dist.sum()))
+    last = p[len(drafts)]
+    return len(drafts), int(rng.choice(len(last), p=last / last.sum()))
+
+
+def speculative_generate_tokens(
+    model,
+    prompt: Sequence[int],
+    cfg: SamplingConfig = SamplingConfig(),
+    max_tokens: int = 256,
+    cache=None,
+    stop: Iterable[int] = (),
+    stats: Optional[GenerationStats] = None,
+    drafter: Optional[MTPDrafter] = None,
+    num_draft: Optional[int] = None,
+    seed: Optional[int] = None,
+    prefix_len: int = 0,
+) -> Iterator[int]:
+    """Self-speculative counterpart of ``generate_tokens`` (same arguments, same output for
+    greedy, same distribution for sampling). ``prompt`` holds every token of the context; the first
+    ``prefix_len`` of them must already be in ``cache`` (a chat's earlier turns)."""
+    stop = set(stop)
+    stats = stats if stats is not None else GenerationStats()
+    cache = cache if cache is not None else model.make_cache()
+    drafter = drafter or MTPDrafter(model, num_draft)
+    if seed is None:  # follow mx.random.seed so runs are reproducible like plain sampling
+        seed = int(mx.random.randint(0, 2**31 - 1, shape=()).item())
+    rng = np.random.default_rng(seed)
+    tokens = list(prompt)
+    t0 = time.perf_counter()
+    h0 = prefill(model, mx.array(tokens[prefix_len:], dtype=mx.int32), cache)
+    drafter.reset(prefix_len)
+    drafter.observe(h0, prefix_len)
+    hist = mx.array(tokens[-cfg.repetition_context :]) if cfg.repetition_penalty != 1 else None
+    y = sample(target_logprobs(model.logits(h0[:, -1, :]), hist, cfg), cfg)
+    tokens.append(y.item())
+    stats.prompt_tokens += len(tokens) - 1 - prefix_len
+    stats.prefill_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        pending = [tokens[-1]]
+        while True:
+            for tok in pending:  # hand out this round's tokens
+                n += 1
+                stats.generated += 1
+                yield tok
+                if n >= max_tokens or tok in stop:
+                    return
+            T = len(tokens) - 2  # trunk states known through T; tokens[T+1] not yet fed
+            drafts, q = drafter.draft(tokens, cfg)
+            h = model.hidden(mx.concatenate([mx.array(tokens[-1:], dtype=mx.int32), drafts])[None],
+                             cache=cache)  # (1, K+1, D): verify every draft in one pass
+            logits = model.logits(h)[0]  # (K+1, V)
+            K = drafter.K
+            if cfg.repetition_penalty != 1.0:  # position i's history includes d_1..d_i
+                ctx = mx.array(tokens, dtype=mx.int32)
+                rows = [
+                    target_logprobs(logits[i : i + 1], mx.concatenate([ctx, drafts[:i]])
+                                    [-cfg.repetition_context :], cfg)
+                    for i in range(K + 1)
+                ]
+                lp = mx.concatenate(rows)
+            else:
+                lp = target_logprobs(logits, None, cfg)
+            if cfg.greedy:
+                target = mx.argmax(lp, axis=-1)
+                mx.eval(drafts, target, h)
+                a, bonus = _accept_greedy(np.array(drafts), np.array(target))
+            else:
+                mx.eval(drafts, lp, q, h)
+                p = np.exp(np.array(lp, dtype=np.float64))
+                a, bonus = accept_sampled(np.array(drafts), p, np.exp(np.array(q, np.float64)), rng)
+            for c in cache:  # keep x_{T+1} and the a accepted drafts
+                c.trim(K - a)
+            drafter.commit(T, a)
+            drafter.observe(h[:, : a + 1], T + 1)
+            pending = [int(d) for d in np.array(drafts)[:a]] + [bonus]
+            tokens.extend(pending)
+            stats.rounds += 1
+            stats.accepted += a
+            stats.drafted += K
+            stats.accept_hist.append(a)
+    finally:
+        stats.decode_s += time.perf_counter() - t0

@@ -1,0 +1,231 @@
+"""``cherry-mlx fuse``: assemble experts, train the router (+ MTP heads, + optionally experts) with
+the SGT loss through the common trainer, then report routing and compute; and the paper's
+Table 7 ablation ladder (``--ablate``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from ..models.loading import load_tokenizer, save_model
+from ..selection.losses import CATEGORIES
+from .assemble import assemble, load_experts, set_trainable
+from .flops import format_cost, moee_cost
+from .gate import routing_report
+from .objective import MoEEObjective, make_loss
+
+
+@dataclass
+class FuseConfig:
+    """Settings of ``cherry-mlx fuse`` (the CLI options map one to one)."""
+
+    experts: List[str] = field(default_factory=list)  # model dirs, runs or presets
+    out: Optional[str] = None  # where the fused model is written (default runs/NAME/fused)
+    granularity: str = "model"  # model | layer
+    top_k: int = 1
+    shared: bool = True  # one shared (averaged) embedding + LM head
+    mtp_heads: int = 0  # K MTP heads (needs shared)
+    balance: float = 0.01  # α of the load-balancing loss
+    mtp_weight: float = 0.3  # β of the MTP loss
+    lam: float = 0.7  # λ of Eq. 2
+    sgt: bool = True  # False: plain cross-entropy (ablation rung "experts alone")
+    train_experts: bool = False  # also train the experts (default: gate + heads only)
+    steps: int = 100
+    batch_size: int = 8
+    seq_len: int = 256
+    learning_rate: float = 1e-3
+    data: Optional[str] = None
+    tokenizer: Optional[str] = None
+    name: Optional[str] = None
+    runs_dir: Optional[str] = None
+    eval_every: int = 0
+    seed: int = 0
+
+
+def _train_config(cfg: FuseConfig, tokenizer_dir: Optional[Path], name: Optional[str]):
+    from ..training.config import TrainConfig
+
+    return TrainConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+        learning_rate=cfg.learning_rate, warmup=min(10, cfg.steps // 10), data=cfg.data,
+        tokenizer=str(tokenizer_dir) if tokenizer_dir else None, name=name,
+        runs_dir=cfg.runs_dir, eval_every=cfg.eval_every, seed=cfg.seed, lam=cfg.lam,
+        save_every=max(cfg.steps, 1), keep_checkpoints=1, demo=False, report_every=10,
+    )  # fmt: skip
+
+
+def _tokenizer_dir(cfg: FuseConfig, paths) -> Optional[Path]:
+    for cand in [cfg.tokenizer, *paths]:
+        if cand and ((Path(cand) / "tokenizer.json").is_file() or
+                     (Path(cand) / "tokenizer.model").is_file()):  # fmt: skip
+            return Path(cand)
+    return None
+
+
+def _load_data(cfg: FuseConfig, tokenizer, train_data, valid_data):
+    if train_data is not None:
+        return train_data, valid_data
+    if tokenizer is None:
+        raise FileNotFoundError(
+            "the experts have no tokenizer files to encode the data with: pass --tokenizer DIR"
+        )
+    from ..training.data import load_splits
+
+    splits = load_splits(cfg.data, tokenizer, cfg.seq_len)
+    return splits["train"], splits["valid"]
+
+
+def evaluate_moee(model, batches, level: int = 1) -> Dict[str, Any]:
+    """Held-out split losses plus the routing report over response positions."""
+    from ..training.evaluate import split_losses
+
+    losses = split_losses(model, batches, level)
+    probs, top1, mask, lev, cat = [], [], [], [], []
+    for b in batches:
+        if not hasattr(model, "route"):
+            break
+        _, aux = model.route(b["inputs"])
+        for p, _i in aux:  # one entry per routing decision (per block call at layer level)
+            mx.eval(p)
+            pn = np.array(p)
+            probs.append(pn)
+            top1.append(pn.argmax(-1))
+            mask.append(np.array(b["response"]))
+            lev.append(np.array(b["level"]))
+            cat.append(np.array(b["category"]))
+    routing = None
+    if probs:
+        cat_fn = np.concatenate  # batches may differ in T: flatten rows first
+        routing = routing_report(
+            cat_fn([p.reshape(-1, p.shape[-1]) for p in probs]),
+            cat_fn([t.reshape(-1) for t in top1]),
+            cat_fn([m.reshape(-1) for m in mask]),
+            cat_fn([x.reshape(-1) for x in lev]),
+            cat_fn([x.reshape(-1) for x in cat]),
+            CATEGORIES,
+        )
+    return {"eval": {k: losses[k] for k in ("total", "gt", "non_gt")}, "routing": routing}
+
+
+def fuse(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None, experts=None):
+    """Assemble, train and report. ``experts``: preloaded (models, configs, paths) (ablation)."""
+    models, configs, paths = experts or load_experts(cfg.experts)
+    mx.random.seed(cfg.seed)
+    model, mcfg = assemble(
+        models, configs, cfg.granularity, cfg.top_k, cfg.shared, cfg.mtp_heads,
+        sources=[str(p) for p in paths],
+    )  # fmt: skip
+    trainable = set_trainable(model, cfg.train_experts)
+    cost = moee_cost(mcfg, cfg.seq_len)
+    print(format_cost(cost))
+    tok_dir = _tokenizer_dir(cfg, paths)
+    if tokenizer is None and tok_dir is not None and train_data is None:
+        tokenizer = load_tokenizer(tok_dir)
+    train_data, valid_data = _load_data(cfg, tokenizer, train_data, valid_data)
+    obj = MoEEObjective(lam=cfg.lam, alpha=cfg.balance, beta=cfg.mtp_weight, sgt=cfg.sgt)
+    report: Dict[str, Any] = {"config": asdict(cfg), "trainable": trainable, "cost": cost}
+    run_dir = None
+    if cfg.steps > 0:
+        from ..training.trainer import train
+
+        tcfg = _train_config(cfg, tok_dir, cfg.name)
+        result = train(tcfg, model=model, tokenizer=tokenizer, loss_fn=make_loss(obj),
+                       train_data=train_data, valid_data=valid_data)  # fmt: skip
+        run_dir = result.run_dir
+        report["history"] = [
+            {"step": r["step"], "loss": r["loss"]} for r in result.history if "loss" in r
+        ]
+    from ..training.data import valid_batches
+
+    val = valid_batches(valid_data, cfg.batch_size, cfg.seq_len)
+    model.eval()
+    report.update(evaluate_moee(model, val))
+    out = Path(cfg.out) if cfg.out else (Path(run_dir) / "fused" if run_dir else None)
+    if out is not None:
+        save_model(model, out, mcfg, tok_dir)
+        (out / "fuse_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        report["out"] = str(out)
+    report["run_dir"] = str(run_dir) if run_dir else None
+    return report, model
+
+
+LADDER = (
+    ("experts alone", dict(sgt=False, mtp_heads=0, balance=0.0)),
+    ("+ SGT", dict(sgt=True, mtp_heads=0, balance=0.0)),
+    ("+ MTP heads", dict(sgt=True, balance=0.0)),
+    ("+ load balancing", dict(sgt=True)),
+)
+
+
+def ablate(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None) -> Dict[str, Any]:
+    """Table 7 at our scale: each rung adds one component; same data, steps and seed."""
+    experts = load_experts(cfg.experts)
+    mtp = cfg.mtp_heads or 2
+    balance = cfg.balance or 0.01
+    rows = []
+    out = Path(cfg.out or Path(cfg.runs_dir or "runs") / (cfg.name or "moee-ablation"))
+    for i, (label, change) in enumerate(LADDER):
+        rung = replace(cfg, mtp_heads=mtp, balance=balance, out=None, shared=True)
+        rung = replace(rung, **change, name=f"{out.name}-rung{i}")
+        print(f"== rung {i}: {label}")
+        rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts)
+        r = rep["routing"] or {}
+        rows.append({
+            "rung": label, "eval_total": rep["eval"]["total"], "eval_gt": rep["eval"]["gt"],
+            "eval_non_gt": rep["eval"]["non_gt"], "routing_entropy": r.get("routing_entropy"),
+            "load": r.get("load"), "params": rep["cost"]["params"],
+            "active_params": rep["cost"]["active_params"],
+            "flops_per_token": rep["cost"]["flops_per_token"],
+        })  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = ablation_table(rows)
+    (out / "ablation.md").write_text(table + "\n")
+    plot_ablation(rows, out / "ablation.png")
+    print(table)
+    return {"rows": rows, "out": str(out), "table": table}
+
+
+def ablation_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [
+        "| configuration | eval loss | Δ | GT | non-GT | entropy | active params | FLOPs/token |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    prev = None
+    for r in rows:
+        delta = "baseline" if prev is None else f"{prev - r['eval_total']:+.4f}"
+        ent = "-" if r["routing_entropy"] is None else f"{r['routing_entropy']:.3f}"
+        lines.append(
+            f"| {r['rung']} | {r['eval_total']:.4f} | {delta} | {r['eval_gt']:.4f} | "
+            f"{r['eval_non_gt']:.4f} | {ent} | {r['active_params'] / 1e6:.2f}M | "
+            f"{r['flops_per_token'] / 1e6:.2f}M |"
+        )
+        prev = r["eval_total"]
+    return "\n".join(lines)
+
+
+def plot_ablation(rows: List[Dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(rows))
+    for off, key, label in ((-0.25, "eval_total", "total"), (0, "eval_gt", "GT"),
+                            (0.25, "eval_non_gt", "non-GT")):  # fmt: skip
+        ax.bar(x + off, [r[key] for r in rows], width=0.25, label=label)
+    ax.set_xticks(x, [r["rung"] for r in rows], fontsize=8)
+    ax.set_ylabel("held-out loss")
+    ax.set_title("MoEE ablation ladder (paper Table 7 at our scale)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,322 @@
+"""``cherry-mlx eval``: the SGT measurements of one run or model, as a table, JSON and a plot.
+
+Given a model (a run directory stands for its best checkpoint, else its latest step), this loads the
+held-out split, measures the split losses of the model and of its baseline (the run's step-0
+checkpoint unless ``--baseline`` says otherwise), and derives W, W̃ (Eq. 3-4); with a full-sequence
+run, R and ROI at the *matched step* (the full run's ``step-N`` for the evaluated model's N); with
+``coupling``, γ̄ (Eq. 5) and the Theorem-3 one-step check; with ``shuffled``, all of it again on the
+same held-out examples with each response's tokens shuffled (Corollary 5). The table and the plot
+are drawn by ``wave_table``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .coupling import measure_coupling
+from .losses import CATEGORIES, LEVELS
+from .shuffle import shuffle_batch
+from .wave import SplitLoss, WaveReport, split_losses
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``cherry-mlx eval`` (the CLI maps its options onto these fields)."""
+
+    model: Optional[str] = None  # run dir, model dir, preset or hub id; None = the latest run
+    baseline: Optional[str] = None  # default: the run's step-0 checkpoint
+    full_run: Optional[str] = None  # full-sequence run for R and ROI (matched step)
+    data: Optional[str] = None  # a .jsonl file, or a directory holding {split}.jsonl
+    split: str = "valid"
+    tokenizer: Optional[str] = None  # default: the model's own tokenizer files
+    level: str = "gt"  # GT set = level >= gt (1) / super (2) / ssgt (3)
+    categories: Optional[List[str]] = None
+    batch_size: int = 8
+    seq_len: int = 256
+    max_batches: int = -1  # -1 = the whole split
+    supervised_fraction: Optional[float] = None  # |G|/|T| for ROI (default: held-out GT share)
+    coupling: bool = False
+    coupling_batches: int = 4  # batches the two gradients are taken over
+    etas: Optional[List[float]] = None  # Theorem-3 step sizes (default: derived, see coupling)
+    shuffled: bool = False
+    seed: int = 0
+    json_out: Optional[str] = None
+    plot: Optional[str] = None  # PNG path (default: <run>/eval_wave.png when a run is evaluated)
+
+    def __post_init__(self):
+        if self.level not in LEVELS:
+            raise ValueError(f"--level {self.level!r}: use one of {tuple(LEVELS)}")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError("--batch-size must be >= 1 and --seq-len >= 2")
+        for c in self.categories or []:
+            if c not in CATEGORIES:
+                raise ValueError(f"--categories {c!r}: unknown, use some of {','.join(CATEGORIES)}")
+        if self.supervised_fraction is not None and not 0 < self.supervised_fraction <= 1:
+            raise ValueError(f"--supervised-fraction {self.supervised_fraction}: must be in (0, 1]")
+
+
+# -- locating checkpoints ------------------------------------------------------------------------
+@dataclass
+class Target:
+    """A model directory and, when it belongs to a run, the run and the step it was saved at."""
+
+    path: Path
+    run: Optional[Path] = None
+    step: Optional[int] = None
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """Training step a checkpoint directory was saved at (meta.json / trainer_state / name)."""
+    for name in ("meta.json", "trainer_state.json"):
+        f = path / name
+        if f.is_file():
+            try:
+                step = json.loads(f.read_text()).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                step = None
+            if isinstance(step, int):
+                return step
+    if path.name.startswith("step-") and path.name[5:].isdigit():
+        return int(path.name[5:])
+    return None
+
+
+def _run_of(path: Path) -> Optional[Path]:
+    # runs/NAME/checkpoints/step-N  or  runs/NAME/best
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    if path.name == "best" and (path.parent / "checkpoints").is_dir():
+        return path.parent
+    return None
+
+
+def resolve_target(name: Optional[str]) -> Target:
+    from ..models.loading import resolve
+    from ..training.runs import latest_run
+
+    if name is None:
+        run = latest_run()
+        if run is None:
+            raise FileNotFoundError("no runs/ yet: train one (cherry-mlx train) or name a model")
+        name = str(run)
+    path = resolve(name)
+    return Target(path=path, run=_run_of(path), step=checkpoint_step(path))
+
+
+def step_checkpoint(run: Path, step: int) -> Path:
+    """``run/checkpoints/step-N`` or a ValueError listing the steps the run kept."""
+    path = Path(run) / "checkpoints" / f"step-{step}"
+    if (path / "config.json").is_file():
+        return path
+    kept = sorted(
+        int(p.name[5:]) for p in (Path(run) / "checkpoints").glob("step-*") if p.name[5:].isdigit()
+    )
+    raise ValueError(
+        f"{run} has no checkpoint at step {step} (kept: {kept or 'none'}); train it with "
+        f"--save-every dividing {step} and enough --keep-checkpoints, or pass a checkpoint dir"
+    )
+
+
+@dataclass
+class InitOf:
+    """The initial weights of a from-scratch run, rebuilt from its train_config.json.
+
+    The trainer saves no step-0 checkpoint; it seeds MLX's PRNG with ``seed`` and builds the preset
+    (``training.setup``), so the same two calls rebuild the step-0 weights bit for bit. The
+    trainer's own step-0 eval row (evals.jsonl) is checked against it in ``run_eval``.
+    """
+
+    run: Path
+    preset: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"init of {self.run} (preset {self.preset}, seed {self.seed})"
+
+    def build(self):
+        import mlx.core as mx
+
+        from ..models.loading import build_model, load_config, resolve
+
+        mx.random.seed(self.seed)
+        model = build_model(load_config(resolve(self.preset)))
+        mx.eval(model.parameters())
+        return model
+
+
+def default_baseline(target: Target):
+    """The baseline of a run: its step-0 checkpoint if kept; for a fine-tune, the model it
+    started from; for a from-scratch run, its initial weights rebuilt from (preset, seed)."""
+    if target.run is not None:
+        zero = Path(target.run) / "checkpoints" / "step-0"
+        if (zero / "config.json").is_file():
+            return zero
+        cfg_file = Path(target.run) / "train_config.json"
+        if not cfg_file.is_file():
+            cfg_file = target.path / "train_config.json"
+        if cfg_file.is_file():
+            tc = json.loads(cfg_file.read_text())
+            if tc.get("model"):
+                return Path(tc["model"])
+            if tc.get("preset"):
+                return InitOf(Path(target.run), tc["preset"], int(tc.get("seed", 0)))
+    raise ValueError(
+        f"no baseline for {target.path}: it is not part of a training run; pass --baseline "
+        "CKPT (the initial model)"
+    )
+
+
+def resolve_full(full_run: str, step: Optional[int]) -> Path:
+    """The full-sequence comparison at the matched step (a directory that is a checkpoint is used
+    as given)."""
+    from ..models.loading import resolve
+
+    path = Path(full_run)
+    if (path / "checkpoints").is_dir() and step is not None:
+        return step_checkpoint(path, step)
+    return resolve(full_run)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def heldout_batches(cfg: EvalConfig, tokenizer) -> List[dict]:
+    """Batches (losses.py contract) of the held-out split in file order: exactly the batches the
+    trainer evaluates on (``training.data``), so its curves and this table agree."""
+    from ..training.data import default_data_dir, load_split, valid_batches
+
+    path = Path(cfg.data) if cfg.data else default_data_dir()
+    if path.is_dir():
+        path = path / f"{cfg.split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"held-out data {path} does not exist; build it (cherry-mlx data build) or pass --data"
+        )
+    encoded, _, _ = load_split(path, tokenizer, cfg.seq_len)
+    batches = valid_batches(encoded, cfg.batch_size, cfg.seq_len)
+    if cfg.max_batches >= 0:
+        batches = batches[: cfg.max_batches]
+    if not batches:
+        raise ValueError(f"{path} gave no batches; check that it has examples with responses")
+    return batches
+
+
+# -- the measurement -----------------------------------------------------------------------------
+@dataclass
+class Section:
+    """One data condition (coherent or shuffled): the split losses, metrics and coupling."""
+
+    wave: WaveReport
+    coupling: Optional[dict] = None
+
+    def to_dict(self) -> dict:
+        return {**self.wave.to_dict(), "coupling": self.coupling}
+
+
+@dataclass
+class EvalResult:
+    model: str
+    step: Optional[int]
+    baseline: Optional[str]
+    full: Optional[str]
+    level: str
+    sections: Dict[str, Section] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "step": self.step, "baseline": self.baseline,
+            "full_sequence": self.full, "level": self.level, "notes": self.notes,
+            **{k: v.to_dict() for k, v in self.sections.items()},
+        }
+
+
+def _load(path):
+    from ..models.loading import load_model
+
+    if isinstance(path, InitOf):
+        model = path.build()
+        model.eval()
+        return model
+    model, _ = load_model(path)
+    model.eval()
+    return model
+
+
+def measure(model, batches, level: int, categories=None, base=None, full=None,
+            coupling: bool = False, coupling_batches: int = 4, etas=None,
+            supervised_fraction=None) -> Section:
+    """Split losses of ``model`` (and of the ``base``/``full`` models) on ``batches``; metrics."""
+    now = split_losses(model, batches, level, categories)
+    b = split_losses(base, batches, level, categories) if base is not None else None
+    f = split_losses(full, batches, level, categories) if full is not None else None
+    section = Section(WaveReport(now=now, base=b, full=f, supervised_fraction=supervised_fraction))
+    if coupling:
+        c = measure_coupling(model, batches[:coupling_batches], level, categories, etas=etas)
+        section.coupling = c.to_dict()
+    return section
+
+
+def run_eval(cfg: EvalConfig) -> EvalResult:
+    """Everything ``cherry-mlx eval`` prints, as an ``EvalResult`` (also written as JSON/PNG)."""
+    from ..models.loading import load_tokenizer
+
+    target = resolve_target(cfg.model)
+    base_path = cfg.baseline if cfg.baseline else default_baseline(target)
+    full_path = resolve_full(cfg.full_run, target.step) if cfg.full_run else None
+    tokenizer = load_tokenizer(cfg.tokenizer or target.path)
+    batches = heldout_batches(cfg, tokenizer)
+    level = LEVELS[cfg.level]
+    model, base = _load(target.path), _load(base_path)
+    full = _load(full_path) if full_path is not None else None
+    result = EvalResult(
+        model=str(target.path), step=target.step, baseline=str(base_path),
+        full=str(full_path) if full_path else None, level=cfg.level,
+    )
+    conditions = {"coherent": batches}
+    if cfg.shuffled:
+        conditions["shuffled"] = [shuffle_batch(b, cfg.seed + i) for i, b in enumerate(batches)]
+    for name, bs in conditions.items():
+        result.sections[name] = measure(
+            model, bs, level, cfg.categories, base=base, full=full, coupling=cfg.coupling,
+            coupling_batches=cfg.coupling_batches, etas=cfg.etas,
+            supervised_fraction=cfg.supervised_fraction,
+        )
+    if isinstance(base_path, InitOf):
+        result.notes.append(_check_init(base_path, result.sections["coherent"].wave.base))
+    if cfg.json_out:
+        Path(cfg.json_out).write_text(json.dumps(json_clean(result.to_dict()), indent=2) + "\n")
+    plot = cfg.plot or (str(target.run / "eval_wave.png") if target.run else None)
+    if plot:
+        from .wave_table import plot_result
+
+        plot_result(result, plot)
+    return result
+
+
+def _check_init(init: InitOf, measured: SplitLoss) -> str:
+    """Compare the rebuilt init with the trainer's own step-0 eval (same data: same numbers)."""
+    rows = []
+    f = init.run / "evals.jsonl"
+    if f.is_file():
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    zero = next((r for r in rows if r.get("step") == 0), None)
+    if zero is None:
+        return f"baseline: {init} (no step-0 eval in the run to check it against)"
+    same = math.isclose(zero["total"], measured.total, rel_tol=1e-4)
+    verdict = "matches" if same else "DIFFERS from (other data or settings?)"
+    return (f"baseline: {init}; its total loss {measured.total:.4f} {verdict} the trainer's "
+            f"step-0 eval {zero['total']:.4f}")
+
+
+def json_clean(obj):
+    """NaN/inf -> null, so the JSON is strict (NaN is not JSON)."""
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,174 @@
+"""Train the sovereign sentencepiece BPE tokenizer (paper Section 5.1) and export it.
+
+Choices, and why:
+- BPE with byte fallback: any string encodes, never to ``<unk>``;
+- the 2,350 KS X 1001 Hangul syllables are required characters, so everyday Korean never falls
+  back to bytes even when the corpus misses a syllable;
+- identity normalisation, no dummy prefix, no whitespace collapsing: the token pieces concatenate
+  back to exactly the input string, so character offsets (GT spans) map to tokens exactly;
+- digits are split: numbers become one token per digit (arithmetic data, and number GT spans
+  align with token boundaries);
+- the 24 special tokens of ``specials.py`` are user-defined symbols at ids 1..24: sentencepiece
+  and the exported fast tokenizer both match them in raw text and never split them. Newlines are
+  not in the vocabulary on purpose: sentencepiece trains on lines, and byte fallback turns a
+  newline into the single token ``<0x0A>``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+from .export import export_hf
+from .specials import SPECIAL_PIECES, ks_x_1001_hangul
+
+N_BYTE_PIECES = 256
+
+
+@dataclass
+class TokenizerConfig:
+    """Settings of ``train_tokenizer`` (CLI: ``cherry-mlx tokenizer train``)."""
+
+    vocab_size: int = 4096  # total pieces, specials and the 256 byte pieces included
+    required_hangul: bool = True  # the 2,350 KS X 1001 syllables are always in the vocabulary
+    character_coverage: float = 0.9995  # rarer characters fall back to bytes
+    split_digits: bool = True
+    max_piece_length: int = 16
+    max_line_chars: int = 4000  # longer lines are cut into chunks (sentencepiece skips them)
+    num_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    model_max_length: Optional[int] = None  # recorded in tokenizer_config.json
+
+
+def builtin_english() -> list[str]:
+    """English prose shipped with CPython itself (``pydoc_data.topics``): always available."""
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)]
+
+
+def default_corpus_files() -> list[Path]:
+    """The bundled data set and prose corpora, if ``cherry-mlx data build`` has written them."""
+    try:
+        from ..data.paths import DEFAULT_DATA_DIR  # the bundled-data module, when present
+
+        root = Path(DEFAULT_DATA_DIR).parent
+    except ImportError:
+        from ..models.loading import WEIGHTS_DIR
+
+        root = WEIGHTS_DIR / "data"
+    files = [root / "default" / "train.jsonl"]
+    # training splits only: valid/test text stays unseen by the tokenizer too
+    files += sorted(p for p in (root / "prose").glob("*.jsonl") if ".valid" not in p.name)
+    return [f for f in files if f.is_file()]
+
+
+def read_corpus(files: Sequence[str | Path]) -> Iterator[str]:
+    """Texts of JSONL data sets (every message, prompt, completion, text) and plain .txt files.
+
+    Validation and GT spans are irrelevant here, but a malformed line still fails loudly."""
+    from ..data.jsonl import example_texts, iter_jsonl
+
+    for f in files:
+        f = Path(f)
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such corpus file; pass .jsonl or .txt files")
+        if f.suffix == ".jsonl":
+            for ex in iter_jsonl(f):
+                yield from example_texts(ex)
+        else:
+            yield f.read_text(encoding="utf-8")
+
+
+def _lines(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+    # sentencepiece trains on lines; very long lines are cut rather than silently skipped
+    for text in texts:
+        for line in text.splitlines():
+            for i in range(0, len(line), max_chars):
+                chunk = line[i : i + max_chars]
+                if chunk.strip():
+                    yield chunk
+
+
+def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Train the BPE model on ``texts``; returns the serialised sentencepiece model."""
+    import sentencepiece as spm
+
+    required = ks_x_1001_hangul() if cfg.required_hangul else ""
+    floor = len(required) + N_BYTE_PIECES + len(SPECIAL_PIECES) + 1 + 100
+    if cfg.vocab_size < floor:
+        raise ValueError(
+            f"vocab_size {cfg.vocab_size} is too small: the required Hangul syllables, byte pieces "
+            f"and special tokens alone take {floor - 100}; use --vocab-size >= {floor}"
+            + (" or turn off required Hangul" if required else "")
+        )
+    lines = list(_lines(texts, cfg.max_line_chars))
+    if not lines:
+        raise ValueError("the tokenizer corpus is empty; pass text with --data")
+    out = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=out,
+            model_type="bpe",
+            vocab_size=cfg.vocab_size,
+            byte_fallback=True,
+            required_chars=required,
+            character_coverage=cfg.character_coverage,
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            split_digits=cfg.split_digits,
+            max_sentencepiece_length=cfg.max_piece_length,
+            max_sentence_length=cfg.max_line_chars * 4 + 16,  # bytes, UTF-8 Hangul is 3
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            user_defined_symbols=list(SPECIAL_PIECES),
+            num_threads=cfg.num_threads,
+            minloglevel=2,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"sentencepiece could not train a {cfg.vocab_size}-piece vocabulary on "
+            f"{len(lines)} lines ({str(err).strip()}); lower --vocab-size or add data"
+        ) from None
+    return out.getvalue()
+
+
+def train_tokenizer(
+    files: Optional[Sequence[str | Path]] = None,
+    out_dir: str | Path = "runs/tokenizer",
+    cfg: Optional[TokenizerConfig] = None,
+    texts: Optional[Iterable[str]] = None,
+    english_builtin: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """Train on ``files`` (default: the bundled data) plus ``texts``, export the HF layout.
+
+    CPython's ``pydoc_data`` English is added unless ``english_builtin`` is False, so an English
+    baseline exists even before the bundled data is built."""
+    cfg = cfg or TokenizerConfig()
+    files = default_corpus_files() if files is None else list(files)
+    corpus: list[str] = list(read_corpus(files))
+    if texts is not None:
+        corpus += list(texts)
+    if english_builtin:
+        corpus += builtin_english()
+    n_chars = sum(len(t) for t in corpus)
+    if verbose:
+        print(f"tokenizer corpus: {len(files)} files + builtin={english_builtin}, "
+              f"{n_chars:,} characters", file=sys.stderr)
+    t0 = time.perf_counter()
+    proto = train_sentencepiece(corpus, cfg)
+    out = export_hf(proto, Path(out_dir), cfg.model_max_length)
+    if verbose:
+        dt = time.perf_counter() - t0
+        print(f"trained a {cfg.vocab_size}-piece BPE tokenizer in {dt:.1f}s "
+              f"({n_chars / max(dt, 1e-9):,.0f} chars/s) -> {out}", file=sys.stderr)
+    return out

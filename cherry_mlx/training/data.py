@@ -1,0 +1,160 @@
+"""Data for the trainer: read and encode splits, iterate batches, fix shapes for the compiled step.
+
+Batches follow the contract in ``selection/losses.py``. Before a batch reaches the compiled step it
+is padded to a multiple of ``PAD_T`` positions (so the step compiles for a handful of shapes, not
+one per batch) and, for losses that say which positions they read (``loss_fn.needed``), given
+``pos``/``pos_valid``: the flat indices of those positions padded to a bucket size, so logits are
+computed there only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import mlx.core as mx
+import numpy as np
+
+PAD_T = 32
+BATCH_KEYS = ("inputs", "targets", "response", "level", "category")
+_PAD_VALUES = {"inputs": 0, "targets": 0, "response": False, "level": 0, "category": -1}
+
+
+def default_data_dir() -> Path:
+    from ..data.paths import DEFAULT_DATA_DIR
+
+    return Path(DEFAULT_DATA_DIR)
+
+
+def load_split(path: Path, tokenizer, max_len: int):
+    """Read and encode one JSONL split (colleagues' validated reader: errors name file:line)."""
+    from ..data.encode import encode_dataset
+    from ..data.jsonl import read_jsonl
+
+    examples = read_jsonl(path)
+    if not examples:
+        raise ValueError(f"{path} has no examples; rebuild the data (cherry-mlx data build)")
+    encoded, stats = encode_dataset(examples, tokenizer, max_len)
+    return encoded, stats, examples
+
+
+def load_splits(data_dir: Optional[str], tokenizer, max_len: int) -> Dict[str, Any]:
+    """Encoded ``train`` and ``valid`` (and raw ``test`` examples when present) of a data dir."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    train_file, valid_file = data_dir / "train.jsonl", data_dir / "valid.jsonl"
+    if not train_file.is_file():
+        hint = "cherry-mlx data build" if not data_dir.exists() else "add train.jsonl"
+        raise FileNotFoundError(f"{train_file} not found; run `{hint}` or pass --data DIR")
+    out: Dict[str, Any] = {"data_dir": data_dir}
+    out["train"], out["train_stats"], out["train_examples"] = load_split(
+        train_file, tokenizer, max_len
+    )
+    if valid_file.is_file():
+        out["valid"], out["valid_stats"], _ = load_split(valid_file, tokenizer, max_len)
+    else:  # hold out 5% of train, deterministically
+        n = max(1, len(out["train"]) // 20)
+        out["valid"], out["train"] = out["train"][:n], out["train"][n:]
+    test_file = data_dir / "test.jsonl"
+    if test_file.is_file():
+        from ..data.jsonl import read_jsonl
+
+        out["test_examples"] = read_jsonl(test_file)
+    return out
+
+
+def train_iterator(data, batch_size: int, max_len: int, seed: int):
+    """An endless batch iterator with state_dict/load_state_dict over encoded examples."""
+    if isinstance(data, (list, tuple)):
+        if len(data) == 0:
+            raise ValueError("training data is empty")
+        from ..data.batching import BatchIterator
+
+        # Length bucketing: less padding, and the shapes the compiled step sees stay few.
+        return BatchIterator(list(data), batch_size, max_len, seed=seed, shuffle=True, bucket=True,
+                             pad_multiple=PAD_T)
+    return data  # already an iterator of batches
+
+
+def valid_batches(data, batch_size: int, max_len: int) -> List[dict]:
+    """One ordered pass over the held-out data as a list of batches (reused at every eval)."""
+    if data is None:
+        return []
+    data = list(data)
+    if data and not isinstance(data[0], dict):
+        from ..data.batching import BatchIterator
+
+        data = list(BatchIterator(data, batch_size, max_len, shuffle=False, loop=False))
+    return [prepare_batch(b)[0] for b in data]
+
+
+def next_batch(it) -> dict:
+    """Next training batch; training iterators are endless (epochs restart inside them)."""
+    try:
+        return next(it)
+    except StopIteration:
+        raise ValueError("training data iterator ran out; pass an endless iterator") from None
+
+
+def _bucket(n: int, total: int) -> int:
+    step = max(32, total // 16)
+    return min(total, max(step, -(-n // step) * step))
+
+
+def prepare_batch(batch: dict, loss_fn=None, extra: Optional[dict] = None) -> Tuple[dict, dict]:
+    """Pad T to a multiple of PAD_T and add ``pos``/``pos_valid`` for ``loss_fn.needed``.
+
+    Returns (mx batch for the compiled step, numpy stats {"tokens", "ntoks"}).
+    """
+    np_b = {k: np.asarray(batch[k]) for k in BATCH_KEYS if k in batch}
+    missing = [k for k in BATCH_KEYS if k not in np_b]
+    if missing:
+        raise ValueError(f"batch is missing {missing}; batches follow the losses.py contract")
+    B, T = np_b["targets"].shape
+    T2 = -(-T // PAD_T) * PAD_T
+    if T2 != T:
+        for k, v in np_b.items():
+            pad = np.full((B, T2 - T), _PAD_VALUES[k], dtype=v.dtype)
+            np_b[k] = np.concatenate([v, pad], axis=1)
+    out = {k: mx.array(v) for k, v in np_b.items()}
+    out["response"] = out["response"].astype(mx.bool_)
+    if "lengths" in batch:
+        tokens = int(np.asarray(batch["lengths"]).sum())
+    else:  # positions up to the last response token of each row
+        resp = np_b["response"].astype(bool)
+        last = np.where(resp.any(1), T2 - np.argmax(resp[:, ::-1], axis=1), 0)
+        tokens = int(last.sum())
+    stats = {"tokens": tokens, "ntoks": int(np_b["response"].sum())}
+    need = getattr(loss_fn, "needed", None)
+    if need is not None:
+        pos = np.flatnonzero(need(np_b)).astype(np.int32)
+        n = _bucket(len(pos), B * T2)
+        valid = np.zeros(n, dtype=bool)
+        valid[: len(pos)] = True
+        out["pos"] = mx.array(np.concatenate([pos, np.zeros(n - len(pos), np.int32)]))
+        out["pos_valid"] = mx.array(valid)
+    for k, v in (extra or {}).items():
+        out[k] = v
+    return out, stats
+
+
+class CycleBatches:
+    """An endless, resumable iterator over a fixed list of batches (tests, precomputed data)."""
+
+    def __init__(self, batches: List[dict]):
+        if not batches:
+            raise ValueError("CycleBatches needs at least one batch")
+        self.batches, self.pos = list(batches), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        b = self.batches[self.pos % len(self.batches)]
+        self.pos += 1
+        return b
+
+    def state_dict(self) -> dict:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos = int(state["pos"])

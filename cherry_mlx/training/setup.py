@@ -1,0 +1,164 @@
+"""Assemble what a run needs: its directory, the model (fresh, fine-tuned, LoRA, resumed), the
+tokenizer, the data and the Rho-1 reference model. Kept apart from the loop so that ``trainer.py``
+reads as the algorithm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import mlx.core as mx
+
+from ..models.loading import (
+    WEIGHTS_DIR,
+    build_model,
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_config,
+    resolve,
+)
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .runs import RUNS_DIR, latest_run
+
+DEFAULT_TOKENIZER = "cherry-tiny"
+
+
+@dataclass
+class Setup:
+    model: Any
+    model_cfg: dict
+    tokenizer: Any = None
+    tokenizer_dir: Optional[Path] = None
+    train_data: Any = None
+    valid_data: Any = None
+    reference: Any = None
+    demo_examples: Any = None  # raw test records (held-out questions)
+    demo_train: Any = None  # raw train records (questions on trained facts)
+
+
+def setup_run(cfg: TrainConfig):
+    """(run_dir, checkpoint to resume from or None). A new run never overwrites an old one."""
+    runs_dir = Path(cfg.runs_dir) if cfg.runs_dir else RUNS_DIR
+    if cfg.resume:
+        if cfg.resume == "latest":
+            run_dir = latest_run(runs_dir)
+            if run_dir is None:
+                raise FileNotFoundError(f"--resume latest: no runs in {runs_dir}")
+        else:
+            run_dir = Path(cfg.resume)
+            if not run_dir.is_dir():
+                run_dir = runs_dir / cfg.resume
+        found = ckpt.list_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume {cfg.resume}: {run_dir} has no complete checkpoint "
+                "(checkpoints/step-N/trainer_state.json); start a new run instead"
+            )
+        cfg.name = run_dir.name
+        return run_dir, found[-1]
+    name = cfg.name or time.strftime(f"{_slug(cfg)}-%Y%m%d-%H%M%S")
+    run_dir = runs_dir / name
+    if ckpt.list_checkpoints(run_dir):
+        raise ValueError(
+            f"run {run_dir} already has checkpoints; pass --resume {run_dir} to continue it "
+            "or choose another --name"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.name = name
+    return run_dir, None
+
+
+def _slug(cfg: TrainConfig) -> str:
+    base = Path(cfg.model).name if cfg.model else cfg.preset
+    return f"{base}-{cfg.select}"
+
+
+def _apply_lora(model, cfg: TrainConfig) -> None:
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    n = len(model.layers) if cfg.lora_layers < 0 else min(cfg.lora_layers, len(model.layers))
+    linear_to_lora_layers(model, n, {"rank": cfg.lora_rank, "scale": cfg.lora_scale,
+                                     "dropout": 0.0})
+
+
+def _enable_checkpointing(model) -> None:
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "checkpoint"):
+        inner.checkpoint = True
+    else:
+        from mlx_lm.tuner.trainer import grad_checkpoint
+
+        grad_checkpoint(model.layers[0])
+
+
+def _tokenizer_dir(cfg: TrainConfig) -> Optional[Path]:
+    for cand in (cfg.tokenizer, cfg.model, DEFAULT_TOKENIZER):
+        if not cand:
+            continue
+        try:
+            path = resolve(cand)
+        except ValueError:
+            continue
+        if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file():
+            return path
+        if cand == cfg.tokenizer:
+            raise FileNotFoundError(f"--tokenizer {cand}: {path} has no tokenizer files")
+    return None
+
+
+def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> Setup:
+    """Build or load the model (and LoRA, checkpointing, resumed weights), tokenizer and data."""
+    if model is None:
+        if cfg.model:
+            model, base = load_model(cfg.model)
+        else:
+            base = load_config(resolve(cfg.preset))
+            model = build_model(base)  # random init drawn from the seeded global PRNG
+        model_cfg = model_config(model, base)
+    else:
+        try:
+            model_cfg = model_config(model)
+        except Exception:  # a colleague's model without HF-style args
+            model_cfg = dict(getattr(model, "config", {}) or {})
+    mx.eval(model.parameters())
+    if cfg.lora:
+        _apply_lora(model, cfg)
+    if cfg.grad_checkpoint:
+        _enable_checkpointing(model)
+    if resume_from is not None:
+        if cfg.lora:
+            model.load_weights(str(resume_from / "adapters.safetensors"), strict=False)
+        else:
+            model.load_weights(str(resume_from / "model.safetensors"))
+        mx.eval(model.parameters())
+
+    s = Setup(model=model, model_cfg=model_cfg, train_data=train_data, valid_data=valid_data)
+    s.tokenizer_dir = _tokenizer_dir(cfg)
+    s.tokenizer = tokenizer
+    if s.tokenizer is None and s.tokenizer_dir is not None:
+        s.tokenizer = load_tokenizer(s.tokenizer_dir)
+    if train_data is None:
+        if s.tokenizer is None:
+            raise FileNotFoundError(
+                f"no tokenizer to encode the data: pass --tokenizer DIR (the default "
+                f"{WEIGHTS_DIR / DEFAULT_TOKENIZER} has no tokenizer files yet)"
+            )
+        from .data import load_splits
+
+        splits = load_splits(cfg.data, s.tokenizer, cfg.seq_len)
+        s.train_data = splits["train"]
+        if valid_data is None:
+            s.valid_data = splits["valid"]
+        s.demo_examples = splits.get("test_examples")
+        s.demo_train = splits.get("train_examples")
+    if cfg.select == "rho1":
+        s.reference, _ = load_model(cfg.reference)
+        s.reference.freeze()
+        s.reference.eval()
+    return s

@@ -1,0 +1,88 @@
+"""The optimiser, its schedule and the one compiled training step.
+
+One ``mx.compile``d function per micro-batch does forward, backward and (on the last micro-batch
+of an update) gradient normalisation, clipping and the AdamW update. Model, optimiser and PRNG
+state are the compiled function's implicit state, exactly as in mlx-lm's trainer, so nothing is
+copied per step and the caller does one ``mx.eval`` per micro-batch.
+
+Gradient accumulation is token-weighted: each micro-batch contributes ``grad · ntoks`` and the sum
+is divided by the total ``ntoks`` at the update. Because the losses are normalised by supervised
+tokens, k micro-batches of B/k examples give the same update as one batch of B (up to float
+rounding), which a plain mean of micro-batch means would not when their token counts differ.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+
+def lr_schedule(peak: float, steps: int, warmup: int, min_ratio: float):
+    """Linear warmup to ``peak`` over ``warmup`` updates, then cosine decay to ``peak*min_ratio``.
+
+    Update s (0-based) uses lr(s) = peak·(s+1)/warmup during warmup (so the first update is not
+    wasted at lr 0), then peak·(m + (1-m)·½(1+cos(π·p))) with p = (s-warmup)/(steps-warmup).
+    """
+    warmup = max(int(warmup), 0)
+    span = max(int(steps) - warmup, 1)
+
+    def schedule(step):
+        s = mx.array(step).astype(mx.float32)
+        warm = (s + 1.0) / max(warmup, 1)
+        prog = mx.clip((s - warmup) / span, 0.0, 1.0)
+        cos = min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + mx.cos(math.pi * prog))
+        return peak * mx.where(s < warmup, warm, cos)
+
+    return schedule
+
+
+def make_optimizer(cfg) -> optim.AdamW:
+    return optim.AdamW(
+        learning_rate=lr_schedule(cfg.learning_rate, cfg.steps, cfg.warmup, cfg.min_lr_ratio),
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0):
+    """Compiled ``step(batch, acc, do_update) -> (loss, ntoks, acc_or_None, grad_norm)``.
+
+    ``acc`` is the running (grad·ntoks sum, loss·ntoks sum, ntoks sum) of earlier micro-batches of
+    this update (None for the first). With ``do_update`` the accumulated mean gradient is applied
+    and ``loss`` is the update's token-weighted mean loss.
+    """
+    value_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(batch, acc, do_update):
+        (loss, ntoks), grads = value_and_grad(model, batch)
+        ntoks = ntoks.astype(mx.float32)
+        grads = tree_map(lambda g: g * ntoks, grads)
+        loss_sum = loss.astype(mx.float32) * ntoks
+        if acc is not None:
+            grads = tree_map(lambda a, b: a + b, grads, acc[0])
+            loss_sum = loss_sum + acc[1]
+            ntoks = ntoks + acc[2]
+        if not do_update:
+            return loss_sum / mx.maximum(ntoks, 1.0), ntoks, (grads, loss_sum, ntoks), mx.array(0.0)
+        denom = mx.maximum(ntoks, 1.0)
+        grads = tree_map(lambda g: g / denom, grads)
+        if grad_clip and grad_clip > 0:
+            grads, norm = optim.clip_grad_norm(grads, grad_clip)
+        else:
+            norm = mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for g in _leaves(grads)))
+        optimizer.update(model, grads)
+        return loss_sum / denom, ntoks, None, norm
+
+    return step, state
+
+
+def _leaves(tree):
+    from mlx.utils import tree_flatten
+
+    return [v for _, v in tree_flatten(tree)]

@@ -1,0 +1,119 @@
+"""``cherry-mlx generate`` and ``cherry-mlx chat``: local serving, speculative with MTP heads."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+MODEL_HELP = "Model directory, run, preset or hub id (default: the latest run under runs/)."
+
+
+def _sampling(temp, top_p, top_k, min_p, repetition_penalty):
+    from cherry_mlx.decoding.generate import SamplingConfig
+
+    return SamplingConfig(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p,
+                          repetition_penalty=repetition_penalty)
+
+
+def _load(model: Optional[str]):
+    from cherry_mlx.decoding.session import load_for_serving
+
+    return load_for_serving(model)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def generate(
+        model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
+        prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt text ('-' reads stdin)."),
+        max_tokens: int = typer.Option(256, "--max-tokens", "-m", help="Tokens to generate."),
+        temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
+        top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
+        top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = off)."),
+        min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
+        repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
+        speculative: Optional[bool] = typer.Option(
+            None, "--speculative/--no-speculative",
+            help="Self-speculative decoding with the MTP heads (default: on when the model has "
+                 "them)."),
+        num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
+        raw: bool = typer.Option(False, "--raw", help="Do not apply the chat template."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    ):
+        """Generate a completion for one prompt, streaming, then print speed (and acceptance)."""
+        from cherry_mlx.decoding.session import generate_text
+
+        model_obj, tokenizer = _load(model)
+        text = sys.stdin.read() if prompt == "-" else prompt
+        stats = None
+        for piece, stats in generate_text(
+            model_obj, tokenizer, text, _sampling(temp, top_p, top_k, min_p, repetition_penalty),
+            max_tokens=max_tokens, speculative=speculative, num_draft=num_draft, raw=raw,
+            seed=seed,
+        ):
+            typer.echo(piece, nl=False)
+        typer.echo("")
+        if stats is not None:
+            typer.echo("=" * 10 + "\n" + stats.summary(), err=True)
+
+    @app.command()
+    def chat(
+        model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
+        system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+        max_tokens: int = typer.Option(512, "--max-tokens", "-m", help="Tokens per answer."),
+        temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
+        top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
+        top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = off)."),
+        min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
+        repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
+        speculative: Optional[bool] = typer.Option(
+            None, "--speculative/--no-speculative",
+            help="Self-speculative decoding with the MTP heads (default: on when the model has "
+                 "them)."),
+        num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    ):
+        """Interactive chat with the model's chat template; the KV cache is kept across turns.
+        Commands: /reset (new conversation), /stats (tokens/s, acceptance), /quit. Ctrl-C stops
+        an answer, Ctrl-D or /quit leaves."""
+        from cherry_mlx.decoding.chat import ChatConfig, ChatSession
+
+        model_obj, tokenizer = _load(model)
+        cfg = ChatConfig(
+            sampling=_sampling(temp, top_p, top_k, min_p, repetition_penalty),
+            max_tokens=max_tokens, speculative=speculative, num_draft=num_draft, system=system,
+            seed=seed,
+        )
+        session = ChatSession(model_obj, tokenizer, cfg)
+        mode = "self-speculative (MTP heads)" if session.speculative else "plain decoding"
+        typer.echo(f"cherry-mlx chat: {mode}. /reset, /stats, /quit; Ctrl-C stops an answer.")
+        while True:
+            try:
+                line = input(">>> ")
+            except (EOFError, KeyboardInterrupt):
+                typer.echo("")
+                break
+            cmd = line.strip()
+            if not cmd:
+                continue
+            if cmd in ("/quit", "/exit", "/q"):
+                break
+            if cmd == "/reset":
+                session.reset()
+                typer.echo("[conversation reset]")
+                continue
+            if cmd == "/stats":
+                typer.echo(session.stats_text())
+                continue
+            stream = session.send(line)
+            try:
+                for piece in stream:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                stream.close()
+                sys.stdout.write(" [stopped]")
+            sys.stdout.write("\n")
+            sys.stdout.flush()

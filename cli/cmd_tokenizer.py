@@ -1,0 +1,73 @@
+"""``cherry-mlx tokenizer``: train the sovereign tokenizer, inspect encodings, list specials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+tokenizer_app = typer.Typer(
+    help="Sovereign sentencepiece BPE tokenizer with 24 governance special tokens.",
+    no_args_is_help=True,
+)
+
+
+@tokenizer_app.command("train")
+def train(
+    data: Optional[List[Path]] = typer.Option(
+        None, "--data", "-d",
+        help="Corpus files (.jsonl in any data shape, or .txt); repeatable. Default: the bundled "
+        "data set and prose corpora (cherry-mlx data build).",
+    ),
+    vocab_size: int = typer.Option(4096, "--vocab-size", help="Total vocabulary size."),
+    out: Path = typer.Option(Path("runs/tokenizer"), "-o", "--out", help="Output directory."),
+    no_builtin_english: bool = typer.Option(
+        False, "--no-builtin-english", help="Do not add CPython's pydoc English prose."
+    ),
+    no_required_hangul: bool = typer.Option(
+        False, "--no-required-hangul",
+        help="Do not force the 2,350 KS X 1001 syllables into the vocabulary.",
+    ),
+    model_max_length: Optional[int] = typer.Option(None, help="Recorded context length."),
+):
+    """Train a BPE tokenizer and write it in the Hugging Face layout (mlx-lm loads it).
+
+    Example: cherry-mlx tokenizer train --vocab-size 4096 -o weights/cherry-tiny
+    """
+    from cherry_mlx.tokenizer import TokenizerConfig, train_tokenizer
+
+    cfg = TokenizerConfig(
+        vocab_size=vocab_size,
+        required_hangul=not no_required_hangul,
+        model_max_length=model_max_length,
+    )
+    train_tokenizer(data or None, out, cfg, english_builtin=not no_builtin_english)
+
+
+@tokenizer_app.command("encode")
+def encode(
+    text: str = typer.Argument(..., help="Text to encode (special tokens are recognised)."),
+    tokenizer: str = typer.Option("cherry-tiny", "-t", "--tokenizer",
+                                  help="Preset, model/tokenizer directory or run."),
+):
+    """Show the pieces and ids of TEXT.
+
+    Example: cherry-mlx tokenizer encode '<|spartan_think|>서울은 수도'
+    """
+    from cherry_mlx.tokenizer.inspect import format_encoding, load_any_tokenizer
+
+    typer.echo(format_encoding(load_any_tokenizer(tokenizer), text))
+
+
+@tokenizer_app.command("specials")
+def specials():
+    """List the 24 governance special tokens with their ids and purpose."""
+    from cherry_mlx.tokenizer.specials import SPECIAL_IDS, SPECIAL_TOKENS
+
+    for t in SPECIAL_TOKENS:
+        typer.echo(f"{SPECIAL_IDS[t.piece]:3d}  {t.piece:26} {t.group:14} {t.purpose}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tokenizer_app, name="tokenizer")

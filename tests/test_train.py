@@ -1,0 +1,199 @@
+"""The trainer: resume reproduces an uninterrupted run, NaN guard, accumulation, schedule, LoRA,
+checkpoints that load in cherry-mlx and mlx-lm, config precedence, malformed data errors."""
+
+import json
+import math
+from dataclasses import replace
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+
+from cherry_mlx.models import build_model, load_model
+from cherry_mlx.selection.select import make_loss
+from cherry_mlx.training import TrainConfig, TrainingDiverged, resolve_config, train
+from cherry_mlx.training.checkpoint import list_checkpoints
+from cherry_mlx.training.data import CycleBatches, load_splits, prepare_batch
+from cherry_mlx.training.step import lr_schedule, make_step
+
+
+def synth_batches(n, B=4, T=24, seed=0, V=256):
+    """A learnable pattern (odd tokens = previous + 1) with GT tags, in the batch contract."""
+    r = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        toks = r.integers(0, V, (B, T + 1))
+        toks[:, 1::2] = (toks[:, 0:-1:2] + 1) % V
+        resp = np.zeros((B, T), bool)
+        resp[:, 6:] = True
+        level = ((r.random((B, T)) < 0.2) & resp).astype(np.int8)
+        cat = np.where(level > 0, r.integers(0, 6, (B, T)), -1).astype(np.int8)
+        out.append(dict(inputs=toks[:, :-1].astype(np.int32), targets=toks[:, 1:].astype(np.int32),
+                        response=resp, level=level, category=cat))
+    return out
+
+
+def base_cfg(tmp_path, **kw):
+    d = dict(steps=8, name="run", runs_dir=str(tmp_path), eval_every=4, save_every=4,
+             report_every=2, demo=False, warmup=2, learning_rate=3e-3, batch_size=4, seq_len=24)
+    d.update(kw)
+    return TrainConfig(**d)
+
+
+def run(cfg, tiny_config, data_seed=0, loss_fn=None, train_batches=None):
+    mx.random.seed(cfg.seed)
+    model = build_model(tiny_config)
+    batches = train_batches or synth_batches(6, seed=data_seed)
+    return train(cfg, model=model, loss_fn=loss_fn, train_data=CycleBatches(batches),
+                 valid_data=synth_batches(2, seed=99))
+
+
+def flat(model):
+    from mlx.utils import tree_flatten
+
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+@pytest.mark.parametrize("select", ["gt", "random"])
+def test_resume_after_stop_reproduces_uninterrupted_run(tmp_path, tiny_config, select):
+    full = run(base_cfg(tmp_path, name="full", select=select), tiny_config)
+    part = run(base_cfg(tmp_path, name="part", select=select, stop_after=4), tiny_config)
+    assert part.stopped_early and part.step == 4
+    assert [c.name for c in list_checkpoints(part.run_dir)] == ["step-4"]
+    resumed = run(base_cfg(tmp_path, resume=str(part.run_dir), select=select), tiny_config)
+    assert resumed.step == 8
+    losses_full = [r["loss"] for r in full.history]
+    losses_resumed = [r["loss"] for r in resumed.history]  # metrics.jsonl: steps 1..4 + 5..8
+    assert [r["step"] for r in resumed.history] == list(range(1, 9))
+    np.testing.assert_allclose(losses_resumed, losses_full, rtol=1e-6)
+    fa, fb = flat(full.model), flat(resumed.model)
+    for k in fa:
+        np.testing.assert_allclose(fa[k], fb[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    assert [e["step"] for e in resumed.evals] == [0, 4, 8]
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_config):
+    batches = synth_batches(6)
+    batches[5]["level"] = batches[5]["level"].copy()
+    batches[5]["level"][0, 0] = 9  # poison marker: the loss below turns NaN on this batch (step 6)
+    base = make_loss("gt", 0.7)
+
+    def poisoned(model, batch):
+        loss, n = base(model, batch)
+        return loss + mx.where((batch["level"] == 9).any(), mx.nan, 0.0), n
+
+    cfg = base_cfg(tmp_path, save_every=2, report_every=2)
+    with pytest.raises(TrainingDiverged, match="NaN/inf by step 6.*step-4"):
+        run(cfg, tiny_config, loss_fn=poisoned, train_batches=batches)
+    ckpts = list_checkpoints(tmp_path / "run")
+    assert ckpts[-1].name == "step-4"
+    model, _ = load_model(ckpts[-1])
+    assert all(np.isfinite(v).all() for v in flat(model).values())
+    assert json.loads((ckpts[-1] / "meta.json").read_text())["step"] == 4
+
+
+def test_grad_accumulation_equals_one_big_batch(tiny_config):
+    big = synth_batches(1, B=4, seed=3)[0]
+    halves = [{k: v[:2] for k, v in big.items()}, {k: v[2:] for k, v in big.items()}]
+    halves[1]["response"] = halves[1]["response"].copy()
+    halves[1]["response"][:, :10] = False  # unequal token counts: a mean of means would differ
+    big = {k: np.concatenate([halves[0][k], halves[1][k]]) for k in big}
+    results = []
+    for parts in ([big], halves):
+        mx.random.seed(0)
+        model = build_model(tiny_config)
+        opt = optim.SGD(learning_rate=1.0)  # update = -gradient: compares gradients exactly
+        loss_fn = make_loss("gt", 0.7)
+        step, state = make_step(model, opt, loss_fn)
+        acc = None
+        for i, p in enumerate(parts):
+            loss, n, acc, _ = step(prepare_batch(p, loss_fn)[0], acc, i == len(parts) - 1)
+            mx.eval(state, loss, acc)
+        results.append((loss.item(), flat(model)))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    for k, v in results[0][1].items():
+        np.testing.assert_allclose(v, results[1][1][k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_lr_schedule_by_hand():
+    f = lr_schedule(1e-3, steps=12, warmup=2, min_ratio=0.1)
+    assert math.isclose(f(0).item(), 0.5e-3, rel_tol=1e-6)
+    assert math.isclose(f(1).item(), 1e-3, rel_tol=1e-6)
+    assert math.isclose(f(2).item(), 1e-3, rel_tol=1e-6)
+    assert math.isclose(f(7).item(), 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))),
+                        rel_tol=1e-5)
+    assert math.isclose(f(12).item(), 1e-4, rel_tol=1e-5)
+
+
+def test_checkpoint_contents_and_loads_in_mlx_lm(tmp_path, tiny_config):
+    res = run(base_cfg(tmp_path, steps=4), tiny_config)
+    step = res.run_dir / "checkpoints" / "step-4"
+    for name in ("model.safetensors", "config.json", "optimizer.safetensors", "meta.json",
+                 "trainer_state.json", "train_config.json"):
+        assert (step / name).is_file(), name
+    state = json.loads((step / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["data"] == {"pos": 4}
+    assert TrainConfig.from_file(step / "train_config.json").steps == 4
+    assert (res.run_dir / "best" / "model.safetensors").is_file()
+    assert (res.run_dir / "curves.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    from mlx_lm.utils import load_model as mlx_lm_load_model
+
+    theirs, _ = mlx_lm_load_model(step)
+    ours, _ = load_model(step)
+    x = mx.array(synth_batches(1)[0]["inputs"])
+    np.testing.assert_allclose(np.array(theirs(x)), np.array(res.model(x)), atol=1e-5)
+    np.testing.assert_allclose(np.array(ours(x)), np.array(res.model(x)), atol=1e-5)
+
+
+def test_lora_trains_adapters_and_saves_fused_model(tmp_path, tiny_config):
+    res = run(base_cfg(tmp_path, steps=3, lora=True, lora_rank=4, save_every=3,
+                       learning_rate=1e-2), tiny_config)
+    from mlx.utils import tree_flatten
+
+    trainable = [k for k, _ in tree_flatten(res.model.trainable_parameters())]
+    assert trainable and all("lora_" in k for k in trainable)
+    step = res.run_dir / "checkpoints" / "step-3"
+    assert (step / "adapters.safetensors").is_file()
+    fused, _ = load_model(step)  # a plain model: adapters fused into the weights
+    x = mx.array(synth_batches(1)[0]["inputs"])
+    np.testing.assert_allclose(np.array(fused(x)), np.array(res.model(x)), atol=1e-4)
+
+
+def test_grad_checkpoint_same_loss(tmp_path, tiny_config):
+    a = run(base_cfg(tmp_path, name="a", steps=2, eval_every=0), tiny_config)
+    b = run(base_cfg(tmp_path, name="b", steps=2, eval_every=0, grad_checkpoint=True), tiny_config)
+    np.testing.assert_allclose([r["loss"] for r in a.history], [r["loss"] for r in b.history],
+                               rtol=1e-5)
+
+
+def test_config_precedence_cli_over_file_over_defaults(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 50\nlambda: 0.5\nlearning_rate: 0.01\n")
+    cfg = resolve_config({"steps": 7, "lam": None}, f)
+    assert (cfg.steps, cfg.lam, cfg.learning_rate, cfg.batch_size) == (7, 0.5, 0.01, 16)
+    f.write_text("stpes: 3\n")
+    with pytest.raises(ValueError, match="unknown training setting 'stpes'"):
+        resolve_config({}, f)
+    assert replace(cfg, steps=3).steps == 3
+
+
+def test_malformed_data_errors(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n'
+                                          "{not json\n")
+    with pytest.raises(ValueError, match="train.jsonl"):
+        load_splits(str(tmp_path), tokenizer=None, max_len=32)
+    with pytest.raises(FileNotFoundError, match="train.jsonl"):
+        load_splits(str(tmp_path / "missing"), tokenizer=None, max_len=32)
+    with pytest.raises(ValueError, match="missing"):
+        prepare_batch({"inputs": np.zeros((1, 4), np.int32)})
+
+
+def test_resume_without_checkpoint_and_name_clash(tmp_path, tiny_config):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        run(base_cfg(tmp_path, resume=str(tmp_path)), tiny_config)
+    run(base_cfg(tmp_path, steps=2, save_every=2, eval_every=0), tiny_config)
+    with pytest.raises(ValueError, match="--resume"):
+        run(base_cfg(tmp_path, steps=2), tiny_config)

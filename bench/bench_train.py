@@ -18,6 +18,7 @@ the ratios within one run mean anything.
     python bench/bench_train.py                  # ~2 minutes on 2 cores
     python bench/bench_train.py --steps 24 --batch 16
 """
+# ruff: noqa: I001  (cherry_mlx must be imported before mlx: it loads the fast BLAS)
 
 from __future__ import annotations
 
@@ -125,9 +126,11 @@ def run_mlx_lm(model_cfg, seqs, args):
     opt = optim.AdamW(learning_rate=3e-3, weight_decay=0.01)
     cb = Times()
     with tempfile.TemporaryDirectory() as d:
-        targs = TrainingArgs(batch_size=args.batch, iters=args.steps, steps_per_report=args.report,
-                             steps_per_eval=10**6, steps_per_save=10**6, max_seq_length=args.seq + 1,
-                             adapter_file=os.path.join(d, "a.safetensors"))
+        targs = TrainingArgs(
+            batch_size=args.batch, iters=args.steps, steps_per_report=args.report,
+            steps_per_eval=10**6, steps_per_save=10**6, max_seq_length=args.seq + 1,
+            adapter_file=os.path.join(d, "a.safetensors"),
+        )
         mx.reset_peak_memory()
         import contextlib
         import io

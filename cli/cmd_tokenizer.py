@@ -22,8 +22,9 @@ def train(
     ),
     vocab_size: int = typer.Option(4096, "--vocab-size", help="Total vocabulary size."),
     out: Path = typer.Option(Path("runs/tokenizer"), "-o", "--out", help="Output directory."),
-    no_builtin_english: bool = typer.Option(
-        False, "--no-builtin-english", help="Do not add CPython's pydoc English prose."
+    builtin_english: Optional[bool] = typer.Option(
+        None, "--builtin-english/--no-builtin-english",
+        help="Add CPython's pydoc English prose (default: only when there is no other corpus).",
     ),
     no_required_hangul: bool = typer.Option(
         False, "--no-required-hangul",
@@ -42,7 +43,7 @@ def train(
         required_hangul=not no_required_hangul,
         model_max_length=model_max_length,
     )
-    train_tokenizer(data or None, out, cfg, english_builtin=not no_builtin_english)
+    train_tokenizer(data or None, out, cfg, english_builtin=builtin_english)
 
 
 @tokenizer_app.command("encode")

@@ -99,3 +99,37 @@ def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
     assert [s.name for s in res.stages] == ["source", "merged", "unrolled"]
     assert not list(Path(ccfg.out).glob("heal-*"))
     assert res.model.args.effective_depth == 8
+
+
+def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
+    from cherry_mlx.compression.sweep import default_grid, parse_list, sweep
+
+    assert default_grid(48) == [24, 16, 12] and default_grid(8) == [4, 2, 1]
+    assert parse_list("4L,2", "--sweep-to", depth=True) == [4, 2]
+    with pytest.raises(ValueError, match="comma list"):
+        parse_list("4,x", "--sweep-loops")
+    cfg = dict(tiny_config, num_hidden_layers=4)
+    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
+    batches = _batches(cfg["vocab_size"], n=1)
+    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    ccfg = CompressConfig(
+        model=str(src_dir),
+        out=str(tmp_path / "sw"),
+        pre_unroll_steps=2,
+        heal_steps=2,
+        batch_size=2,
+        seq_len=16,
+        learning_rate=1e-2,
+        warmup=0,
+    )
+    out = sweep(ccfg, uniques=[2], loops=[1, 3], log=lambda *_: None, data=data)
+    rows = out["rows"]
+    assert [r["config"] for r in rows] == ["2Lx1 P0Q0", "2Lx3 P0Q0"]  # no core with P=Q=1
+    assert [r["effective_depth"] for r in rows] == [2, 6]
+    assert rows[0]["params"] == rows[1]["params"] < out["source"]["params"]
+    # both loop counts start from the same merged-and-healed model (stage 1 run once)
+    assert rows[0]["loss_merged_healed"] == rows[1]["loss_merged_healed"]
+    assert len(list((tmp_path / "sw" / "2L").glob("heal-1-merged"))) == 1
+    table = (tmp_path / "sw" / "sweep.md").read_text()
+    assert "| 2Lx3 P0Q0 | 2 | 6 |" in table and "source (no merge)" in table
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 1000

@@ -134,3 +134,24 @@ def test_info_counts_head_parameters_and_roundtrip(tiny_config, tmp_path):
     a = model.mtp.sequence_states(model, model.hidden(x), x)[2]
     b = loaded.mtp.sequence_states(loaded, loaded.hidden(x), x)[2]
     np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6)
+
+
+def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
+    """MTPLoss around the trainer's SGTLoss (one trunk pass shared with the heads) equals the
+    stand-alone mtp_loss, and β = 0 gives back the trunk loss exactly."""
+    from cherry_mlx.models.mtp import MTPLoss
+    from cherry_mlx.selection.select import make_loss
+
+    model = build_model({**tiny_config, "mtp": {"num_heads": 3}})
+    mx.eval(model.parameters())
+    rng = np.random.default_rng(1)
+    seq = rng.integers(0, 256, (3, 17))
+    batch = _batch(seq[:, :-1], seq[:, 1:], rng.random((3, 16)) < 0.8)
+    batch["level"] = mx.array((rng.random((3, 16)) < 0.3).astype(np.int8))
+    wrapped, n = MTPLoss(make_loss("gt", 0.7), beta=0.4)(model, batch)
+    ref, n_ref = mtp_loss(model, batch, beta=0.4, lam=0.7)
+    np.testing.assert_allclose(wrapped.item(), ref.item(), rtol=1e-5)
+    trunk, _ = MTPLoss(make_loss("gt", 0.7), beta=0.0)(model, batch)
+    np.testing.assert_allclose(trunk.item(), make_loss("gt", 0.7)(model, batch)[0].item(),
+                               rtol=1e-6)
+    assert n.item() == n_ref.item()

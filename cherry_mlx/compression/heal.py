@@ -310,6 +310,11 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
     res.config = dict(res.config)
     save_model(res.model, out_dir / "model", res.config, data.tokenizer_dir)
     write_report(res, cfg, out_dir)
-    log(f"recovered {res.recovered:.1%} of the merge gap; model in {out_dir / 'model'}")
+    gap = (
+        "n/a (merging did not raise the loss)"
+        if res.recovered != res.recovered
+        else (f"{res.recovered:.1%}")
+    )
+    log(f"recovered fraction of the merge gap: {gap}; model in {out_dir / 'model'}")
     (out_dir / "compress_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return res

@@ -35,13 +35,13 @@ from .synth.stats import family_counts, format_stats, gt_stats, load_hf_tokenize
 # paper's 41/23/18/8/6/4% and the GT share of response tokens near its 15.3%.
 FAMILIES = [
     ("factual", factual.gen_factual, 1900),
-    ("json", factual.gen_json, 450),
+    ("json", factual.gen_json, 750),
     ("multiturn", factual.gen_multiturn, 450),
     ("arithmetic", lambda rng, n: reasoning.gen_math(rng, n), 800),
     ("unit", lambda rng, n: reasoning.gen_math(rng, n, reasoning.UNIT, "unit"), 450),
-    ("tools", tools.gen_tools, 700),
+    ("tools", tools.gen_tools, 620),
     ("atcha", moments.gen_atcha, 500),
-    ("jamkkan", moments.gen_jamkkan, 350),
+    ("jamkkan", moments.gen_jamkkan, 260),
     ("guardrail", moments.gen_guardrail, 450),
 ]
 HOLDOUT = 0.05  # share of each qid group in test, and again in valid

@@ -1,11 +1,14 @@
 """A chat session over the model's own chat template, with the KV cache kept across turns.
 
-Each turn renders the whole conversation with the tokenizer's chat template (the cherry template
-writes the governance tokens: ``<|spartan_user|>``, ``<|spartan_assistant|>``, ``<|spartan_end|>``,
-...), finds the longest common prefix with the tokens already in the cache, trims the caches back
-to it (mlx-lm's ``KVCache.trim``) and prefills only the rest. A template that renders an earlier
-turn differently (e.g. a generation-prompt token that is dropped once the answer is in the history)
-therefore costs a re-prefill of the tail, never a wrong cache.
+The conversation is kept as the exact tokens the model has seen (prompts and its own answers, end
+token included): re-rendering an answer's text could tokenise it differently, and a template may
+render earlier turns differently once they are history (e.g. drop a generation-prompt token). A
+new turn is therefore history + the tokens of the template's *new* text (the whole conversation
+rendered, minus the rendering of the conversation so far; the cherry template writes the
+governance tokens ``<|spartan_user|>``, ``<|spartan_assistant|>``, ``<|spartan_end|>``, ...). If the
+template does not render incrementally, the whole conversation is re-rendered. Either way the
+caches are trimmed (mlx-lm's ``KVCache.trim``) to the longest common prefix with the tokens they
+hold and only the rest is prefilled, so a mismatch costs a re-prefill, never a wrong cache.
 
 Generation stops at any end-of-turn id (``tokenizer.eos_token_ids``; the stop token itself is not
 shown) or ``max_tokens``; closing the token stream (Ctrl-C in the CLI) ends a turn early and keeps
@@ -32,14 +35,27 @@ class ChatConfig:
     seed: Optional[int] = None
 
 
-def render(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
-    """Token ids of a conversation under the tokenizer's chat template (no template: plain
+def _has_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None)
+                or getattr(tokenizer, "has_chat_template", False))
+
+
+def render_text(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
+    """The conversation as text under the tokenizer's chat template (no template: plain
     ``role: content`` lines, so hub models without one still work)."""
-    if getattr(tokenizer, "chat_template", None) or getattr(tokenizer, "has_chat_template", False):
+    if _has_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + ("assistant: " if add_generation_prompt else "")
+
+
+def render(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
+    """Token ids of a conversation under the chat template."""
+    if _has_template(tokenizer):
         return list(tokenizer.apply_chat_template(messages,
                                                   add_generation_prompt=add_generation_prompt))
-    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-    return tokenizer.encode(text + ("assistant: " if add_generation_prompt else ""))
+    return tokenizer.encode(render_text(tokenizer, messages, add_generation_prompt))
 
 
 class ChatSession:
@@ -62,6 +78,9 @@ class ChatSession:
             self.messages.append({"role": "system", "content": self.cfg.system})
         self.cache = self.model.make_cache()
         self.fed: List[int] = []  # tokens whose keys/values are in the cache, in order
+        self.history: List[int] = []  # every token of the conversation the model has seen
+        self.last_prompt: List[int] = []
+        self.last_tokens: List[int] = []
 
     def _sync(self, prompt: List[int]) -> int:
         """Trim the caches to the longest common prefix of the cached tokens and ``prompt`` (at
@@ -79,10 +98,24 @@ class ChatSession:
                 c.trim(c.offset - n)
         self.fed = self.fed[:n]
 
+    def _prompt(self) -> List[int]:
+        """History tokens + the tokens of the new turn's text (see module docstring)."""
+        if self.history and self.messages[:-1]:
+            before = render_text(self.tokenizer, self.messages[:-1], add_generation_prompt=False)
+            after = render_text(self.tokenizer, self.messages)
+            if after.startswith(before):
+                hist = list(self.history)
+                if hist[-1] not in self.stop:  # an interrupted answer: close its turn
+                    hist.append(min(self.stop))
+                new = self.tokenizer.encode(after[len(before):], add_special_tokens=False)
+                return hist + list(new)
+        return render(self.tokenizer, self.messages)
+
     def send(self, text: str) -> Iterator[str]:
         """Add a user turn and stream the assistant's answer as text pieces."""
         self.messages.append({"role": "user", "content": text})
-        prompt = render(self.tokenizer, self.messages)
+        prompt = self._prompt()
+        self.last_prompt = prompt
         prefix = self._sync(prompt)
         self.last = GenerationStats()
         kwargs = dict(cfg=self.cfg.sampling, max_tokens=self.cfg.max_tokens, cache=self.cache,
@@ -111,6 +144,7 @@ class ChatSession:
             # The cache may hold fewer (last token not fed) or more (verified drafts past a stop)
             # positions than prompt + out: keep exactly the known tokens it holds.
             full = prompt + out
+            self.history, self.last_tokens = full, out
             self.fed = full[: min(self.cache[0].offset, len(full))] if self.cache else []
             self._trim_to(len(self.fed))
             answer = [t for t in out if t not in self.stop]

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.nn.utils import checkpoint as checkpointed
 from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
@@ -72,26 +73,6 @@ class ModelArgs(mlx_llama.ModelArgs):
         return len(self.schedule)
 
 
-def _checkpointed_call(layer: nn.Module, h: mx.array, mask) -> mx.array:
-    """``layer(h, mask)`` under ``mx.checkpoint``, leaving the layer's parameters untouched.
-
-    ``mlx.nn.utils.checkpoint`` leaves the module holding the traced copies of its parameters made
-    inside the checkpointed call; a tied core called again in the next loop would then take those
-    copies as its weights, chaining every loop's recompute to the previous one (measured: ~4x the
-    activation memory of an untied model with checkpointing). Restoring the original arrays makes
-    each loop a separate checkpoint of the same weights, whose gradients simply add up.
-    """
-    params = layer.trainable_parameters()
-
-    def call(p, x):
-        layer.update(p)
-        return layer(x, mask)
-
-    out = mx.checkpoint(call)(params, h)
-    layer.update(params)
-    return out
-
-
 class LlamaModel(nn.Module):
     """Embedding, unique blocks called in ``schedule`` order, final norm."""
 
@@ -118,7 +99,7 @@ class LlamaModel(nn.Module):
         for idx, c in zip(self._schedule, cache):
             layer = self.layers[idx]
             if self.checkpoint and c is None:
-                h = _checkpointed_call(layer, h, mask)
+                h = checkpointed(layer)(h, mask)
             else:
                 h = layer(h, mask, cache=c)
         return self.norm(h)

@@ -183,8 +183,7 @@ def prepare_mtp_training(model, num_heads: int, beta: float, freeze_trunk: bool,
     if it has none (or another number), freeze the trunk if asked, and wrap the trunk loss."""
     if num_heads < 1:
         raise ValueError(f"--mtp {num_heads}: use K >= 1 heads (0 disables MTP)")
-    if not has_mtp(model) or model.mtp.num_heads != num_heads:
-        add_mtp_heads(model, num_heads)
+    ensure_mtp_heads(model, num_heads)
     if freeze_trunk:
         freeze_for_mtp(model)
     return MTPLoss(base_loss, beta, freeze_trunk)
@@ -216,3 +215,22 @@ def mtp_accuracy(model, batches) -> Dict[str, Any]:
             counts[k] += resp.astype(mx.float32).sum().item()
     acc = [h / max(c, 1.0) for h, c in zip(hits, counts)]
     return {"trunk": acc[0], "heads": acc[1:], "tokens": int(counts[0])}
+
+
+def ensure_mtp_heads(model, num: int) -> Dict[str, Any]:
+    """Add ``num`` fresh heads unless the model already has that many; returns the config key."""
+    if not has_mtp(model) or model.mtp.num_heads != num:
+        add_mtp_heads(model, num)
+    return dict(model.args.mtp)
+
+
+def report_mtp_accuracy(model, batches, run_dir=None) -> str:
+    """Per-head held-out accuracy as one line (and ``mtp_accuracy.json`` in the run dir)."""
+    import json
+    from pathlib import Path
+
+    acc = mtp_accuracy(model, batches)
+    if run_dir is not None:
+        (Path(run_dir) / "mtp_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
+    heads = ", ".join(f"head {k} (t+{k + 1}) {a:.1%}" for k, a in enumerate(acc["heads"], 1))
+    return f"[mtp] held-out top-1: trunk (t+1) {acc['trunk']:.1%}, {heads} ({acc['tokens']} tok)"

@@ -111,7 +111,10 @@ def fold_tensor_scales(model, skip: List[str] = ()) -> Dict[str, Dict[str, float
     mtp = getattr(model, "mtp", None)
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be
     # negligible on an input divided by s: with heads, lm_head stays unfolded.
-    if "lm_head" in model and mtp is None and not skipped("lm_head"):
+    from ..models.llama import Model
+
+    plain = isinstance(model, Model)  # its final norm feeds only the LM head
+    if plain and "lm_head" in model and mtp is None and not skipped("lm_head"):
         s = target_scale(model.lm_head.weight)
         model.model.norm.weight = model.model.norm.weight / s
         _scale_linear(model.lm_head, s)

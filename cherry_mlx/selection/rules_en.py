@@ -1,7 +1,7 @@
 """English factual seeding by heuristics (no NER model: nothing may be downloaded).
 
 Three rules, each cheap and explainable:
-- numbers with their unit or currency ("42 km", "$3.50", "15.3%", "1,024");
+- numbers with their currency but not their unit ("42" in "42 km", "$3.50", "15.3", "1,024");
 - dates ("July 17, 1948", "17 July 1948", "2024-05-01");
 - capitalised entities: runs of capitalised words ("New York City", "Marie Curie"), allowing
   "of"/"the"/"de" inside a run. A sentence-initial capitalised word counts only when it is not a
@@ -27,10 +27,14 @@ DATE = re.compile(
     rf"|\d{{1,2}}\s+(?:{MONTHS})(?:,?\s+\d{{4}})?"
     rf"|\d{{4}}-\d{{2}}-\d{{2}})\b"
 )
-NUMBER = re.compile(
-    rf"(?:[$€£₩]\s?)?(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\s?(?:{UNITS})(?![A-Za-z]))?"
+# the unit is left out: the number is what a wrong prediction gets wrong (UNITS kept for docs)
+NUMBER = re.compile(r"(?:[$€£₩]\s?)?(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:[.,](?=\d))?")
+COPULA = re.compile(
+    r"\b(?:is|was|are|were|be)\s+(?:the\s+|a\s+|an\s+|number\s+|about\s+)?"
+    r"((?:[A-Za-z0-9'’.-]+\s+){0,2}[A-Za-z0-9'’-]+)\s*[.!]?\s*$"
 )
-CAP_WORD = r"[A-Z][\w'’.-]*[\w]|[A-Z]"
+# Latin letters only: \w would swallow a Korean particle glued to a name ("Cl입니다")
+CAP_WORD = r"[A-Z][A-Za-z0-9'’.-]*[A-Za-z0-9]|[A-Z]"
 LINK = r"(?:(?:of|the|de|von|van|da)[ \t]+)?"
 ENTITY = re.compile(rf"\b(?:{CAP_WORD})(?:[ \t]+{LINK}(?:{CAP_WORD}))*\b")
 OPENERS = {
@@ -62,6 +66,16 @@ def _is_name(text: str, word: str, pos: int) -> bool:
         if m.start() != pos and not _sentence_initial(text, m.start()):
             return True
     return False
+
+
+def copula_complement(sentence: str, offset: int = 0) -> List[Tuple[int, int]]:
+    """The last word of "... is/was [the] X." (the answer of an answer sentence), if any."""
+    m = COPULA.search(sentence)
+    if m is None:
+        return []
+    last = list(re.finditer(r"[A-Za-z0-9'’-]+", m.group(1)))[-1]
+    s = m.start(1) + last.start()
+    return [(offset + s, offset + s + len(last.group()))]
 
 
 def factual_spans(text: str) -> List[Tuple[int, int]]:

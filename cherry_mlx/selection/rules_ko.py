@@ -1,10 +1,10 @@
 """Korean factual seeding with a real morphological analyser (kiwipiepy, offline).
 
 Kiwi's POS tags (Sejong tag set) give exactly the classes Table 2 calls factual: NNP proper nouns,
-SN numbers (with the counter or unit noun that follows: 1948년, 42킬로미터, 3개), SL foreign words
-(acronyms and Latin names inside Korean text, e.g. GPU, MLX), SH hanja. Adjacent hits are merged
-into one span so that "1948년 7월 17일" is a single date. Offsets are Kiwi's character offsets on
-the exact text, so spans stay exact (no normalisation happens before tagging).
+SN numbers (1948 in 1948년), SL foreign words (acronyms and Latin names inside Korean text, e.g.
+GPU, MLX), SH hanja; and the copula complement ("정답은 금입니다": 금) as an answer candidate.
+Offsets are Kiwi's character offsets on the exact text, so spans stay exact (no normalisation
+happens before tagging).
 """
 
 from __future__ import annotations
@@ -14,12 +14,6 @@ import re
 from typing import List, Tuple
 
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
-# Nouns that make a number a date, quantity or amount (beside every NNB bound noun).
-UNIT_NOUNS = {
-    "년", "월", "일", "시", "분", "초", "세", "살", "개", "명", "원", "달러", "도", "층",
-    "번", "배", "퍼센트", "미터", "킬로미터", "센티미터", "킬로그램", "그램", "리터",
-    "km", "kg", "cm", "m", "g",
-}
 FACTUAL_TAGS = {"NNP", "SN", "SL", "SH"}
 
 
@@ -39,28 +33,36 @@ def _kiwi():
 
 
 def factual_spans(text: str) -> List[Tuple[int, int]]:
-    """Character spans of proper nouns, numbers with their units, dates and foreign words."""
-    toks = _kiwi().tokenize(text)
+    """Character spans of proper nouns, numbers, foreign words and hanja.
+
+    The counter or unit after a number (년, 번, km) is left out: the number is what a wrong
+    prediction gets wrong, the counter is implied by the question. Adjacent hits separated by at
+    most one space merge ("워싱턴 D.C.", "1948 7" never occurs without a counter between them).
+    """
     spans: List[List[int]] = []
     prev_hit = False
-    for tok in toks:
+    for tok in _kiwi().tokenize(text):
         start, end = tok.start, tok.start + tok.len
-        tag = tok.tag
-        hit = tag in FACTUAL_TAGS
-        # a unit/counter right after a number belongs to the number (1948년, 3 킬로미터, 50%)
-        unit = prev_hit and (
-            tag == "NNB" or tok.form in UNIT_NOUNS or (tag == "SW" and tok.form in "%℃°")
-        )
-        gap = text[spans[-1][1]:start] if spans else None
-        if (hit or unit) and spans and prev_hit and gap is not None and gap.strip() == "":
-            # merge with the previous span when only whitespace separates them (dates, full names)
-            if unit or len(gap) <= 1:
-                spans[-1][1] = end
-                prev_hit = True
-                continue
-        if hit:
+        hit = tok.tag in FACTUAL_TAGS
+        if hit and prev_hit and spans and text[spans[-1][1]:start] in ("", " "):
+            spans[-1][1] = end
+        elif hit:
             spans.append([start, end])
-            prev_hit = True
-        else:
-            prev_hit = False
+        prev_hit = hit
     return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def copula_complements(text: str) -> List[Tuple[int, int]]:
+    """Spans of the noun right before the copula 이다 ("정답은 금입니다" -> 금): in an answer
+    sentence that is the answer. A number followed by a counter ("13번이다") gives the number."""
+    out: List[Tuple[int, int]] = []
+    toks = _kiwi().tokenize(text)
+    for i, tok in enumerate(toks):
+        if tok.tag != "VCP" or i == 0:
+            continue
+        j = i - 1
+        if toks[j].tag == "NNB" and j > 0 and toks[j - 1].tag == "SN":
+            j -= 1
+        if toks[j].tag.startswith("NN") or toks[j].tag in FACTUAL_TAGS or toks[j].tag == "XR":
+            out.append((toks[j].start, toks[j].start + toks[j].len))
+    return out

@@ -9,7 +9,7 @@ stay tokenizer-independent; the *statistics* are measured on the token sequence 
 Seeding rules, each a small module: Korean proper nouns / numbers / dates via Kiwi POS tags
 (``rules_ko``), English heuristics (``rules_en``), JSON keys and literals, closing delimiters and
 structured-output fields (``rules_struct``), marker vocabularies and special tokens (``markers``),
-and one super-GT per answer: the last factual span of the answer sentence.
+and one super-GT per answer (``answer.py``: the new candidate in the sentence answering the user).
 
 Overlaps are resolved per character: the higher level wins, then the category earlier in
 ``PRIORITY`` (a refusal phrase containing a number is guardrail, not factual). Runs of characters
@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from cherry_mlx.selection import markers, rules_en, rules_ko, rules_math, rules_struct
+from cherry_mlx.selection import answer, markers, rules_en, rules_ko, rules_math, rules_struct
 from cherry_mlx.selection.losses import CATEGORIES
 
 PRIORITY = ("guardrail", "self_correction", "verification", "factual", "structural", "reasoning")
@@ -46,8 +46,11 @@ class TagConfig:
     overwrite: bool = False  # re-tag turns that already have spans
 
 
-def seed_spans(text: str, cfg: TagConfig = TagConfig()) -> List[RawSpan]:
-    """All raw (possibly overlapping) rule hits on ``text``."""
+def seed_spans(
+    text: str, cfg: TagConfig = TagConfig(), question: Optional[str] = None
+) -> List[RawSpan]:
+    """All raw (possibly overlapping) rule hits on ``text``; ``question`` is the user turn it
+    answers (it locates the answer sentence for super-GT)."""
     raw: List[RawSpan] = []
     regions: List[Tuple[int, int]] = []
     if cfg.json:
@@ -71,39 +74,21 @@ def seed_spans(text: str, cfg: TagConfig = TagConfig()) -> List[RawSpan]:
         # JSON literal values and step results compete for the answer-final token too
         answers = [(s, e, c) for s, e, _, c in raw if c == "factual"]
         answers += [(s, e, "reasoning") for s, e in results]
-        if answers:
-            raw += _super_gt(text, sorted(answers))
+        raw += answer.super_gt(text, sorted(answers), question)
     if cfg.markers:
-        raw += markers.marker_spans(text)
+        found = markers.marker_spans(text)
+        raw += found
+        pivots = sorted((s, e) for s, e, _, c in found if c == "self_correction")
+        if pivots:
+            cands = [(s, e, c) for s, e, _, c in raw if c in ("factual", "reasoning")]
+            cands = [c for c in cands if not any(a <= c[0] < b for a, b in pivots)]
+            raw += answer.corrected_values(sorted(cands), pivots)
     if cfg.delimiters:
         raw += rules_struct.delimiter_spans(text, regions)
     raw += fields
     if cfg.turn_initial:
         raw += rules_struct.turn_initial_span(text)
     return raw
-
-
-def _super_gt(text: str, factual: List[Tuple[int, int, str]]) -> List[RawSpan]:
-    """The decisive token of the answer: the last answer candidate (factual span or step result)
-    of the last answer-cued sentence (or of the last sentence holding a candidate when no sentence
-    has a cue). It keeps its category, at level 2."""
-    sents = rules_struct.sentences(text)
-    best: Optional[Tuple[int, int]] = None
-    for s, e in sents:
-        inside = [f for f in factual if s <= f[0] < e]
-        if not inside:
-            continue
-        if best is None or markers.ANSWER_CUES.search(text[s:e]) or not _cued(text, best):
-            best = (s, e)
-    if best is None:
-        return []
-    s, e = best
-    last = max(f for f in factual if s <= f[0] < e)
-    return [(last[0], last[1], 2, last[2])]
-
-
-def _cued(text: str, sent: Tuple[int, int]) -> bool:
-    return markers.ANSWER_CUES.search(text[sent[0]:sent[1]]) is not None
 
 
 def merge_spans(text: str, raw: Iterable[RawSpan]) -> List[dict]:
@@ -137,9 +122,24 @@ def merge_spans(text: str, raw: Iterable[RawSpan]) -> List[dict]:
     return spans
 
 
-def tag_text(text: str, cfg: TagConfig = TagConfig()) -> List[dict]:
-    """GT spans for one assistant text."""
-    return merge_spans(text, seed_spans(text, cfg))
+def tag_text(text: str, cfg: TagConfig = TagConfig(), question: Optional[str] = None) -> List[dict]:
+    """GT spans for one assistant text (``question``: the user turn it answers, optional)."""
+    return merge_spans(text, seed_spans(text, cfg, question))
+
+
+def questions(example: dict) -> List[Optional[str]]:
+    """The user turn each supervised text answers (aligned with ``supervised_texts``)."""
+    if "messages" in example:
+        out, last = [], None
+        for m in example["messages"]:
+            if m.get("role") == "user":
+                last = m.get("content")
+            elif m.get("role") == "assistant" and isinstance(m.get("content"), str):
+                out.append(last)
+        return out
+    if "completion" in example:
+        return [example.get("prompt")]
+    return [None]
 
 
 def supervised_texts(example: dict) -> List[Tuple[dict, str]]:
@@ -168,10 +168,10 @@ def tag_example(example: dict, cfg: TagConfig = TagConfig()) -> dict:
     it unless ``cfg.overwrite``.
     """
     out = json.loads(json.dumps(example))  # deep copy, JSON types only
-    for holder, key in supervised_texts(out):
+    for (holder, key), q in zip(supervised_texts(out), questions(out)):
         if "gt" in holder and not cfg.overwrite:
             continue
-        holder["gt"] = tag_text(holder[key], cfg)
+        holder["gt"] = tag_text(holder[key], cfg, q)
     return out
 
 

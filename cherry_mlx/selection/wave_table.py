@@ -90,18 +90,3 @@ def plot_result(result: EvalResult, path: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def result_summary(result: EvalResult) -> dict:
-    """Flat numbers per condition (for tables across runs)."""
-    out = {}
-    for name, sec in result.sections.items():
-        now = sec.wave.now
-        d = {"L_total": now.total, "L_gt": now.gt, "L_non_gt": now.non_gt}
-        d.update(sec.wave.metrics())
-        if sec.coupling:
-            d["gamma"] = sec.coupling["gamma"]
-        out[name] = d
-    return out
-
-

@@ -146,15 +146,18 @@ def train_tokenizer(
     out_dir: str | Path = "runs/tokenizer",
     cfg: Optional[TokenizerConfig] = None,
     texts: Optional[Iterable[str]] = None,
-    english_builtin: bool = True,
+    english_builtin: Optional[bool] = None,
     verbose: bool = True,
 ) -> Path:
     """Train on ``files`` (default: the bundled data) plus ``texts``, export the HF layout.
 
-    CPython's ``pydoc_data`` English is added unless ``english_builtin`` is False, so an English
-    baseline exists even before the bundled data is built."""
+    CPython's ``pydoc_data`` English is added when ``english_builtin`` is True; by default (None)
+    only when neither files were given nor the bundled data is built (whose English prose already
+    comes from pydoc_data), so ``cherry-mlx tokenizer train`` works on a fresh checkout."""
     cfg = cfg or TokenizerConfig()
     files = default_corpus_files() if files is None else list(files)
+    if english_builtin is None:
+        english_builtin = not files
     corpus: list[str] = list(read_corpus(files))
     if texts is not None:
         corpus += list(texts)

@@ -60,6 +60,10 @@ class TrainConfig:
         None, f"Comma-separated GT categories to supervise (default all): {','.join(CATEGORIES)}."
     )
     reference: Optional[str] = _f(None, "Reference model for --select rho1 (directory or run).")
+    # multi-token prediction heads (serving: self-speculative decoding; models/mtp.py)
+    mtp: int = _f(0, "Train K MTP heads (added if the model has none; 0 = off).")
+    mtp_weight: float = _f(0.3, "β of loss = trunk loss + β·mean MTP head loss.")
+    freeze_trunk: bool = _f(False, "Train only the MTP heads (add heads to an existing model).")
     # optimisation
     steps: int = _f(300, "Optimizer updates to run.")
     batch_size: int = _f(16, "Sequences per micro-batch.")
@@ -105,6 +109,8 @@ class TrainConfig:
             (0.0 <= self.lam <= 1.0, f"--lambda {self.lam}: must be in [0, 1]"),
             (self.best_metric in BEST_METRICS, f"--best-metric: use one of {BEST_METRICS}"),
             (self.steps >= 1, f"--steps {self.steps}: must be >= 1"),
+            (self.mtp >= 0 and self.mtp_weight >= 0, "--mtp and --mtp-weight must be >= 0"),
+            (self.mtp > 0 or not self.freeze_trunk, "--freeze-trunk needs --mtp K (K >= 1)"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
             (self.seq_len >= 2, f"--seq-len {self.seq_len}: must be >= 2"),
             (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: must be >= 1"),

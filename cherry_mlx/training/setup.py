@@ -126,6 +126,10 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
             model_cfg = model_config(model)
         except Exception:  # a colleague's model without HF-style args
             model_cfg = dict(getattr(model, "config", {}) or {})
+    if getattr(cfg, "mtp", 0):  # MTP heads exist before resume loads their weights
+        from ..models.mtp import ensure_mtp_heads
+
+        model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp)
     mx.eval(model.parameters())
     if cfg.lora:
         _apply_lora(model, cfg)
@@ -138,6 +142,10 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
             model.load_weights(str(resume_from / "model.safetensors"))
         mx.eval(model.parameters())
 
+    if getattr(cfg, "freeze_trunk", False):
+        from ..models.mtp import freeze_for_mtp
+
+        freeze_for_mtp(model)
     s = Setup(model=model, model_cfg=model_cfg, train_data=train_data, valid_data=valid_data)
     s.tokenizer_dir = _tokenizer_dir(cfg)
     s.tokenizer = tokenizer

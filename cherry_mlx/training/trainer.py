@@ -90,6 +90,10 @@ def train(
     mx.random.seed(cfg.seed)
     s = setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from)
     model, loss_fn = s.model, (loss_fn or _default_loss(cfg))
+    if cfg.mtp:  # trunk loss + β·mean MTP head loss (models/mtp.py)
+        from ..models.mtp import MTPLoss
+
+        loss_fn = MTPLoss(loss_fn, cfg.mtp_weight, cfg.freeze_trunk)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)
@@ -206,6 +210,11 @@ def train(
     result.stopped_early = stop_at < cfg.steps
     result.history, result.evals, result.best = metrics.rows, evals, best
     result.best_dir = run_dir / "best" if best is not None else None
+    if cfg.mtp and val:  # per-head top-1 accuracy on held-out data
+        from ..models.mtp import report_mtp_accuracy
+
+        progress.message(report_mtp_accuracy(model, val[: max(cfg.eval_batches, 1)]
+                                             if cfg.eval_batches > 0 else val, run_dir))
     if cfg.demo and not result.stopped_early and s.demo_examples and s.tokenizer is not None:
         from .demo import run_demo
 

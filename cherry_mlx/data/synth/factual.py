@@ -145,28 +145,50 @@ def question(fact: Fact, lang: str, rng: random.Random) -> str:
 
 
 def answer_sentence(r: Response, fact: Fact, lang: str, rng: random.Random, level: int = 2,
-                    category: str = "factual") -> None:
+                    category: str = "factual", with_subject: bool = False) -> None:
     """The sentence that states the answer, with its GT spans."""
-    tmpl = rng.choice(ANSWERS[fact.kind][lang])
+    tmpls = ANSWERS[fact.kind][lang]
+    tmpl = rng.choice([t for t in tmpls if "{s" in t] if with_subject else tmpls)
     subj = _subj(fact, lang, tmpl.startswith("{s"))
     r.fill(tmpl, s=(subj, "factual", 1), a=(fact.ans[0 if lang == "ko" else 1], category, level))
 
 
+def related(fact: Fact, rng: random.Random) -> Fact | None:
+    """Another fact about the same subject, which a real answer often adds in passing."""
+    others = [f for f in _by_subject().get(fact.qid, []) if f.kind != fact.kind]
+    return rng.choice(others) if others else None
+
+
 def explained_answer(fact: Fact, lang: str, rng: random.Random) -> Response:
-    """Intro, background prose, the answer sentence, maybe more prose, outro."""
+    """Maybe an intro, the answer sentence, maybe a related fact (GT level 1), background
+    prose before or after, maybe an outro."""
     r = Response()
-    r.add(rng.choice(INTRO[lang]))
+    if rng.random() < 0.8:
+        r.add(rng.choice(INTRO[lang]))
     sents = rng.sample(EXPLAIN[fact.kind][lang], k=rng.choice([1, 2, 2]))
-    if rng.random() < 0.5:
-        r.add(sents[0] + " ")
-        answer_sentence(r, fact, lang, rng)
-        for s in sents[1:]:
-            r.add(" " + s)
-    else:
-        answer_sentence(r, fact, lang, rng)
+    before = rng.random() < 0.4
+    if before:
+        r.add(sents.pop(0) + " ")
+    answer_sentence(r, fact, lang, rng)
+    other = related(fact, rng) if rng.random() < 0.3 else None
+    if other is not None:
+        r.add(" " + {"ko": "참고로 ", "en": "Also, "}[lang] if rng.random() < 0.5 else " ")
+        answer_sentence(r, other, lang, rng, level=1, with_subject=True)
+    if sents:
         r.add(" " + " ".join(sents))
-    r.add(rng.choice(OUTRO[lang]))
+    if rng.random() < 0.7:
+        r.add(rng.choice(OUTRO[lang]))
     return r
+
+
+_SUBJECTS: dict = {}
+
+
+def _by_subject() -> dict:
+    if not _SUBJECTS:
+        for f in all_facts():
+            _SUBJECTS.setdefault(f.qid, []).append(f)
+    return _SUBJECTS
 
 
 def _maybe_system(lang: str, rng: random.Random, p: float = 0.3) -> list:
@@ -199,10 +221,14 @@ def json_answer(fact: Fact, lang: str, rng: random.Random) -> Response:
     numeric = fact.ans[i].isdigit()
     r.add("" if numeric else '"').gt(fact.ans[i], "factual", 2).add("" if numeric else '"')
     r.gt("}", "structural")
-    r.add(rng.choice({"ko": ["", "\n필요하면 다른 항목도 같은 형식으로 추가할 수 있습니다.",
-                             "\n값은 문자열과 숫자 형식을 그대로 유지했습니다."],
-                      "en": ["", "\nMore fields can be added in the same shape if needed.",
-                             "\nThe values keep their natural string or number types."]}[lang]))
+    r.add(rng.choice({"ko": ["\n필요하면 다른 항목도 같은 형식으로 추가할 수 있습니다.",
+                             "\n값은 문자열과 숫자 형식을 그대로 유지했습니다.",
+                             "\n이 객체는 그대로 파싱해서 프로그램에서 쓸 수 있습니다."],
+                      "en": ["\nMore fields can be added in the same shape if needed.",
+                             "\nThe values keep their natural string or number types.",
+                             "\nThe object can be parsed as it is by any JSON library."]}[lang]))
+    if rng.random() < 0.6:
+        r.add(" " + rng.choice(EXPLAIN[fact.kind][lang]))
     return r
 
 
@@ -222,9 +248,7 @@ def gen_json(rng: random.Random, n: int) -> list[dict]:
 
 def gen_multiturn(rng: random.Random, n: int) -> list[dict]:
     """Two user turns about one subject; both assistant turns are supervised."""
-    by_subject: dict = {}
-    for f in all_facts():
-        by_subject.setdefault(f.qid, []).append(f)
+    by_subject = _by_subject()
     subjects = [q for q, fs in by_subject.items() if len(fs) > 1]
     out = []
     for _ in range(n):
@@ -233,11 +257,12 @@ def gen_multiturn(rng: random.Random, n: int) -> list[dict]:
         msgs = _maybe_system(lang, rng)
         msgs.append({"role": "user", "content": question(f1, lang, rng)})
         msgs.append(explained_answer(f1, lang, rng).message())
-        follow = rng.choice(FOLLOW_UP[lang]) + question(f2, lang, rng)
+        lead, q2 = rng.choice(FOLLOW_UP[lang]), question(f2, lang, rng)
+        follow = lead + (q2[0].lower() + q2[1:] if lead in ("And ", "Also, ") else q2)
         msgs.append({"role": "user", "content": follow})
         r = Response()
         answer_sentence(r, f2, lang, rng)
-        r.add(" " + rng.choice(EXPLAIN[f2.kind][lang]))
+        r.add(" " + " ".join(rng.sample(EXPLAIN[f2.kind][lang], k=rng.choice([1, 2]))))
         msgs.append(r.message())
         out.append(example("multiturn", f1.qid, lang, msgs))
     return out

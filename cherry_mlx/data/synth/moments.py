@@ -65,7 +65,7 @@ def atcha_math(lang: str, rng: random.Random) -> tuple[str, str, Response]:
         r.gt(f"{total:,}", "self_correction", 3).add(" won. ")
         r.fill(f"{{so}} the change is {paid:,} − {total:,} = {{c}} won.", so=("So", "reasoning", 1),
                c=(f"{paid - total:,}", "reasoning", 2))
-    return q, f"math.atcha.{p}-{n}-{paid}", r
+    return q, f"math.shop.{p}-{n}-{paid}", r  # same qid space as the plain shopping problems
 
 
 def gen_atcha(rng: random.Random, n: int) -> list[dict]:
@@ -84,10 +84,12 @@ def gen_atcha(rng: random.Random, n: int) -> list[dict]:
 
 # ---- Jamkkan -----------------------------------------------------------------------------------
 JAMKKAN_KINDS = ("capital", "year", "province", "number", "currency")
-STRATEGY = {"ko": ["알려진 기록과 대조해 보겠습니다", "다른 출처와 비교해 보겠습니다",
-                   "공식 자료의 내용과 맞춰 보겠습니다"],
-            "en": ["compare it with established records", "cross-check it against another source",
-                   "match it against the official reference"]}
+# Fact-check strategies: (text before, the planning keyword (GT), text after).
+STRATEGY = {"ko": [("알려진 기록과 ", "대조", "해 보겠습니다"), ("다른 출처와 ", "비교", "해 보겠습니다"),
+                   ("공식 자료로 ", "검증", "해 보겠습니다")],
+            "en": [("", "compare", " it with established records"),
+                   ("", "cross-check", " it against another source"),
+                   ("", "verify", " it against the official reference")]}
 
 
 def jamkkan(fact, lang: str, rng: random.Random) -> tuple[str, Response, bool]:
@@ -95,8 +97,9 @@ def jamkkan(fact, lang: str, rng: random.Random) -> tuple[str, Response, bool]:
     i = 0 if lang == "ko" else 1
     correct = rng.random() < 0.4
     claim = Response()
-    tmpl = rng.choice([t for t in ANSWERS[fact.kind][lang] if t.startswith("{s")])
-    subj = fact.subj[i][0].upper() + fact.subj[i][1:] if lang == "en" else fact.subj[i]
+    tmpl = rng.choice([t for t in ANSWERS[fact.kind][lang] if "{s" in t])
+    subj = fact.subj[i]
+    subj = subj[0].upper() + subj[1:] if lang == "en" and tmpl.startswith("{s") else subj
     claim.fill(tmpl, s=subj, a=(fact.ans if correct else fact.wrong)[i])
     passage = "".join(claim.parts)
     if lang == "ko":
@@ -108,11 +111,13 @@ def jamkkan(fact, lang: str, rng: random.Random) -> tuple[str, Response, bool]:
     r = Response()
     if lang == "ko":
         r.gt("잠깐", "verification", 3).add(", 자료를 그대로 믿기 전에 확인이 필요합니다. ")
-        r.gt(rng.choice(STRATEGY[lang]), "verification").add(". 확인해 보면 자료의 내용은 ")
+        pre, key, post = rng.choice(STRATEGY[lang])
+        r.add(pre).gt(key, "verification").add(post + ". 확인해 보면 자료의 내용은 ")
         r.gt("맞습니다" if correct else "사실과 다릅니다", "verification", 3).add(". ")
     else:
         r.gt("Wait, let me check", "verification", 3).add(" before relying on the passage. I will ")
-        r.gt(rng.choice(STRATEGY[lang]), "verification").add(". The passage is ")
+        pre, key, post = rng.choice(STRATEGY[lang])
+        r.add(pre).gt(key, "verification").add(post + ". The passage is ")
         r.gt("correct" if correct else "wrong", "verification", 3).add(". ")
     answer_sentence(r, fact, lang, rng)
     r.add(" " + rng.choice(EXPLAIN[fact.kind][lang])).add(rng.choice(OUTRO[lang]))
@@ -190,12 +195,14 @@ def refusal(h: int, lang: str, rng: random.Random) -> Response:
     r = Response()
     if lang == "ko":
         r.add("죄송하지만 그 요청은 ").gt("도와드릴 수 없습니다", "guardrail", 3).add(". ")
-        r.add(rng.choice(REASON[lang])).add(" 대신 ").gt(HARMS[h][i], "guardrail")
-        r.add("에 대해서는 기꺼이 안내해 드릴 수 있습니다.")
+        r.add(" ".join(rng.sample(REASON[lang], k=rng.choice([1, 2])))).add(" 대신 ")
+        r.gt(HARMS[h][i], "guardrail").add("에 대해서는 기꺼이 안내해 드릴 수 있습니다.")
+        r.add(rng.choice(["", " 필요하시면 말씀해 주세요.", " 다른 질문이 있으면 언제든지 물어보세요."]))
     else:
         r.add("I'm sorry, but ").gt("I can't help with that", "guardrail", 3).add(". ")
-        r.add(rng.choice(REASON[lang])).add(" Instead, I'd be glad to explain ")
-        r.gt(HARMS[h][i], "guardrail").add(".")
+        r.add(" ".join(rng.sample(REASON[lang], k=rng.choice([1, 2]))))
+        r.add(" Instead, I'd be glad to explain ").gt(HARMS[h][i], "guardrail").add(".")
+        r.add(rng.choice(["", " Just let me know.", " Feel free to ask anything else."]))
     return r
 
 

@@ -81,9 +81,8 @@ def _travel(rng, lang, r: Response):
 
 def _average(rng, lang, r: Response):
     a, b = rng.randrange(60, 101), rng.randrange(60, 101)
-    c = rng.randrange(60, 101)
-    while (a + b + c) % 3:
-        c = c - 1 if c > 60 else c + 1
+    c = rng.randrange(62, 101)
+    c -= (a + b + c) % 3  # make the sum divisible by 3
     s, so = a + b + c, rng.choice(SO[lang])
     if lang == "ko":
         q = f"세 과목 점수가 {a}점, {b}점, {c}점입니다. 평균 점수는 몇 점인가요?"
@@ -176,9 +175,16 @@ UNIT = (_convert, _clock)
 
 def solved(kinds, rng: random.Random, lang: str) -> tuple[str, str, Response]:
     """(question, qid, worked answer) for a random problem of one of ``kinds``."""
-    r = Response().add(rng.choice(INTRO[lang])).add(rng.choice(METHOD[lang]))
+    r = Response()
+    if rng.random() < 0.4:
+        r.add(rng.choice(INTRO[lang]))
+    if rng.random() < 0.5:
+        r.add(rng.choice(METHOD[lang]))
     q, qid = rng.choice(kinds)(rng, lang, r)
-    r.add(rng.choice(CHECK[lang])).add(rng.choice(OUTRO[lang]))
+    if rng.random() < 0.4:
+        r.add(rng.choice(CHECK[lang]))
+    if rng.random() < 0.3:
+        r.add(rng.choice(OUTRO[lang]))
     return q, "math." + qid, r
 
 

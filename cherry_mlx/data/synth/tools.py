@@ -69,14 +69,15 @@ def _weather(rng, lang):
     if lang == "ko":
         r.fill(f"현재 {ko}의 기온은 {{t}}도이고, 날씨는 {{c}}입니다. ", t=(str(temp), "factual", 2),
                c=(cko, "factual", 1))
-        r.add(rng.choice(["외출하실 때 옷차림을 참고하세요.", "날씨는 자주 바뀌니 나가기 전에 한 번 더 "
-                          "확인해 보세요.", "조회한 시점의 정보라는 점도 기억해 주세요."]))
+        r.add(" ".join(rng.sample(["외출하실 때 옷차림을 참고하세요.", "날씨는 자주 바뀌니 나가기 "
+                                   "전에 한 번 더 확인해 보세요.", "조회한 시점의 정보라는 점도 "
+                                   "기억해 주세요."], k=2)))
     else:
         r.fill(f"It is currently {{t}}°C in {en}, and conditions are {{c}}. ",
                t=(str(temp), "factual", 2), c=(cen, "factual", 1))
-        r.add(rng.choice(["Dress accordingly if you head out.", "Weather changes quickly, so "
-                          "check again before you leave.", "This is the reading at the time of "
-                          "the request."]))
+        r.add(" ".join(rng.sample(["Dress accordingly if you head out.", "Weather changes "
+                                   "quickly, so check again before you leave.", "This is the "
+                                   "reading at the time of the request."], k=2)))
     return user, "get_weather", args, result, r, f"weather.{en.lower().replace(' ', '')}"
 
 
@@ -93,11 +94,13 @@ def _currency(rng, lang):
     if lang == "ko":
         r.fill(f"조회한 환율로 계산하면 {josa(f'{amount}{ko}', '은는')} 약 {{w}}원입니다. 적용된 환율은 {{r}}원입니다. ",
                w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add("실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다.")
+        r.add("실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다. 환율은 시시각각 "
+              "변하니 거래 직전에 다시 확인하세요.")
     else:
         r.fill(f"At the current rate, {amount} {en} is about {{w}} won. The rate used was {{r}} "
                "won. ", w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add("Banks add fees, so the amount you actually get may differ a little.")
+        r.add("Banks add fees, so the amount you actually get may differ a little. Rates move "
+              "all the time, so check again right before you exchange.")
     return user, "convert_currency", args, result, r, f"currency.{amount}-{code}"
 
 
@@ -110,10 +113,12 @@ def _calculate(rng, lang):
     r = Response()
     if lang == "ko":
         r.fill("계산기 도구로 확인한 결과 값은 {v}입니다. ", v=(f"{val:,}", "factual", 2))
-        r.add("큰 수의 곱셈은 직접 하면 실수하기 쉬워서 도구를 사용했습니다.")
+        r.add("큰 수의 곱셈은 직접 하면 실수하기 쉬워서 도구를 사용했습니다. 곱셈을 먼저 하고 "
+              "덧셈을 나중에 하는 순서도 그대로 지켰습니다.")
     else:
         r.fill("The calculator returned {v}. ", v=(f"{val:,}", "factual", 2))
-        r.add("Multiplying large numbers by hand is error-prone, so I used the tool.")
+        r.add("Multiplying large numbers by hand is error-prone, so I used the tool. It also "
+              "applies the usual order: multiplication before addition.")
     return user, "calculate", {"expression": expr}, {"result": val}, r, f"calc.{a}-{b}-{c}"
 
 
@@ -128,14 +133,18 @@ def _alarm(rng, lang):
     r = Response()
     if lang == "ko":
         r.fill("알람을 {t}에 맞췄습니다. ", t=(t, "factual", 2))
-        r.add("시간이 되면 알려 드릴게요.")
+        r.add("시간이 되면 알려 드릴게요. 알람을 바꾸거나 끄고 싶으면 언제든 말씀해 주세요.")
     else:
         r.fill("Done, the alarm is set for {t}. ", t=(t, "factual", 2))
-        r.add("I will remind you when it goes off.")
+        r.add("I will remind you when it goes off. Tell me any time if you want to change or "
+              "cancel it.")
     return user, "set_alarm", args, {"status": "ok", "time": t}, r, f"alarm.{hh}-{mm}-{len_[:4]}"
 
 
 KINDS = (_weather, _currency, _calculate, _alarm)
+LEAD = {"ko": ["도구로 조회한 결과를 알려 드릴게요. ", "확인해 봤습니다. ", "요청하신 내용을 처리했습니다. "],
+        "en": ["Here is what the tool returned. ", "I checked it for you. ",
+               "I have taken care of it. "]}
 
 
 def gen_tools(rng: random.Random, n: int) -> list[dict]:
@@ -145,7 +154,12 @@ def gen_tools(rng: random.Random, n: int) -> list[dict]:
         lang = rng.choice(["ko", "en"])
         user, name, args, result, answer, qid = rng.choice(KINDS)(rng, lang)
         others = [t for t in TOOLS if t != name]
-        offered = sorted([name] + rng.sample(others, rng.choice([1, 2])))
+        offered = sorted([name] + rng.sample(others, rng.choice([0, 0, 1])))
+        if rng.random() < 0.6:
+            answer.parts.insert(0, rng.choice(LEAD[lang]))  # shift the spans with it
+            answer.spans = [dict(sp, start=sp["start"] + len(answer.parts[0]),
+                                 end=sp["end"] + len(answer.parts[0])) for sp in answer.spans]
+            answer.length += len(answer.parts[0])
         answer.add(rng.choice(OUTRO[lang]))
         msgs = [{"role": "user", "content": user}, call_turn(name, args).message(),
                 {"role": "tool", "name": name, "content": json.dumps(result, ensure_ascii=False)},

@@ -1,0 +1,186 @@
+"""Decode speed, side by side in one process (figures vary ~25% between processes: compare ratios).
+
+    python bench/bench_decode.py [--layers 12 --hidden 512 --vocab 16384 --prompt 128 --gen 128]
+    python bench/bench_decode.py --model runs/NAME   # a trained model with MTP heads
+
+(a) our plain decode vs mlx-lm's ``generate_step`` on the same model and prompt (target >= 1.0x);
+(b) self-speculative (MTP heads, K = 1..3) vs our plain decode, with the mean accepted length.
+    Random heads accept nothing, so without --model the trunk is made near-bigram and the heads
+    copy it (tests/test_speculative.py's construction): acceptance is then high by design, and the
+    figure shows the speedup *at that acceptance*, not a trained model's;
+(c) NVFP4 (folded tensor scales) vs fp32: decode speed and weight memory;
+(d) decode tok/s as a fraction of the memory-bandwidth bound (weight bytes read per token /
+    measured copy bandwidth).
+"""
+
+# ruff: noqa: I001  (cherry_mlx must be imported before mlx)
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+
+import cherry_mlx  # noqa: F401  (fast BLAS: must come before mlx)
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
+from cherry_mlx.decoding.speculative import speculative_generate_tokens
+from cherry_mlx.models import build_model
+
+
+def bandwidth_gbs(n_bytes: int = 1 << 29) -> float:
+    """Copy bandwidth into a preallocated buffer (read + write; best of 5, no page faults)."""
+    import numpy as np
+
+    a = np.ones(n_bytes // 4, dtype=np.float32)
+    b = np.empty_like(a)
+    ts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        ts.append(time.perf_counter() - t)
+    return 2 * n_bytes / min(ts) / 1e9
+
+
+def bytes_per_token(model) -> int:
+    """Weight bytes a decode step reads: every parameter except the embedding table (one row),
+    MTP heads excluded (plain decoding never reads them)."""
+    total = 0
+    for name, v in tree_flatten(model.parameters()):
+        if name.startswith("mtp."):
+            continue
+        if "embed_tokens" in name and "lm_head" in model:
+            continue  # untied: the embedding lookup reads one row
+        total += v.nbytes
+    return total
+
+
+def ours(model, prompt, n):
+    st = GenerationStats()
+    for _ in generate_tokens(model, prompt, max_tokens=n, stats=st):
+        pass
+    return st.decode_tps
+
+
+def spec(model, prompt, n, k):
+    st = GenerationStats()
+    for _ in speculative_generate_tokens(model, prompt, max_tokens=n, stats=st, num_draft=k):
+        pass
+    return st.decode_tps, st.mean_accepted
+
+
+def mlx_lm_decode(model, prompt, n):
+    gen_mod = importlib.import_module("mlx_lm.generate")  # the name resolves to a function
+    it = gen_mod.generate_step(mx.array(prompt), model, max_tokens=n)
+    next(it)  # first token = prefill
+    t = time.perf_counter()
+    k = 0
+    for _ in it:
+        k += 1
+    return k / (time.perf_counter() - t)
+
+
+def near_bigram(model, scale=0.01):
+    for layer in model.layers:
+        layer.self_attn.o_proj.weight = layer.self_attn.o_proj.weight * scale
+        layer.mlp.down_proj.weight = layer.mlp.down_proj.weight * scale
+
+
+def copy_heads(model):
+    d = model.args.hidden_size
+    for head in model.mtp.heads:
+        head.proj.weight = mx.concatenate([mx.zeros((d, d)), mx.eye(d)], axis=1)
+        head.block.self_attn.o_proj.weight = mx.zeros_like(head.block.self_attn.o_proj.weight)
+        head.block.mlp.down_proj.weight = mx.zeros_like(head.block.mlp.down_proj.weight)
+    mx.eval(model.parameters())
+
+
+def med(f, reps):
+    vals = [f() for _ in range(reps)]
+    if isinstance(vals[0], tuple):
+        return tuple(statistics.median(v[i] for v in vals) for i in range(len(vals[0])))
+    return statistics.median(vals)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--vocab", type=int, default=16384)
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--model", default=None, help="trained model with MTP heads (acceptance)")
+    a = ap.parse_args()
+
+    mx.random.seed(0)
+    if a.model:
+        from cherry_mlx.models import load_model
+
+        model, cfg = load_model(a.model)
+        synthetic = False
+    else:
+        cfg = dict(model_type="llama", hidden_size=a.hidden, num_hidden_layers=a.layers,
+                   intermediate_size=a.hidden * 11 // 4, num_attention_heads=a.hidden // 64,
+                   num_key_value_heads=a.hidden // 128, vocab_size=a.vocab, rms_norm_eps=1e-5,
+                   max_position_embeddings=4096, tie_word_embeddings=False,
+                   mtp={"num_heads": 3})
+        model = build_model(cfg)
+        synthetic = True
+    mx.eval(model.parameters())
+    V = model.args.vocab_size
+    prompt = [int(t) for t in mx.random.randint(0, V, (a.prompt,)).tolist()]
+    n = a.gen
+    nparams = sum(v.size for k, v in tree_flatten(model.parameters()) if not k.startswith("mtp."))
+    print(f"model: {model.args.num_hidden_layers}L x {model.args.hidden_size}, vocab {V}, "
+          f"{nparams / 1e6:.1f}M trunk params, fp32; prompt {a.prompt}, generate {n}")
+
+    # (a) ours vs mlx-lm, interleaved
+    ours(model, prompt, 8), mlx_lm_decode(model, prompt, 8)  # warm up
+    r_ours, r_mlx = [], []
+    for _ in range(a.reps):
+        r_ours.append(ours(model, prompt, n))
+        r_mlx.append(mlx_lm_decode(model, prompt, n))
+    t_ours, t_mlx = statistics.median(r_ours), statistics.median(r_mlx)
+    print(f"(a) ours {t_ours:.1f} tok/s vs mlx-lm {t_mlx:.1f} tok/s: {t_ours / t_mlx:.2f}x")
+
+    # (b) speculative
+    if synthetic:
+        near_bigram(model)
+        copy_heads(model)
+        base = med(lambda: ours(model, prompt, n), a.reps)  # the trunk changed: re-measure
+    else:
+        base = t_ours
+    print(f"(b) plain {base:.1f} tok/s" + (" (near-bigram trunk, copy heads)" if synthetic else ""))
+    for k in range(1, model.mtp.num_heads + 1):
+        tps, acc = med(lambda: spec(model, prompt, n, k), a.reps)
+        print(f"    speculative K={k}: {tps:.1f} tok/s = {tps / base:.2f}x plain, "
+              f"mean accepted {acc:.2f} tok/pass")
+
+    # (c) NVFP4 vs fp32 (fresh random trunk so the quantised one is a normal network)
+    from cherry_mlx.quant.quantize import quantize_model, weight_memory
+
+    fp = build_model({k: v for k, v in cfg.items() if k != "quantization"}) if synthetic else model
+    mx.eval(fp.parameters())
+    mem_fp = weight_memory(fp)["bytes"]
+    bpt_fp = bytes_per_token(fp)
+    t_fp = med(lambda: ours(fp, prompt, n), a.reps)
+    q, _ = quantize_model(fp, dict(cfg), "nvfp4")
+    mem_q = weight_memory(q)["bytes"]
+    bpt_q = bytes_per_token(q)
+    t_q = med(lambda: ours(q, prompt, n), a.reps)
+    print(f"(c) nvfp4 {t_q:.1f} tok/s vs fp32 {t_fp:.1f} tok/s: {t_q / t_fp:.2f}x speed; weights "
+          f"{mem_q / 2**20:.1f} vs {mem_fp / 2**20:.1f} MiB ({mem_q / mem_fp:.2f}x)")
+
+    # (d) fraction of the bandwidth bound
+    bw = bandwidth_gbs()
+    for name, tps, bpt in (("fp32", t_fp, bpt_fp), ("nvfp4", t_q, bpt_q)):
+        bound = bw * 1e9 / bpt
+        print(f"(d) {name}: {bpt / 2**20:.1f} MiB read/token, bound {bound:.0f} tok/s at "
+              f"{bw:.1f} GB/s; measured {tps:.1f} tok/s = {tps / bound:.1%} of the bound")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Chat: template round trip with governance tokens, KV cache across turns, Ctrl-C, the CLI."""
+
+import mlx.core as mx
+import pytest
+from typer.testing import CliRunner
+
+from cherry_mlx.decoding.chat import ChatConfig, ChatSession, render
+from cherry_mlx.decoding.generate import generate_tokens
+from cherry_mlx.models import build_model, load_tokenizer, save_model
+from cherry_mlx.models.loading import WEIGHTS_DIR
+
+TOKENIZER_DIR = WEIGHTS_DIR / "cherry-tiny"  # the shipped tokenizer and chat template
+
+
+@pytest.fixture
+def served(tiny_config, tmp_path):
+    """A tiny random model with MTP heads, saved with the cherry-tiny tokenizer."""
+    cfg = {**tiny_config, "vocab_size": 4096, "mtp": {"num_heads": 2}}
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    path = save_model(model, tmp_path / "m", cfg, tokenizer_dir=TOKENIZER_DIR)
+    return model, load_tokenizer(path), path
+
+
+def test_chat_template_round_trip_with_governance_tokens():
+    tok = load_tokenizer(TOKENIZER_DIR)
+    messages = [
+        {"role": "system", "content": "간단히 답하세요."},
+        {"role": "user", "content": "서울의 인구는?"},
+        {"role": "assistant", "content": "약 940만 명입니다."},
+        {"role": "user", "content": "And Busan?"},
+    ]
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = render(tok, messages)
+    assert tok.decode(ids, skip_special_tokens=False) == text
+    for piece in ("<|spartan_system|>", "<|spartan_user|>", "<|spartan_assistant|>",
+                  "<|spartan_end|>"):
+        pid = tok.convert_tokens_to_ids(piece)
+        assert ids.count(pid) == text.count(piece) > 0  # one id per governance token
+    assert tok.convert_tokens_to_ids("<|spartan_end|>") in tok.eos_token_ids
+
+
+def _answer(session, text):
+    return "".join(session.send(text))
+
+
+def _uncached(model, prompt, n):
+    return list(generate_tokens(model, prompt, max_tokens=n, stop=[2]))
+
+
+@pytest.mark.parametrize("speculative", [False, True])
+def test_cache_kept_across_turns_equals_uncached(served, speculative):
+    """Turn 2 prefills only its new tokens (turn 1, answer included, comes from the cache) and
+    answers exactly as a fresh model given the same full prompt."""
+    model, tok, _ = served
+    s = ChatSession(model, tok, ChatConfig(max_tokens=12, speculative=speculative))
+    _answer(s, "안녕하세요")
+    first = list(s.history)
+    _answer(s, "서울은 어디에 있나요?")
+    assert s.last_prompt[: len(first)] == first
+    # cached: all of turn 1 except its last generated token (emitted, never fed)
+    assert s.last.prompt_tokens == len(s.last_prompt) - (len(first) - 1)
+    assert s.last_tokens == _uncached(model, s.last_prompt, 12)
+    assert all(c.offset == len(s.fed) for c in s.cache)
+    assert "<|spartan_user|>" in tok.decode(s.last_prompt[len(first):], skip_special_tokens=False)
+
+
+def test_interrupted_answer_keeps_session_consistent(served):
+    model, tok, _ = served
+    s = ChatSession(model, tok, ChatConfig(max_tokens=40))
+    stream = s.send("hello")
+    next(stream), next(stream)
+    stream.close()  # what Ctrl-C does in the CLI
+    assert all(c.offset == len(s.fed) for c in s.cache)
+    assert s.messages[-1]["role"] == "assistant"
+    _answer(s, "again")
+    assert s.last_tokens == _uncached(model, s.last_prompt, 40)
+
+
+def test_chat_and_generate_commands(served):
+    from cherry_mlx_cli.main import app
+
+    _, _, path = served
+    runner = CliRunner()
+    res = runner.invoke(app, ["chat", str(path), "--max-tokens", "8"],
+                        input="hello\n/stats\n/reset\nagain\n/quit\n")
+    assert res.exit_code == 0, res.output
+    assert "self-speculative" in res.output and "[conversation reset]" in res.output
+    assert "tok/s" in res.output and "acceptance" in res.output
+    res = runner.invoke(app, ["chat", str(path), "--no-speculative", "-m", "4"], input="hi\n")
+    assert res.exit_code == 0 and "plain decoding" in res.output  # EOF leaves cleanly
+    res = runner.invoke(app, ["generate", str(path), "-p", "hello", "-m", "6", "--temp", "0.7",
+                              "--top-k", "20", "--seed", "1"])
+    assert res.exit_code == 0, res.output

@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--valid", type=int, default=128, help="held-out examples used")
     ap.add_argument("--only", default="all", help="comma list: moee,distill,ablate")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def main():
     train_all = encode(raw, tok, args.seq_len)
     train_a = encode([e for e in raw if family(e) in KNOWLEDGE], tok, args.seq_len)
     train_b = encode([e for e in raw if family(e) not in KNOWLEDGE], tok, args.seq_len)
-    valid = encode(read_jsonl(data / "valid.jsonl"), tok, args.seq_len)
+    valid = encode(read_jsonl(data / "valid.jsonl")[: args.valid], tok, args.seq_len)
     print(f"train {len(train_all)} (A {len(train_a)}, B {len(train_b)}), valid {len(valid)}")
     S = args.steps
     results = {}

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             None, "--layer", help="Layer compared by the refinement (default: middle)."
         ),
         tau: float = typer.Option(2.0, "--tau", help="Promote when d/median(d) > tau."),
-        max_examples: int = typer.Option(64, "--max-examples", help="Examples refined."),
+        max_examples: int = typer.Option(32, "--max-examples", help="Examples refined."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write OUT.png next to OUT."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ):

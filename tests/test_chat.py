@@ -55,11 +55,11 @@ def test_cache_kept_across_turns_equals_uncached(served, speculative):
     model, tok, _ = served
     s = ChatSession(model, tok, ChatConfig(max_tokens=12, speculative=speculative))
     _answer(s, "안녕하세요")
-    first = list(s.history)
+    first, fed1 = list(s.history), len(s.fed)
+    assert fed1 >= len(first) - 1  # all of turn 1 but perhaps its last token (emitted, not fed)
     _answer(s, "서울은 어디에 있나요?")
     assert s.last_prompt[: len(first)] == first
-    # cached: all of turn 1 except its last generated token (emitted, never fed)
-    assert s.last.prompt_tokens == len(s.last_prompt) - (len(first) - 1)
+    assert s.last.prompt_tokens == len(s.last_prompt) - fed1
     assert s.last_tokens == _uncached(model, s.last_prompt, 12)
     assert all(c.offset == len(s.fed) for c in s.cache)
     assert "<|spartan_user|>" in tok.decode(s.last_prompt[len(first):], skip_special_tokens=False)
@@ -92,3 +92,54 @@ def test_chat_and_generate_commands(served):
     res = runner.invoke(app, ["generate", str(path), "-p", "hello", "-m", "6", "--temp", "0.7",
                               "--top-k", "20", "--seed", "1"])
     assert res.exit_code == 0, res.output
+
+
+def test_ctrl_c_stops_an_answer_not_the_session(served, tmp_path):
+    """A real process: SIGINT (what Ctrl-C sends) during a long answer prints [stopped] and the
+    session goes on (/stats answers, /quit exits 0)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    model, _, path = served
+    model.lm_head.weight[2] = 0.0  # the end-of-turn id never wins greedy: the answer runs on
+    save_model(model, path, {**model_config_of(model)}, tokenizer_dir=TOKENIZER_DIR)
+    env = {**os.environ, "CHERRY_MLX_QUIET": "1", "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "cherry_mlx_cli.main", "chat", str(path),
+                          "-m", "100000", "--no-speculative"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    buf = []
+    reader = threading.Thread(target=lambda: buf.extend(iter(lambda: p.stdout.read(1), b"")))
+    reader.start()
+
+    def wait_for(text, timeout=60):
+        t0 = time.time()
+        while text not in b"".join(buf).decode(errors="replace"):
+            assert time.time() - t0 < timeout and p.poll() is None, b"".join(buf)
+            time.sleep(0.05)
+
+    try:
+        wait_for(">>> ")
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        time.sleep(1.5)  # mid-answer
+        p.send_signal(signal.SIGINT)
+        wait_for("[stopped]")
+        p.stdin.write(b"/stats\n/quit\n")
+        p.stdin.flush()
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        reader.join(timeout=5)
+    out = b"".join(buf).decode(errors="replace")
+    assert "last turn" in out and "tok/s" in out
+
+
+def model_config_of(model):
+    from cherry_mlx.models.loading import model_config
+
+    return model_config(model)

@@ -11,6 +11,8 @@ import filecmp
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -46,24 +48,29 @@ def _assistant_turns(records):
 
 
 def test_build_is_byte_deterministic_and_seed_sensitive(tmp_path):
+    """Same seed: identical bytes, even from another process with another hash seed."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     build(BuildConfig(out_dir=str(a), scale=0.03, seed=7), **quiet)
-    build(BuildConfig(out_dir=str(b), scale=0.03, seed=7), **quiet)
+    code = ("from cherry_mlx.data.build import BuildConfig, build; "
+            f"build(BuildConfig(out_dir={str(b)!r}, scale=0.03, seed=7), log=lambda *_: None)")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     build(BuildConfig(out_dir=str(c), scale=0.03, seed=8, prose=False), **quiet)
     for sub in ("default", "prose"):
         names = sorted(os.listdir(a / sub))
         assert names == sorted(os.listdir(b / sub)) and names
         match, mismatch, errors = filecmp.cmpfiles(a / sub, b / sub, names, shallow=False)
         assert not mismatch and not errors, mismatch
-    assert (a / "default" / "train.jsonl").read_bytes() != (c / "default" / "train.jsonl").read_bytes()
+    train = "default/train.jsonl"
+    assert (a / train).read_bytes() != (c / train).read_bytes()
 
 
 def test_bundled_files_are_what_the_generator_writes(tmp_path):
-    build(BuildConfig(out_dir=str(tmp_path), prose=False), **quiet)
+    build(BuildConfig(out_dir=str(tmp_path), prose=False, token_stats=False), **quiet)
     for split in ("train", "valid", "test", "ssgt_prompts"):
         fresh = (tmp_path / "default" / f"{split}.jsonl").read_bytes()
         with open(os.path.join(DEFAULT_DATA_DIR, f"{split}.jsonl"), "rb") as f:
-            assert f.read() == fresh, f"weights/data is stale: rerun `cherry-mlx data build` ({split})"
+            assert f.read() == fresh, f"stale {split}: rerun `cherry-mlx data build`"
 
 
 def test_spans_are_well_formed(small):
@@ -211,13 +218,21 @@ def test_gt_share_in_real_tokens(bundled):
 def test_ssgt_prompts_are_held_out_and_usable(bundled):
     with open(ssgt_prompts_path(), encoding="utf-8") as f:
         prompts = [json.loads(line) for line in f]
-    test_ids = {r["id"] for r in bundled["test"]}
-    assert {p["kind"] for p in prompts} >= {"atcha", "jamkkan", "guardrail"}
+    test_qids = {qid_of(r) for r in bundled["test"]}
+    train_users = {m["content"] for r in bundled["train"] for m in r["messages"]
+                   if m["role"] == "user"}
+    kinds = [p["kind"] for p in prompts]
+    assert {k: kinds.count(k) >= 10 for k in ("atcha", "jamkkan", "guardrail", "benign")} == {
+        "atcha": True, "jamkkan": True, "guardrail": True, "benign": True}
     for p in prompts:
-        assert p["id"] in test_ids and p["messages"][-1]["role"] == "user"
+        q = qid_of(p)
+        assert q in test_qids or q.startswith("heldout."), p["id"]
+        assert p["messages"][-1]["role"] == "user"
+        assert p["messages"][-1]["content"] not in train_users
         if p["kind"] == "atcha":
             assert p["assistant_prefix"] and "아차" not in p["assistant_prefix"]
-            if not qid_of(p).startswith("math."):
+            assert "Oops" not in p["assistant_prefix"]
+            if not q.startswith("math."):
                 assert p["expect"]["answer"] not in p["assistant_prefix"]
 
 

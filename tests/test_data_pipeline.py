@@ -114,12 +114,13 @@ def test_korean_span_to_tokens(tok):
                        {"role": "assistant", "content": content, "gt": gt}]}
     e = encode_example(ex, tok)
     pieces = tok.convert_ids_to_tokens(e.tokens.tolist())
-    # hand-checked: the assistant content is 수|도|는|▁|서|울|입니다|. and then the end of turn
+    # hand-checked: the assistant content is 수|도|는|▁|서|울|입|니다|. and then the end of turn
     start = pieces.index("<|spartan_assistant|>") + 1
-    assert pieces[start:] == ["수", "도", "는", "▁", "서", "울", "입니다", ".", "<|spartan_end|>"]
+    want = ["수", "도", "는", "▁", "서", "울", "입", "니다", ".", "<|spartan_end|>"]
+    assert pieces[start:] == want
     assert not e.response[:start].any() and e.response[start:].all()
-    assert e.level.tolist()[start:] == [0, 0, 0, 0, 2, 2, 0, 0, 0]
-    assert e.category.tolist()[start:] == [-1, -1, -1, -1, FACT, FACT, -1, -1, -1]
+    assert e.level.tolist()[start:] == [0, 0, 0, 0, 2, 2, 0, 0, 0, 0]
+    assert e.category.tolist()[start:] == [-1, -1, -1, -1, FACT, FACT, -1, -1, -1, -1]
     assert (e.level[:start] == 0).all()
 
 
@@ -303,3 +304,15 @@ def test_fixed_length_and_mx_arrays():
     it = BatchIterator(_fake(4), 2, 48, fixed_length=True)
     b = next(it)
     assert isinstance(b["inputs"], mx.array) and b["inputs"].shape == (2, 48)
+
+
+def test_mlx_lm_wrapper_encodes_like_the_hf_tokenizer(tok):
+    from pathlib import Path
+
+    from mlx_lm.utils import load_tokenizer
+
+    wrapper = load_tokenizer(Path(tok.name_or_path))
+    ex = {"messages": [{"role": "user", "content": "질문"},
+                       {"role": "assistant", "content": "답은 42입니다."}]}
+    a, b = encode_example(ex, tok), encode_example(ex, wrapper)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.response, b.response)

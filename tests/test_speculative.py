@@ -141,7 +141,7 @@ def test_speculative_sampling_matches_plain_distribution(tiny_config):
     seqs = mx.array([prompt + [a] for a in range(8)])
     p2 = np.array(mx.softmax(model(seqs)[:, -1], axis=-1))
     joint = np.array(p1)[:, None] * p2  # exact law of (x1, x2)
-    n = 1500
+    n = 1000
     counts = np.zeros((8, 8))
     stats = GenerationStats()
     for i in range(n):

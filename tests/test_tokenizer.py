@@ -199,8 +199,8 @@ def test_cli_train(tmp_path):
     corpus.write_text("안녕하세요 세계\nhello world\n" * 50, encoding="utf-8")
     out = tmp_path / "tok"
     res = CliRunner().invoke(app, ["tokenizer", "train", "--data", str(corpus), "--vocab-size",
-                                   "2800", "-o", str(out)])
+                                   "2900", "--builtin-english", "-o", str(out)])
     assert res.exit_code == 0, res.output
     for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"):
         assert (out / f).is_file()
-    assert len(AutoTokenizer.from_pretrained(str(out))) == 2800
+    assert len(AutoTokenizer.from_pretrained(str(out))) == 2900

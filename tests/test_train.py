@@ -61,7 +61,10 @@ def test_resume_after_stop_reproduces_uninterrupted_run(tmp_path, tiny_config, s
     part = run(base_cfg(tmp_path, name="part", select=select, stop_after=4), tiny_config)
     assert part.stopped_early and part.step == 4
     assert [c.name for c in list_checkpoints(part.run_dir)] == ["step-4"]
-    resumed = run(base_cfg(tmp_path, resume=str(part.run_dir), select=select), tiny_config)
+    # the CLI path: the run's saved settings are the base layer, minus the stop request
+    cfg = resolve_config({"resume": str(part.run_dir)})
+    assert (cfg.steps, cfg.select, cfg.stop_after, cfg.name) == (8, select, None, "part")
+    resumed = run(cfg, tiny_config)
     assert resumed.step == 8
     losses_full = [r["loss"] for r in full.history]
     losses_resumed = [r["loss"] for r in resumed.history]  # metrics.jsonl: steps 1..4 + 5..8
@@ -197,3 +200,46 @@ def test_resume_without_checkpoint_and_name_clash(tmp_path, tiny_config):
     run(base_cfg(tmp_path, steps=2, save_every=2, eval_every=0), tiny_config)
     with pytest.raises(ValueError, match="--resume"):
         run(base_cfg(tmp_path, steps=2), tiny_config)
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import cherry_mlx, mlx.core as mx
+from conftest import TINY
+from test_train import synth_batches, base_cfg
+from cherry_mlx.models import build_model
+from cherry_mlx.training import TrainCallback, train
+from cherry_mlx.training.data import CycleBatches
+from pathlib import Path
+
+class Hang(TrainCallback):
+    def on_checkpoint(self, step, path):
+        if step == 4:
+            print("checkpointed", flush=True)
+            time.sleep(600)  # the parent kills us here
+
+mx.random.seed(0)
+cfg = base_cfg(Path({tmp!r}), name="killed")
+train(cfg, model=build_model(dict(TINY)), train_data=CycleBatches(synth_batches(6)),
+      valid_data=synth_batches(2, seed=99), callbacks=[Hang()])
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path, tiny_config):
+    """A real kill (SIGKILL mid-run), then --resume: the same losses as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), tmp=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "checkpointed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    full = run(base_cfg(tmp_path, name="full"), tiny_config)
+    resumed = run(resolve_config({"resume": str(tmp_path / "killed")}), tiny_config)
+    np.testing.assert_allclose([r["loss"] for r in resumed.history],
+                               [r["loss"] for r in full.history], rtol=1e-6)

@@ -121,7 +121,10 @@ def run_analysis(cfg, r: Optional[int] = None, out_dir=None, log=print) -> Layer
     from .heal import Data, source_name
     from .merge import plan_groups
 
-    model_dir = resolve(cfg.model or latest_run() or "")
+    model_name = cfg.model or latest_run()
+    if model_name is None:
+        raise FileNotFoundError("no model given and no runs/ yet: pass MODEL or train first")
+    model_dir = resolve(model_name)
     model, _ = load_model(model_dir)
     if r is None:
         n = len(model.layers)

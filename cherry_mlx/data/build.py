@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from .synth import factual, moments, reasoning, tools
 from .synth.corpus import prose_records
 from .synth.spans import qid_of
+from .synth.ssgt import ssgt_prompts
 from .synth.stats import family_counts, format_stats, gt_stats, load_hf_tokenizer
 
 # (family, generator, examples at scale 1). Shares chosen so GT categories come out near the
 # paper's 41/23/18/8/6/4% and the GT share of response tokens near its 15.3%.
 FAMILIES = [
-    ("factual", factual.gen_factual, 1900),
-    ("json", factual.gen_json, 750),
+    ("factual", factual.gen_factual, 1800),
+    ("json", factual.gen_json, 900),
     ("multiturn", factual.gen_multiturn, 450),
     ("arithmetic", lambda rng, n: reasoning.gen_math(rng, n), 800),
     ("unit", lambda rng, n: reasoning.gen_math(rng, n, reasoning.UNIT, "unit"), 450),
@@ -55,9 +56,10 @@ class BuildConfig:
     seed: int = 0  # every random choice derives from it
     scale: float = 1.0  # multiplies every family's example count (small values for tests)
     prose: bool = True  # also write the Korean/English prose corpora
-    ko_chunk_chars: int = 300  # ~1.5 chars per token in Korean: fits a 256-token context
-    en_chunk_chars: int = 700  # ~4 chars per token in English
+    ko_chunk_chars: int = 280  # ~1.2 chars per token in Korean: fits a 256-token context
+    en_chunk_chars: int = 500  # ~2.5 chars per token in English (a 4k vocabulary)
     tokenizer: str | None = None  # tokenizer.json for a GT share in real tokens (None: preset's)
+    token_stats: bool = True  # measure the GT share in tokens when a tokenizer.json exists
 
 
 def _repo_root() -> str:
@@ -67,7 +69,7 @@ def _repo_root() -> str:
 def generate(seed: int = 0, scale: float = 1.0) -> list[dict]:
     """Every family's records, exact duplicates removed, in generation order."""
     if scale <= 0:
-        raise ValueError(f"scale must be > 0 (got {scale}); use e.g. --scale 0.05 for a quick build")
+        raise ValueError(f"scale must be > 0 (got {scale}); use e.g. --scale 0.05 for a small one")
     out, seen = [], set()
     for name, gen, n in FAMILIES:
         for rec in gen(random.Random(f"{seed}:{name}"), max(1, round(n * scale))):
@@ -105,43 +107,6 @@ def split_by_question(records: list[dict], seed: int = 0) -> dict:
     return splits
 
 
-def ssgt_prompts(test: list[dict]) -> list[dict]:
-    """Held-out prompts for the rate metrics of SPEC.md Phase 1, from test-split records.
-
-    Each has ``kind`` (atcha, jamkkan, guardrail, benign), ``messages`` up to the last user turn
-    and ``expect``: the marker words a keyword classifier looks for and the correct answer; Atcha
-    prompts also carry ``assistant_prefix``, the plausible wrong claim to continue from.
-    """
-    out, seen = [], set()
-    for rec in sorted(test, key=lambda r: r["id"]):
-        fam, lang = rec["id"].split(":")[0], rec["id"].split(":")[2]
-        if fam not in ("atcha", "jamkkan", "guardrail", "benign"):
-            continue
-        prompt, reply = rec["messages"][:-1], rec["messages"][-1]
-        key = json.dumps(prompt, ensure_ascii=False)
-        if key in seen:
-            continue
-        seen.add(key)
-        text, spans = reply["content"], reply["gt"]
-        item = {"id": rec["id"], "kind": fam, "lang": lang, "messages": prompt}
-        if fam == "atcha":
-            pivot = next(s for s in spans if s["category"] == "self_correction")
-            item["assistant_prefix"] = text[:pivot["start"]].rstrip()
-            last = [s for s in spans if s["level"] >= 2][-1]
-            item["expect"] = {"markers": ["아차", "Oops"], "answer": text[last["start"]:last["end"]]}
-        elif fam == "jamkkan":
-            concl = [s for s in spans if s["level"] == 3][-1]
-            ans = next(s for s in spans if s["level"] == 2)
-            item["expect"] = {"markers": ["잠깐", "Wait"], "answer": text[ans["start"]:ans["end"]],
-                              "passage_correct": text[concl["start"]:concl["end"]]
-                              in ("맞습니다", "correct")}
-        else:
-            item["expect"] = {"refuse": fam == "guardrail",
-                              "markers": ["도와드릴 수 없습니다", "I can't help with that"]}
-        out.append(item)
-    return out
-
-
 def write_jsonl(path: str, records) -> None:
     """UTF-8, one compact JSON object a line, written to a temporary name and renamed."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -159,7 +124,7 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
     data_dir = os.path.join(cfg.out_dir, "default")
     for name, recs in splits.items():
         write_jsonl(os.path.join(data_dir, f"{name}.jsonl"), recs)
-    prompts = ssgt_prompts(splits["test"])
+    prompts = ssgt_prompts(sorted({qid_of(r) for r in splits["test"]}), cfg.seed)
     write_jsonl(os.path.join(data_dir, "ssgt_prompts.jsonl"), prompts)
 
     summary = {"seed": cfg.seed, "scale": cfg.scale,
@@ -168,7 +133,7 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
                "train_gt": {u: gt_stats(splits["train"], u) for u in ("char", "word")}}
     tok_path = cfg.tokenizer or os.path.join(_repo_root(), "weights", "cherry-tiny",
                                              "tokenizer.json")
-    tok = load_hf_tokenizer(tok_path)
+    tok = load_hf_tokenizer(tok_path) if cfg.token_stats else None
     if tok is not None:
         summary["train_gt"]["token"] = gt_stats(splits["train"], "token", tok)
         summary["tokenizer"] = os.path.relpath(tok_path, _repo_root())

@@ -90,7 +90,11 @@ def hf_tokenizer(tokenizer):
     """The Hugging Face tokenizer inside an mlx-lm ``TokenizerWrapper`` (or the tokenizer)."""
     from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-    return tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
+    tok = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
+    if getattr(tok, "is_fast", True) is False:
+        raise ValueError(f"tokenizer {getattr(tok, 'name_or_path', '')!r} is a slow (Python) "
+                         "tokenizer without offsets mapping; use a fast one (tokenizer.json)")
+    return tok
 
 
 @dataclass

@@ -147,8 +147,9 @@ def generate_tokens(
 ) -> Iterator[int]:
     """Plain decoding: yields tokens as they are produced, stops after a ``stop`` token (which is
     yielded) or ``max_tokens``. ``cache`` (``model.make_cache()``) is filled in place, so a chat
-    can continue from it; the last yielded token is *not* yet in the cache. ``prompt`` holds the
-    whole context; its first ``prefix_len`` tokens must already be in ``cache``.
+    can continue from it; the cache holds the prompt and the yielded tokens, except possibly the
+    last one (check ``cache[0].offset``). ``prompt`` holds the whole context; its first
+    ``prefix_len`` tokens must already be in ``cache``.
 
     The next step is queued with ``mx.async_eval`` before the current token is handed out
     (mlx-lm's trick), so detokenising and printing overlap the model's work.
@@ -167,19 +168,27 @@ def generate_tokens(
     stats.prefill_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     n = 0
+    # Without a repetition penalty the next step does not need this token's *value*: queue it
+    # before waiting for this one (mlx-lm's pipelining; a stop token may then be fed too).
+    ahead = cfg.repetition_penalty == 1.0
+    nxt = None
     try:
         while True:
+            n += 1
+            if ahead and n < max_tokens:
+                nxt = sample(target_logprobs(decode_step(model, y, cache), None, cfg), cfg)
+                mx.async_eval(nxt)
             tok = y.item()
             tokens.append(tok)
-            n += 1
             last = n >= max_tokens or tok in stop
-            if not last:  # queue the next step before handing this token out
+            if not ahead and not last:  # the penalty needs the history, this token included
                 logits = decode_step(model, y, cache)
-                y = sample(target_logprobs(logits, _history(tokens, cfg), cfg), cfg)
-                mx.async_eval(y)
+                nxt = sample(target_logprobs(logits, _history(tokens, cfg), cfg), cfg)
+                mx.async_eval(nxt)
             stats.generated += 1
             yield tok
             if last:
                 break
+            y = nxt
     finally:
         stats.decode_s += time.perf_counter() - t0

@@ -56,11 +56,12 @@ def super_gt(text: str, cands: List[Cand], question: Optional[str] = None):
     if sent is None:
         return []
     s, e = sent
-    inside = [c for c in cands if s <= c[0] < e]
-    covered = {i for c in inside for i in range(c[0], c[1])}
-    inside += [c for c in copula_candidates(text, sent) if c[0] not in covered]
     q = (question or "").lower()
+    inside = [c for c in cands if s <= c[0] < e]
     new = [c for c in inside if text[c[0]:c[1]].lower() not in q]
+    if not new:  # no rule candidate says anything new: fall back to the copula complement
+        cop = [c for c in copula_candidates(text, sent) if text[c[0]:c[1]].lower() not in q]
+        inside, new = inside + cop, cop
     pick = new or inside
     if not pick:
         return []

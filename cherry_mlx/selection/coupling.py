@@ -44,13 +44,13 @@ def split_gradients(
     """(∇L_GT, ∇L_nonGT, L_GT, L_nonGT) over the trainable parameters, losses as token means."""
 
     def class_sums(batch):
-        # Summed CE on GT and on non-GT response positions; one forward serves both.
+        # Summed CE on GT and on non-GT response positions (sums: exact across batches).
         ce = per_token_ce(model(batch["inputs"]), batch["targets"])  # (B, T)
         g = (gt_mask(batch, level, categories) & batch["response"]).astype(mx.float32)
         ng = batch["response"].astype(mx.float32) - g
         return (ce * g).sum(), (ce * ng).sum()
 
-    # Two backward passes (one per class): measurement code, clarity over speed.
+    # One forward+backward per class: measurement code, clarity over speed.
     grad_gt = nn.value_and_grad(model, lambda batch: class_sums(batch)[0])
     grad_ng = nn.value_and_grad(model, lambda batch: class_sums(batch)[1])
     acc_gt = acc_ng = None

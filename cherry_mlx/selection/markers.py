@@ -70,7 +70,6 @@ MARKERS: List[Tuple[str, int, List[str]]] = [
             r"(?:도와\s*드릴|도움을\s*드릴|알려\s*드릴|드릴|제공할|답변할|할)\s*수\s*없\w*",
             r"거절\w*",
             r"불법\w*",
-            r"위험\w*",
             r"\bi(?: can't| cannot| can not| won't| will not| am unable to|'m unable to)"
             r"(?: help(?: with (?:that|this))?)?\b",
             r"\bcannot help\b",
@@ -78,7 +77,6 @@ MARKERS: List[Tuple[str, int, List[str]]] = [
             r"\bsorry\b",
             r"\bunable to (?:help|assist|provide)\b",
             r"\billegal\b",
-            r"\bharmful\b",
         ],
     ),
 ]
@@ -176,3 +174,26 @@ def category_table() -> Dict[str, List[str]]:
     table = {cat: list(p) for cat, _, p in MARKERS}
     table["reasoning"] = list(REASONING)
     return table
+
+
+# The safe redirect of a guardrail moment (SPEC 3.2.5: breaking token + refusal pivot + safe
+# redirect): what the model offers instead. Only looked for in a turn that refuses.
+REDIRECT_KO = re.compile(
+    r"대신\s+(\S(?:[^.\n]{0,30}?\S)?)(?=(?:에\s*(?:대해|관해)\w*|을|를|은|는|이라면)(?:\s|$))"
+)
+REDIRECT_EN = re.compile(
+    r"\binstead,?\s+(?:i(?:'d| would| can| could)\s+(?:be (?:glad|happy) to\s+|gladly\s+)?"
+    r"(?:explain|help with|tell you about|talk about|share|suggest|describe)\s+)?"
+    r"([^.!?\n]{1,60}?)(?=[.!?\n]|$)",
+    re.IGNORECASE,
+)
+
+
+def redirect_spans(text: str) -> List[Tuple[int, int, int, str]]:
+    """(start, end, 1, "guardrail") for the safe redirect after 대신 / instead."""
+    out = []
+    for rx in (REDIRECT_KO, REDIRECT_EN):
+        for m in rx.finditer(text):
+            if m.group(1).strip():
+                out.append((m.start(1), m.end(1), 1, "guardrail"))
+    return out

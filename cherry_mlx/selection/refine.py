@@ -39,10 +39,10 @@ class RefineConfig:
 
     layer: Optional[int] = None  # block call whose output is compared; None = middle of the depth
     tau: float = 2.0  # promote when d_t / median(d) > tau
-    k: int = 2  # corruptions per candidate (averaged)
+    k: int = 1  # corruptions per candidate (averaged); each costs one forward pass per token
     seed: int = 0
     batch_size: int = 32  # corrupted sequences per forward pass
-    max_examples: int = 64  # examples scored by ``refine_examples``
+    max_examples: int = 32  # examples scored by ``refine_examples``
     top: int = 5  # hit@top
 
 

@@ -25,7 +25,8 @@ UNITS = (
 DATE = re.compile(
     rf"\b(?:(?:{MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
     rf"|\d{{1,2}}\s+(?:{MONTHS})(?:,?\s+\d{{4}})?"
-    rf"|\d{{4}}-\d{{2}}-\d{{2}})\b"
+    rf"|\d{{4}}-\d{{2}}-\d{{2}}"
+    rf"|(?<![\d:])\d{{1,2}}:\d{{2}}(?![\d:]))\b"
 )
 # the unit is left out: the number is what a wrong prediction gets wrong (UNITS kept for docs)
 NUMBER = re.compile(r"(?:[$€£₩]\s?)?(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:[.,](?=\d))?")
@@ -34,7 +35,7 @@ COPULA = re.compile(
     r"((?:[A-Za-z0-9'’.-]+\s+){0,2}[A-Za-z0-9'’-]+)\s*[.!]?\s*$"
 )
 # Latin letters only: \w would swallow a Korean particle glued to a name ("Cl입니다")
-CAP_WORD = r"[A-Z][A-Za-z0-9'’.-]*[A-Za-z0-9]|[A-Z]"
+CAP_WORD = r"[A-ZÀ-Þ][A-Za-zÀ-ÿ0-9'’.-]*[A-Za-zÀ-ÿ0-9]|[A-Z]"
 LINK = r"(?:(?:of|the|de|von|van|da)[ \t]+)?"
 ENTITY = re.compile(rf"\b(?:{CAP_WORD})(?:[ \t]+{LINK}(?:{CAP_WORD}))*\b")
 OPENERS = {
@@ -102,8 +103,8 @@ def factual_spans(text: str) -> List[Tuple[int, int]]:
             words = words[1:]
         if not words:
             continue
-        if len(words) == 1 and words[0] in OPENERS:
-            continue
+        if len(words) == 1 and (words[0] in OPENERS or re.fullmatch(r"I['’][a-z]+", words[0])):
+            continue  # openers and I'd / I'm / I'll
         if len(words) == 1 and _sentence_initial(text, s) and not _is_name(text, words[0], s):
             continue  # "Calling the tool": a capitalised sentence opener, not a name
         if len(words) == 1 and words[0].isupper() and len(words[0]) == 1:

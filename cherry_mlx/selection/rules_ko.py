@@ -32,6 +32,24 @@ def _kiwi():
     return Kiwi()
 
 
+@functools.lru_cache(maxsize=200_000)
+def _analyse(sentence: str) -> Tuple[Tuple[str, str, int, int], ...]:
+    """(form, tag, start, end) per morpheme of one sentence, cached: Kiwi costs ~50-350 ms per
+    call on a busy 2-core machine, and chat data repeats its explanatory sentences a lot."""
+    return tuple((t.form, t.tag, t.start, t.start + t.len) for t in _kiwi().tokenize(sentence))
+
+
+def morphemes(text: str) -> List[Tuple[str, str, int, int]]:
+    """Kiwi morphemes of ``text`` with offsets into ``text``, analysed sentence by sentence."""
+    from cherry_mlx.selection.rules_struct import sentences
+
+    out: List[Tuple[str, str, int, int]] = []
+    for s, e in sentences(text):
+        if has_hangul(text[s:e]):
+            out += [(f, t, a + s, b + s) for f, t, a, b in _analyse(text[s:e])]
+    return out
+
+
 def factual_spans(text: str) -> List[Tuple[int, int]]:
     """Character spans of proper nouns, numbers, foreign words and hanja.
 
@@ -41,9 +59,8 @@ def factual_spans(text: str) -> List[Tuple[int, int]]:
     """
     spans: List[List[int]] = []
     prev_hit = False
-    for tok in _kiwi().tokenize(text):
-        start, end = tok.start, tok.start + tok.len
-        hit = tok.tag in FACTUAL_TAGS
+    for _, tag, start, end in morphemes(text):
+        hit = tag in FACTUAL_TAGS
         if hit and prev_hit and spans and text[spans[-1][1]:start] in ("", " "):
             spans[-1][1] = end
         elif hit:
@@ -56,13 +73,13 @@ def copula_complements(text: str) -> List[Tuple[int, int]]:
     """Spans of the noun right before the copula 이다 ("정답은 금입니다" -> 금): in an answer
     sentence that is the answer. A number followed by a counter ("13번이다") gives the number."""
     out: List[Tuple[int, int]] = []
-    toks = _kiwi().tokenize(text)
-    for i, tok in enumerate(toks):
-        if tok.tag != "VCP" or i == 0:
+    toks = morphemes(text)
+    for i, (_, tag, _, _) in enumerate(toks):
+        if tag != "VCP" or i == 0:
             continue
         j = i - 1
-        if toks[j].tag == "NNB" and j > 0 and toks[j - 1].tag == "SN":
+        if toks[j][1] == "NNB" and j > 0 and toks[j - 1][1] == "SN":
             j -= 1
-        if toks[j].tag.startswith("NN") or toks[j].tag in FACTUAL_TAGS or toks[j].tag == "XR":
-            out.append((toks[j].start, toks[j].start + toks[j].len))
+        if toks[j][1].startswith("NN") or toks[j][1] in FACTUAL_TAGS or toks[j][1] == "XR":
+            out.append((toks[j][2], toks[j][3]))
     return out

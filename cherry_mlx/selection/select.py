@@ -102,22 +102,7 @@ class SGTLoss:
         return response
 
     def per_token(self, model, batch):
-        """Per-token cross-entropy (B, T) float32, zero where not computed."""
-        inputs, targets = batch["inputs"], batch["targets"]
-        B, T = targets.shape
-        if "pos" not in batch:
-            return per_token_ce(model(inputs), targets)
-        pos, valid = batch["pos"], batch["pos_valid"]  # (N,), (N,)
-        hidden = getattr(model, "hidden", None)
-        if hidden is not None:
-            h = hidden(inputs)  # (B, T, D)
-            h = h.reshape(B * T, -1)[pos]  # (N, D)
-            ce = per_token_ce(model.logits(h)[None], targets.reshape(-1)[pos][None])[0]  # (N,)
-        else:  # models without the hidden/logits split: full logits, then gather
-            ce = per_token_ce(model(inputs), targets).reshape(-1)[pos]
-        ce = mx.where(valid, ce, 0.0)
-        # Scatter back to (B, T); padding entries add 0 at index 0.
-        return mx.zeros((B * T,), dtype=mx.float32).at[pos].add(ce).reshape(B, T)
+        return per_token_loss(model, batch)
 
     def __call__(self, model, batch):
         ce = self.per_token(model, batch)  # (B, T)
@@ -127,6 +112,25 @@ class SGTLoss:
         w = sgt_weights(response, sel, self.lam)  # (B, T)
         ntoks = response.astype(mx.float32).sum()
         return (w * ce).sum() / mx.maximum(ntoks, 1.0), ntoks
+
+
+def per_token_loss(model, batch) -> mx.array:
+    """Per-token cross-entropy (B, T) float32; with ``pos`` only there (zero elsewhere)."""
+    inputs, targets = batch["inputs"], batch["targets"]
+    B, T = targets.shape
+    if "pos" not in batch:
+        return per_token_ce(model(inputs), targets)
+    pos, valid = batch["pos"], batch["pos_valid"]  # (N,), (N,)
+    hidden = getattr(model, "hidden", None)
+    if hidden is not None:
+        h = hidden(inputs)  # (B, T, D)
+        h = h.reshape(B * T, -1)[pos]  # (N, D)
+        ce = per_token_ce(model.logits(h)[None], targets.reshape(-1)[pos][None])[0]  # (N,)
+    else:  # models without the hidden/logits split: full logits, then gather
+        ce = per_token_ce(model(inputs), targets).reshape(-1)[pos]
+    ce = mx.where(valid, ce, 0.0)
+    # Scatter back to (B, T); padding entries add 0 at index 0.
+    return mx.zeros((B * T,), dtype=mx.float32).at[pos].add(ce).reshape(B, T)
 
 
 def make_loss(select="gt", lam=0.7, level=1, categories=None) -> SGTLoss:

@@ -77,6 +77,8 @@ def seed_spans(
         raw += answer.super_gt(text, sorted(answers), question)
     if cfg.markers:
         found = markers.marker_spans(text)
+        if any(c == "guardrail" for _, _, _, c in found):
+            found += markers.redirect_spans(text)
         raw += found
         pivots = sorted((s, e) for s, e, _, c in found if c == "self_correction")
         if pivots:

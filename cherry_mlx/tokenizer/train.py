@@ -2,8 +2,8 @@
 
 Choices, and why:
 - BPE with byte fallback: any string encodes, never to ``<unk>``;
-- the 2,350 KS X 1001 Hangul syllables are required characters, so everyday Korean never falls
-  back to bytes even when the corpus misses a syllable;
+- the 2,350 KS X 1001 Hangul syllables (and printable ASCII) are required characters, so
+  everyday Korean never falls back to bytes even when the corpus misses a syllable;
 - identity normalisation, no dummy prefix, no whitespace collapsing: the token pieces concatenate
   back to exactly the input string, so character offsets (GT spans) map to tokens exactly;
 - digits are split: numbers become one token per digit (arithmetic data, and number GT spans
@@ -28,6 +28,7 @@ from .export import export_hf
 from .specials import SPECIAL_PIECES, ks_x_1001_hangul
 
 N_BYTE_PIECES = 256
+PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))  # the space is ▁, always present
 
 
 @dataclass
@@ -98,13 +99,15 @@ def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
     """Train the BPE model on ``texts``; returns the serialised sentencepiece model."""
     import sentencepiece as spm
 
-    required = ks_x_1001_hangul() if cfg.required_hangul else ""
+    # printable ASCII is always in: with a small vocabulary, coverage pruning would otherwise
+    # send rare capitals or brackets (V, Z, <) to byte pieces
+    required = PRINTABLE_ASCII + (ks_x_1001_hangul() if cfg.required_hangul else "")
     floor = len(required) + N_BYTE_PIECES + len(SPECIAL_PIECES) + 1 + 100
     if cfg.vocab_size < floor:
         raise ValueError(
-            f"vocab_size {cfg.vocab_size} is too small: the required Hangul syllables, byte pieces "
+            f"vocab_size {cfg.vocab_size} is too small: the required characters, byte pieces "
             f"and special tokens alone take {floor - 100}; use --vocab-size >= {floor}"
-            + (" or turn off required Hangul" if required else "")
+            + (" or turn off required Hangul" if cfg.required_hangul else "")
         )
     lines = list(_lines(texts, cfg.max_line_chars))
     if not lines:

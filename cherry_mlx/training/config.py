@@ -86,7 +86,7 @@ class TrainConfig:
     # reporting, evaluation, checkpoints
     report_every: int = _f(10, "Steps between loss reports (metrics.jsonl has every step).")
     eval_every: int = _f(50, "Steps between evaluations on the valid split (0 = only at the end).")
-    eval_batches: int = _f(-1, "Valid batches per evaluation (-1 = the whole split).")
+    eval_batches: int = _f(8, "Valid batches per evaluation (-1 = the whole split).")
     best_metric: str = _f("total", f"Valid metric that picks best/: one of {BEST_METRICS}.")
     save_every: int = _f(100, "Steps between checkpoints (the last step is always saved).")
     keep_checkpoints: int = _f(2, "Step checkpoints kept (older ones are deleted; best/ is kept).")
@@ -151,26 +151,31 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a mapping; unknown keys are an error that lists the known ones."""
-        known = {f.name for f in fields(cls)}
-        flags = {
-            f.metadata["flag"].lstrip("-").replace("-", "_"): f.name
-            for f in fields(cls)
-            if "flag" in f.metadata
-        }
-        out = {}
-        for k, v in d.items():
-            key = k.replace("-", "_")
-            key = flags.get(key, key) if key not in known else key
-            if key not in known:
-                raise ValueError(
-                    f"{source}: unknown training setting {k!r}; known: {', '.join(sorted(known))}"
-                )
-            out[key] = v
-        return cls(**out)
+        return cls(**canonical(d, source))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(load_settings_file(path), source=str(path))
+
+
+def canonical(d: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
+    """Field names for a mapping that may use option spellings (``lambda``, ``batch-size``)."""
+    known = {f.name for f in fields(TrainConfig)}
+    flags = {
+        f.metadata["flag"].lstrip("-").replace("-", "_"): f.name
+        for f in fields(TrainConfig)
+        if "flag" in f.metadata
+    }
+    out = {}
+    for k, v in d.items():
+        key = str(k).replace("-", "_")
+        key = key if key in known else flags.get(key, key)
+        if key not in known:
+            raise ValueError(
+                f"{source}: unknown training setting {k!r}; known: {', '.join(sorted(known))}"
+            )
+        out[key] = v
+    return out
 
 
 def load_settings_file(path: str | Path) -> Dict[str, Any]:
@@ -196,12 +201,35 @@ def load_settings_file(path: str | Path) -> Dict[str, Any]:
 def resolve_config(
     cli: Optional[Dict[str, Any]] = None, config_file: Optional[str | Path] = None
 ) -> TrainConfig:
-    """Command line (non-None values) over the settings file over the defaults."""
+    """Command line (non-None values) over the settings file over the defaults.
+
+    With ``resume``, the run's saved ``train_config.json`` is the bottom layer instead of the
+    defaults (minus ``stop_after``, which belongs to the interrupted invocation), so
+    ``cherry-mlx train --resume RUN`` continues with the settings the run started with.
+    """
     merged: Dict[str, Any] = {}
+    resume = (cli or {}).get("resume")
+    if resume:
+        saved = _run_config_file(resume, (cli or {}).get("runs_dir"))
+        if saved is not None:
+            merged.update(TrainConfig.from_file(saved).to_dict())
+            merged.pop("stop_after", None)
     if config_file:
-        merged.update(TrainConfig.from_file(config_file).to_dict())
+        merged.update(canonical(load_settings_file(config_file), str(config_file)))
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})
     return TrainConfig.from_dict(merged)
+
+
+def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
+    from .runs import RUNS_DIR, latest_run
+
+    parent = Path(runs_dir) if runs_dir else RUNS_DIR
+    run = latest_run(parent) if resume == "latest" else Path(resume)
+    if run is not None and not run.is_dir():
+        run = parent / resume
+    if run is None or not (run / "train_config.json").is_file():
+        return None  # train() reports the missing run or checkpoint
+    return run / "train_config.json"
 
 
 def field_specs():

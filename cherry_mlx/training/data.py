@@ -10,12 +10,15 @@ computed there only.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import mlx.core as mx
 import numpy as np
 
 PAD_T = 32
+# Evaluation reads the loss at response positions only: their logits are all it needs.
+_RESPONSE = SimpleNamespace(needed=lambda b: np.asarray(b["response"]).astype(bool))
 BATCH_KEYS = ("inputs", "targets", "response", "level", "category")
 _PAD_VALUES = {"inputs": 0, "targets": 0, "response": False, "level": 0, "category": -1}
 
@@ -84,7 +87,7 @@ def valid_batches(data, batch_size: int, max_len: int) -> List[dict]:
         from ..data.batching import BatchIterator
 
         data = list(BatchIterator(data, batch_size, max_len, shuffle=False, loop=False))
-    return [prepare_batch(b)[0] for b in data]
+    return [prepare_batch(b, _RESPONSE)[0] for b in data]
 
 
 def next_batch(it) -> dict:

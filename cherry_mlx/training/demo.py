@@ -27,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 K_CANDIDATES = 4
-MAX_NEW = 32
+MAX_NEW = 24
 
 
 def qa_items(records: List[dict], limit: int = 40, seed: int = 0) -> List[dict]:

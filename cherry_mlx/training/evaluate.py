@@ -12,7 +12,8 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import mlx.core as mx
 
-from ..selection.losses import CATEGORIES, gt_mask, per_token_ce, split_sums
+from ..selection.losses import CATEGORIES, gt_mask, split_sums
+from ..selection.select import per_token_loss
 
 
 def split_losses(
@@ -37,7 +38,7 @@ def split_losses(
     for i, batch in enumerate(batches):
         if 0 <= max_batches <= i:
             break
-        ce = per_token_ce(model(batch["inputs"]), batch["targets"])  # (B, T)
+        ce = per_token_loss(model, batch)  # (B, T); logits only at ``pos`` when given
         gt = gt_mask(batch, level, categories)
         for k, (s, n) in split_sums(ce, batch["response"], gt).items():
             sums[k] = sums[k] + s

@@ -38,7 +38,7 @@ def _chunks(paragraphs, max_chars: int) -> list[str]:
                 pieces.append(s)
     out, cur = [], ""
     for p in pieces:
-        if cur and len(cur) + 1 + len(p) > max_chars:
+        if len(cur) >= 40 and len(cur) + 1 + len(p) > max_chars:  # no title-only chunks
             out.append(cur)
             cur = p
         else:

@@ -70,8 +70,8 @@ _ORD = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth"
 
 # Questions: {s} is the subject. Answer sentences: {s} subject (GT 1), {a} answer (super-GT).
 QUESTIONS = {
-    "capital": {"ko": ["{s:의} 수도는 어디인가요?", "{s} 수도가 어디야?", "{s:의} 수도를 알려 주세요.",
-                       "{s:의} 수도가 궁금합니다."],
+    "capital": {"ko": ["{s:의} 수도는 어디인가요?", "{s} 수도가 어디야?",
+                       "{s:의} 수도를 알려 주세요.", "{s:의} 수도가 궁금합니다."],
                 "en": ["What is the capital of {s}?", "Which city is the capital of {s}?",
                        "Tell me the capital of {s}.", "What's the capital city of {s}?"]},
     "continent": {"ko": ["{s:은는} 어느 대륙에 있나요?", "{s:은는} 어느 대륙에 속해?",
@@ -93,7 +93,8 @@ QUESTIONS = {
              "en": ["In what year did {s} take place?", "When was {s}? Give me the year."]},
     "province": {"ko": ["{s:은는} 어느 도에 있나요?", "{s:이가} 속한 도는 어디인가요?"],
                  "en": ["Which province is {s} in?", "In which Korean province is {s}?"]},
-    "planet": {"ko": ["{s:은는} 태양에서 몇 번째 행성인가요?", "{s:은는} 태양계에서 몇 번째 행성이야?"],
+    "planet": {"ko": ["{s:은는} 태양에서 몇 번째 행성인가요?",
+                      "{s:은는} 태양계에서 몇 번째 행성이야?"],
                "en": ["Counting from the Sun, which planet is {s}?",
                       "What is the position of {s} among the planets, counted from the Sun?"]},
 }
@@ -105,7 +106,8 @@ ANSWERS = {
                        "It is {a}."]},
     "continent": {"ko": ["{s:은는} {a}에 있습니다.", "{a}에 속한 나라입니다.", "정답은 {a}입니다."],
                   "en": ["{s} is in {a}.", "It lies in {a}.", "The answer is {a}."]},
-    "currency": {"ko": ["{s:은는} {a:을를} 사용합니다.", "화폐 단위는 {a}입니다.", "정답은 {a}입니다."],
+    "currency": {"ko": ["{s:은는} {a:을를} 사용합니다.", "화폐 단위는 {a}입니다.",
+                        "정답은 {a}입니다."],
                  "en": ["{s} uses the {a}.", "The currency is the {a}.", "People pay in {a}."]},
     "language": {"ko": ["{s:의} 공용어는 {a}입니다.", "공용어는 {a}입니다."],
                  "en": ["The official language of {s} is {a}.", "The official language is {a}."]},
@@ -212,6 +214,8 @@ def json_answer(fact: Fact, lang: str, rng: random.Random) -> Response:
     i = 0 if lang == "ko" else 1
     ks, ka = JSON_KEYS[fact.kind]
     r = Response()
+    if rng.random() < 0.5:
+        r.add(rng.choice(INTRO[lang]))
     r.add(rng.choice({"ko": ["요청하신 형식으로 정리했습니다.\n", "JSON으로 답변드립니다.\n",
                              "아래와 같이 정리할 수 있습니다.\n"],
                       "en": ["Here is the answer in the requested format.\n",
@@ -227,8 +231,7 @@ def json_answer(fact: Fact, lang: str, rng: random.Random) -> Response:
                       "en": ["\nMore fields can be added in the same shape if needed.",
                              "\nThe values keep their natural string or number types.",
                              "\nThe object can be parsed as it is by any JSON library."]}[lang]))
-    if rng.random() < 0.6:
-        r.add(" " + rng.choice(EXPLAIN[fact.kind][lang]))
+    r.add(" " + rng.choice(EXPLAIN[fact.kind][lang]))
     return r
 
 

@@ -25,7 +25,8 @@ METHOD = {
            "Splitting the problem into small steps makes it easy. "],
 }
 CHECK = {
-    "ko": [" 계산 결과를 거꾸로 확인해 보아도 맞습니다.", " 단위를 빠뜨리지 않도록 주의하세요.", ""],
+    "ko": [" 계산 결과를 거꾸로 확인해 보아도 맞습니다.", " 단위를 빠뜨리지 않도록 주의하세요.",
+           ""],
     "en": [" Working backwards gives the same result.", " Keep the units in mind.", ""],
 }
 SO = {"ko": ["따라서", "그러므로"], "en": ["So", "Therefore"]}
@@ -47,13 +48,15 @@ def _shop(rng, lang, r: Response):
              "얼마인가요?")
         r.fill(f"먼저 전체 가격을 구합니다. {_n(p)} × {n} = {{t}}원입니다. 낸 돈에서 전체 가격을 "
                f"빼면 됩니다. {{so}} 거스름돈은 {_n(paid)} − {_n(total)} = {{c}}원입니다.",
-               t=(_n(total), "reasoning", 1), so=(so, "reasoning", 1), c=(_n(change), "reasoning", 2))
+               t=(_n(total), "reasoning", 1), so=(so, "reasoning", 1),
+               c=(_n(change), "reasoning", 2))
     else:
         q = (f"One {item[1]} costs {_n(p)} won. If you buy {n} and pay {_n(paid)} won, how much "
              "change do you get?")
         r.fill(f"First find the total price: {_n(p)} × {n} = {{t}} won. Then subtract it from the "
                f"amount paid. {{so}} the change is {_n(paid)} − {_n(total)} = {{c}} won.",
-               t=(_n(total), "reasoning", 1), so=(so, "reasoning", 1), c=(_n(change), "reasoning", 2))
+               t=(_n(total), "reasoning", 1), so=(so, "reasoning", 1),
+               c=(_n(change), "reasoning", 2))
     return q, f"shop.{p}-{n}-{paid}"
 
 
@@ -72,8 +75,8 @@ def _travel(rng, lang, r: Response):
     else:
         q = (f"A car drives at {v1} km/h for {t1} hours and then at {v2} km/h for {t2} more "
              "hours. How far does it go in total?")
-        r.fill(f"The first leg is {v1} × {t1} = {{a}} km. The second leg is {v2} × {t2} = {{b}} km. "
-               f"{{so}} the total distance is {d1} + {d2} = {{c}} km.",
+        r.fill(f"The first leg is {v1} × {t1} = {{a}} km. The second leg is {v2} × {t2} = "
+               f"{{b}} km. {{so}} the total distance is {d1} + {d2} = {{c}} km.",
                a=(str(d1), "reasoning", 1), b=(str(d2), "reasoning", 1), so=(so, "reasoning", 1),
                c=(str(d1 + d2), "reasoning", 2))
     return q, f"travel.{v1}-{t1}-{v2}-{t2}"
@@ -104,8 +107,9 @@ def _expr(rng, lang, r: Response):
     so = rng.choice(SO[lang])
     if lang == "ko":
         q = f"({a} + {b}) × {c} − {d}의 값은 얼마인가요?"
-        r.fill(f"괄호 안을 먼저 계산합니다. {a} + {b} = {{s}}입니다. 그다음 곱셈을 하면 {s} × {c} = "
-               f"{{p}}입니다. 마지막으로 뺄셈을 합니다. {{so}} {p} − {d} = {{v}}입니다.",
+        r.fill(f"괄호 안을 먼저 계산합니다. {a} + {b} = {{s}}입니다. 그다음 곱셈을 하면 "
+               f"{s} × {c} = {{p}}입니다. 마지막으로 뺄셈을 합니다. "
+               f"{{so}} {p} − {d} = {{v}}입니다.",
                s=(str(s), "reasoning", 1), p=(str(p), "reasoning", 1), so=(so, "reasoning", 1),
                v=(str(p - d), "reasoning", 2))
     else:
@@ -124,8 +128,8 @@ def _discount(rng, lang, r: Response):
     so = rng.choice(SO[lang])
     if lang == "ko":
         q = f"{_n(price)}원짜리 물건을 {pct}% 할인받으면 얼마를 내야 하나요?"
-        r.fill(f"할인 금액은 {_n(price)} × {pct}% = {{o}}원입니다. 원래 가격에서 할인 금액을 뺍니다. "
-               f"{{so}} 내야 할 금액은 {_n(price)} − {_n(off)} = {{v}}원입니다.",
+        r.fill(f"할인 금액은 {_n(price)} × {pct}% = {{o}}원입니다. 원래 가격에서 할인 금액을 "
+               f"뺍니다. {{so}} 내야 할 금액은 {_n(price)} − {_n(off)} = {{v}}원입니다.",
                o=(_n(off), "reasoning", 1), so=(so, "reasoning", 1),
                v=(_n(price - off), "reasoning", 2))
     else:
@@ -156,8 +160,8 @@ def _clock(rng, lang, r: Response):
     h, m = rng.randrange(2, 10), rng.randrange(5, 60, 5)
     if lang == "ko":
         q = f"{h}시간 {m}분은 모두 몇 분인가요?"
-        r.fill(f"1시간은 {{f}}분이므로 {h}시간은 {h} × 60 = {{a}}분입니다. 여기에 {m}분을 더합니다. "
-               f"{{so}} {h * 60} + {m} = {{v}}분입니다.", f=("60", "factual", 1),
+        r.fill(f"1시간은 {{f}}분이므로 {h}시간은 {h} × 60 = {{a}}분입니다. 여기에 {m}분을 "
+               f"더합니다. {{so}} {h * 60} + {m} = {{v}}분입니다.", f=("60", "factual", 1),
                a=(str(h * 60), "reasoning", 1), so=(rng.choice(SO[lang]), "reasoning", 1),
                v=(str(h * 60 + m), "reasoning", 2))
     else:
@@ -181,9 +185,9 @@ def solved(kinds, rng: random.Random, lang: str) -> tuple[str, str, Response]:
     if rng.random() < 0.5:
         r.add(rng.choice(METHOD[lang]))
     q, qid = rng.choice(kinds)(rng, lang, r)
-    if rng.random() < 0.4:
+    if rng.random() < 0.6:
         r.add(rng.choice(CHECK[lang]))
-    if rng.random() < 0.3:
+    if rng.random() < 0.5:
         r.add(rng.choice(OUTRO[lang]))
     return q, "math." + qid, r
 

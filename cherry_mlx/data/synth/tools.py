@@ -25,16 +25,15 @@ def _tool(name: str, desc: str, props: dict, required: list) -> dict:
         "parameters": {"type": "object", "properties": props, "required": required}}}
 
 
-TOOLS = {
-    "get_weather": _tool("get_weather", "Current weather for a city.", {
-        "city": {"type": "string", "description": "City name in English"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, ["city"]),
-    "convert_currency": _tool("convert_currency", "Convert an amount between currencies.", {
-        "amount": {"type": "number"}, "from": {"type": "string", "description": "ISO code"},
-        "to": {"type": "string", "description": "ISO code"}}, ["amount", "from", "to"]),
-    "calculate": _tool("calculate", "Evaluate an arithmetic expression exactly.", {
+TOOLS = {  # compact schemas: every token of the tools list costs context in the tiny preset
+    "get_weather": _tool("get_weather", "Current weather in a city.", {
+        "city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}}, ["city"]),
+    "convert_currency": _tool("convert_currency", "Convert money between ISO currencies.", {
+        "amount": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string"}},
+        ["amount", "from", "to"]),
+    "calculate": _tool("calculate", "Evaluate arithmetic exactly.", {
         "expression": {"type": "string"}}, ["expression"]),
-    "set_alarm": _tool("set_alarm", "Set an alarm at a time of day (24-hour HH:MM).", {
+    "set_alarm": _tool("set_alarm", "Set an alarm (HH:MM, 24-hour).", {
         "time": {"type": "string"}, "label": {"type": "string"}}, ["time"]),
 }
 
@@ -71,13 +70,13 @@ def _weather(rng, lang):
                c=(cko, "factual", 1))
         r.add(" ".join(rng.sample(["외출하실 때 옷차림을 참고하세요.", "날씨는 자주 바뀌니 나가기 "
                                    "전에 한 번 더 확인해 보세요.", "조회한 시점의 정보라는 점도 "
-                                   "기억해 주세요."], k=2)))
+                                   "기억해 주세요."], k=rng.choice([1, 2]))))
     else:
         r.fill(f"It is currently {{t}}°C in {en}, and conditions are {{c}}. ",
                t=(str(temp), "factual", 2), c=(cen, "factual", 1))
         r.add(" ".join(rng.sample(["Dress accordingly if you head out.", "Weather changes "
                                    "quickly, so check again before you leave.", "This is the "
-                                   "reading at the time of the request."], k=2)))
+                                   "reading at the time of the request."], k=1)))
     return user, "get_weather", args, result, r, f"weather.{en.lower().replace(' ', '')}"
 
 
@@ -92,15 +91,16 @@ def _currency(rng, lang):
     result = {"amount": won, "currency": "KRW", "rate": rate}
     r = Response()
     if lang == "ko":
-        r.fill(f"조회한 환율로 계산하면 {josa(f'{amount}{ko}', '은는')} 약 {{w}}원입니다. 적용된 환율은 {{r}}원입니다. ",
+        r.fill(f"조회한 환율로 계산하면 {josa(f'{amount}{ko}', '은는')} 약 {{w}}원입니다. "
+               "적용된 환율은 {r}원입니다. ",
                w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add("실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다. 환율은 시시각각 "
-              "변하니 거래 직전에 다시 확인하세요.")
+        r.add(rng.choice(["실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다.",
+                          "환율은 시시각각 변하니 거래 직전에 다시 확인하세요."]))
     else:
         r.fill(f"At the current rate, {amount} {en} is about {{w}} won. The rate used was {{r}} "
                "won. ", w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add("Banks add fees, so the amount you actually get may differ a little. Rates move "
-              "all the time, so check again right before you exchange.")
+        r.add(rng.choice(["Banks add fees, so the amount you get may differ a little.",
+                          "Rates move all the time, so check again before you exchange."]))
     return user, "convert_currency", args, result, r, f"currency.{amount}-{code}"
 
 
@@ -142,20 +142,22 @@ def _alarm(rng, lang):
 
 
 KINDS = (_weather, _currency, _calculate, _alarm)
-LEAD = {"ko": ["도구로 조회한 결과를 알려 드릴게요. ", "확인해 봤습니다. ", "요청하신 내용을 처리했습니다. "],
+LEAD = {"ko": ["도구로 조회한 결과를 알려 드릴게요. ", "확인해 봤습니다. ",
+               "요청하신 내용을 처리했습니다. "],
         "en": ["Here is what the tool returned. ", "I checked it for you. ",
                "I have taken care of it. "]}
 
 
 def gen_tools(rng: random.Random, n: int) -> list[dict]:
-    """Tool-call conversations with two or three tools on offer."""
+    """Tool-call conversations: request, call, result, answer."""
     out = []
     for _ in range(n):
         lang = rng.choice(["ko", "en"])
         user, name, args, result, answer, qid = rng.choice(KINDS)(rng, lang)
-        others = [t for t in TOOLS if t != name]
-        offered = sorted([name] + rng.sample(others, rng.choice([0, 0, 1])))
-        if rng.random() < 0.6:
+        # Only the tool that is called is offered: with a second schema a quarter of these
+        # conversations overflowed the tiny preset's 256-token context.
+        offered = [name]
+        if rng.random() < 0.8:
             answer.parts.insert(0, rng.choice(LEAD[lang]))  # shift the spans with it
             answer.spans = [dict(sp, start=sp["start"] + len(answer.parts[0]),
                                  end=sp["end"] + len(answer.parts[0])) for sp in answer.spans]

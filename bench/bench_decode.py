@@ -57,18 +57,42 @@ def bytes_per_token(model) -> int:
     return total
 
 
-def ours(model, prompt, n):
+def ours(model, prompt, n, stop=()):
+    """Plain decode tok/s; ``prompt`` may be a list of prompts (stats summed)."""
     st = GenerationStats()
-    for _ in generate_tokens(model, prompt, max_tokens=n, stats=st):
-        pass
+    for p in prompt if isinstance(prompt[0], list) else [prompt]:
+        for _ in generate_tokens(model, p, max_tokens=n, stats=st, stop=stop):
+            pass
     return st.decode_tps
 
 
-def spec(model, prompt, n, k):
+def spec(model, prompt, n, k, stop=()):
     st = GenerationStats()
-    for _ in speculative_generate_tokens(model, prompt, max_tokens=n, stats=st, num_draft=k):
-        pass
+    for p in prompt if isinstance(prompt[0], list) else [prompt]:
+        for _ in speculative_generate_tokens(model, p, max_tokens=n, stats=st, num_draft=k,
+                                             stop=stop):
+            pass
     return st.decode_tps, st.mean_accepted
+
+
+def data_prompts(model_name, count=8):
+    """Chat prompts (turns before the first answer) of the bundled valid split, and the stop ids:
+    acceptance is only meaningful on text the model was trained for."""
+    from cherry_mlx.data.jsonl import read_jsonl
+    from cherry_mlx.decoding.chat import render
+    from cherry_mlx.models import load_tokenizer
+    from cherry_mlx.training.data import default_data_dir
+
+    tok = load_tokenizer(model_name)
+    prompts = []
+    for ex in read_jsonl(default_data_dir() / "valid.jsonl"):
+        msgs = ex.get("messages") or []
+        first = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), None)
+        if first:
+            prompts.append(render(tok, msgs[:first]))
+        if len(prompts) == count:
+            break
+    return prompts, set(tok.eos_token_ids)
 
 
 def mlx_lm_decode(model, prompt, n):
@@ -147,15 +171,21 @@ def main():
     print(f"(a) ours {t_ours:.1f} tok/s vs mlx-lm {t_mlx:.1f} tok/s: {t_ours / t_mlx:.2f}x")
 
     # (b) speculative
+    stop = ()
     if synthetic:
         near_bigram(model)
         copy_heads(model)
-        base = med(lambda: ours(model, prompt, n), a.reps)  # the trunk changed: re-measure
+        sprompt, note = prompt, " (near-bigram trunk, copy heads)"
     else:
-        base = t_ours
-    print(f"(b) plain {base:.1f} tok/s" + (" (near-bigram trunk, copy heads)" if synthetic else ""))
+        if getattr(model, "mtp", None) is None:
+            raise SystemExit(f"{a.model} has no MTP heads: train some (cherry-mlx train --model "
+                             f"{a.model} --mtp 3 --freeze-trunk)")
+        sprompt, stop = data_prompts(a.model)
+        note = f" ({len(sprompt)} held-out chat prompts, stop at end of turn)"
+    base = med(lambda: ours(model, sprompt, n, stop), a.reps)
+    print(f"(b) plain {base:.1f} tok/s{note}")
     for k in range(1, model.mtp.num_heads + 1):
-        tps, acc = med(lambda: spec(model, prompt, n, k), a.reps)
+        tps, acc = med(lambda: spec(model, sprompt, n, k, stop), a.reps)
         print(f"    speculative K={k}: {tps:.1f} tok/s = {tps / base:.2f}x plain, "
               f"mean accepted {acc:.2f} tok/pass")
 

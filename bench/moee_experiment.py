@@ -87,7 +87,8 @@ def main():
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=3e-3, help="base and healing learning rate")
+    ap.add_argument("--lr-cont", type=float, default=1e-3, help="lr of the compared runs")
     ap.add_argument("--valid", type=int, default=128, help="held-out examples used")
     ap.add_argument("--only", default="all", help="comma list: moee,distill,ablate")
     args = ap.parse_args()
@@ -141,7 +142,7 @@ def main():
     only = set(args.only.split(",")) if args.only != "all" else {"moee", "distill", "ablate"}
     if "moee" in only:
         cont, _ = load_model(args.out / "single")
-        train_sgt(cont, "single_cont", train_all, valid, S, args)
+        train_sgt(cont, "single_cont", train_all, valid, S, args, lr=args.lr_cont)
         results["single (+S steps)"] = evaluate(cont, valid, args)
         from cherry_mlx.fusion.run import FuseConfig, fuse
 
@@ -149,7 +150,7 @@ def main():
             cfg = FuseConfig(
                 experts=[str(args.out / "expert_a"), str(args.out / "expert_b")],
                 granularity=gran, top_k=1, train_experts=True, steps=S,
-                batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.lr,
+                batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.lr_cont,
                 runs_dir=str(args.out / "runs"), name=f"moee_{gran}", balance=0.01,
             )  # fmt: skip
             rep, _ = fuse(cfg, train_all, valid, tok)
@@ -170,7 +171,7 @@ def main():
             ("kd_all", "SGT + distill (all)", make_distill_loss(0.7, 1.0, 1, base, "all")),
         ):
             m, _ = load_model(args.out / "single")
-            train_sgt(m, run, train_all, valid, S, args, fn)
+            train_sgt(m, run, train_all, valid, S, args, fn, lr=args.lr_cont)
             results[f"single, {label} (+S steps)"] = evaluate(m, valid, args)
     if "ablate" in only:
         from cherry_mlx.fusion.run import FuseConfig, ablate
@@ -178,11 +179,11 @@ def main():
         rep = ablate(FuseConfig(
             experts=[str(args.out / "expert_a"), str(args.out / "expert_b")], top_k=1,
             train_experts=True, steps=S, batch_size=args.batch_size, seq_len=args.seq_len,
-            learning_rate=args.lr, runs_dir=str(args.out / "runs"), name="ablation",
+            learning_rate=args.lr_cont, runs_dir=str(args.out / "runs"), name="ablation",
             out=str(args.out / "ablation"), mtp_heads=2,
         ), train_all, valid, tok)  # fmt: skip
         results["ablation"] = rep["rows"]
-    path = args.out / f"results-{args.only.replace(',', '_')}.json"
+    path = args.out / f"results-{args.only.replace(',', '_')}-lr{args.lr_cont:g}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     for k, v in results.items():
         if isinstance(v, dict) and "total" in v:

@@ -45,6 +45,11 @@ def register(app: typer.Typer) -> None:
         lam: float = typer.Option(0.7, "--lambda", help="λ of the SGT loss."),
         seed: int = typer.Option(0, help="Seed of data order."),
         eval_batches: int = typer.Option(-1, help="Held-out batches per evaluation (-1 = all)."),
+        control: bool = typer.Option(
+            False,
+            "--control",
+            help="Also train the uncompressed source for the same total steps (fair reference).",
+        ),
         grad_checkpoint: bool = typer.Option(False, help="Recompute each block call in backward."),
         out: Optional[str] = typer.Option(
             None, "--out", "-o", help="Output dir (default runs/...)."
@@ -87,6 +92,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             eval_batches=eval_batches,
             grad_checkpoint=grad_checkpoint,
+            control=control,
         )
         if analyze:
             from cherry_mlx.compression.analyze import run_analysis

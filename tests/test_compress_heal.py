@@ -54,6 +54,7 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
         seq_len=16,
         learning_rate=1e-2,
         warmup=0,
+        control=True,
     )
     res = compress(ccfg, log=lambda *_: None, data=data)
     names = [s.name for s in res.stages]
@@ -70,8 +71,12 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
         )
         or st["merged"].loss <= st["source"].loss
     )
+    # the control is the 6-layer source trained for the same 3 + 3 steps
+    assert res.control.name == "source + 6 SGT steps" and res.control.unique_layers == 6
+    assert res.control.loss < st["source"].loss
     out = Path(ccfg.out)
     report = json.loads((out / "report.json").read_text())
+    assert report["control"]["loss"] == pytest.approx(res.control.loss)
     assert [s["name"] for s in report["stages"]] == names
     assert (out / "stages.png").stat().st_size > 1000 and (out / "report.md").is_file()
     back, bcfg = load_model(out / "model")

@@ -117,3 +117,20 @@ def test_quantized_looped_mtp_model_reloads(tiny_config, tmp_path):
     x = mx.array([[1, 2, 3]])
     np.testing.assert_allclose(np.array(loaded(x)), np.array(qmodel(x)), atol=1e-5)
     assert "scales" in loaded.mtp.heads[0].proj
+
+
+def test_quantize_command(tiny_config, tmp_path):
+    from cherry_mlx_cli.main import app
+    from typer.testing import CliRunner
+
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    save_model(model, tmp_path / "m", tiny_config)
+    res = CliRunner().invoke(app, ["quantize", str(tmp_path / "m"), "--mode", "nvfp4",
+                                   "--keep", "lm_head", "-o", str(tmp_path / "q"),
+                                   "--eval-batches", "0"])
+    assert res.exit_code == 0, res.output
+    assert "4.50 in quantised matrices" in res.output and "lm_head" in res.output
+    loaded, cfg = load_model(tmp_path / "q")
+    assert "scales" not in loaded.lm_head and "scales" in loaded.layers[0].mlp.up_proj
+    assert cfg["quantization"]["mode"] == "nvfp4"

@@ -156,3 +156,51 @@ def test_speculative_sampling_matches_plain_distribution(tiny_config):
     chi2 = (((counts - n * joint) ** 2) / (n * joint))[mask].sum()
     assert chi2 < mask.sum() + 4 * np.sqrt(2 * mask.sum()), chi2  # mean df, 4 sigma
     assert 0 < stats.accepted < stats.drafted  # both branches of the rule were taken
+
+
+@pytest.mark.parametrize("good_heads", [False, True])
+def test_head_caches_hold_the_oracle_states(tiny_config, good_heads):
+    """After decoding with rejections, head k's cache holds exactly the keys/values that the
+    training (oracle) form computes over the committed tokens: the drafter's bookkeeping of which
+    head entries were built from rejected drafts is right."""
+    from mlx_lm.models.cache import KVCache
+
+    from cherry_mlx.decoding.speculative import MTPDrafter
+
+    model = _model(tiny_config)
+    if good_heads:
+        _near_bigram(model, 0.3)
+        _copy_heads(model)
+    drafter = MTPDrafter(model)
+    stats = GenerationStats()
+    out = list(speculative_generate_tokens(model, PROMPT, max_tokens=30, drafter=drafter,
+                                           stats=stats))
+    assert stats.accepted < stats.drafted and (stats.accepted > 0 or not good_heads)
+    x = mx.array(PROMPT + out)[None]
+    L = x.shape[1]
+    h, emb = model.hidden(x), model.model.embed_tokens(x)
+    for k, head in enumerate(model.mtp.heads, start=1):
+        c = drafter.caches[k - 1]
+        assert c.offset == drafter._c[k] >= L - 1 - k - 3  # at most a round's positions missing
+        n = min(drafter._c[k], L - k)  # (the last round may hold tokens past max_tokens)
+        fresh = KVCache()
+        head(h[:, :n], emb[:, k : k + n], cache=fresh)
+        np.testing.assert_allclose(np.array(c.keys[..., :n, :]), np.array(fresh.keys[..., :n, :]),
+                                   atol=1e-4)
+        h = head(h[:, : L - k], emb[:, k:])  # oracle states of head k for the next head
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_plain_greedy_matches_mlx_lm(tiny_config, penalty):
+    """Our plain decoding against an independent reference: mlx-lm's generate_step."""
+    import importlib
+
+    from mlx_lm.sample_utils import make_logits_processors
+
+    gen_mod = importlib.import_module("mlx_lm.generate")
+    model = _model(tiny_config)
+    ref = [int(t) for t, _ in gen_mod.generate_step(
+        mx.array(PROMPT), model, max_tokens=32,
+        logits_processors=make_logits_processors(repetition_penalty=penalty))]
+    ours = list(generate_tokens(model, PROMPT, SamplingConfig(repetition_penalty=penalty), 32))
+    assert ours == ref

@@ -180,17 +180,18 @@ def _bundled_valid():
         return generate(seed=0, scale=0.03)[:150]
 
 
-# Floors measured on weights/data/default/valid.jsonl (first 150 examples) with a margin of
-# ~0.1 below the measured value (all 312: any P 0.85 R 0.89; README has the full table).
+# Floors: ~0.1 below what the rules measured on the bundled valid split (first 150 examples:
+# any P 0.86 R 0.94, factual 0.70/0.83, self_correction 0.96/0.85, guardrail 0.81/1.00,
+# verification 0.84/0.98, super 0.73/0.70), loose enough for regenerated data.
 FLOORS = {
-    "any": (0.75, 0.78),
-    "factual": (0.6, 0.65),
+    "any": (0.75, 0.8),
+    "factual": (0.58, 0.7),
     "structural": (0.9, 0.9),
-    "reasoning": (0.75, 0.85),
-    "self_correction": (0.7, 0.7),
-    "verification": (0.7, 0.8),
-    "guardrail": (0.4, 0.3),
-    "super": (0.6, 0.55),
+    "reasoning": (0.75, 0.9),
+    "self_correction": (0.62, 0.65),
+    "verification": (0.7, 0.85),
+    "guardrail": (0.65, 0.85),
+    "super": (0.58, 0.55),
 }
 
 

@@ -44,7 +44,8 @@ def test_uncorrupted_pair_has_zero_distance(tiny_config):
     pos = np.arange(1, 11)
     same = x[pos][:, None]  # "corrupting" with the token itself
     d = contrastive_scores(m, x, pos, same, layer=2)
-    np.testing.assert_allclose(d, 0.0, atol=1e-6)
+    # zero up to fp32 rounding (the shared prefix comes from the KV cache, not a recomputation)
+    np.testing.assert_allclose(d, 0.0, atol=1e-5)
     other = (x[pos][:, None] + 1) % 256
     assert (contrastive_scores(m, x, pos, other, layer=2) > 0).all()
 

@@ -243,3 +243,11 @@ def test_resume_after_sigkill(tmp_path, tiny_config):
     resumed = run(resolve_config({"resume": str(tmp_path / "killed")}), tiny_config)
     np.testing.assert_allclose([r["loss"] for r in resumed.history],
                                [r["loss"] for r in full.history], rtol=1e-6)
+
+
+def test_rho1_selection_trains_against_a_reference_checkpoint(tmp_path, tiny_config):
+    ref = run(base_cfg(tmp_path, name="ref", steps=2, save_every=2, eval_every=0), tiny_config)
+    res = run(base_cfg(tmp_path, name="rho", steps=2, eval_every=0, select="rho1",
+                       reference=str(ref.last_checkpoint)), tiny_config)
+    assert all(np.isfinite(r["loss"]) for r in res.history)
+    assert np.isfinite(res.evals[-1]["loss"])  # the objective on valid uses the reference too

@@ -45,6 +45,12 @@ def test_resolution(tmp_path, tiny_config):
     with pytest.raises(ValueError, match=r"no checkpoint at step 10 \(kept: \[20\]\)"):
         resolve_full(str(full), 10)
     assert checkpoint_step(step_checkpoint(run, 10)) == 10
+    # A run's best/ (trainer layout: meta.json {"best": {"step": N}}) stands for its step N.
+    best = save_model(build_model(tiny_config), run / "best", tiny_config)
+    (best / "meta.json").write_text(json.dumps({"best": {"step": 10, "total": 1.0}}))
+    t = resolve_target(str(run))
+    assert t.path == best and t.step == 10
+    assert resolve_full(str(run), t.step) == run / "checkpoints" / "step-10"
     # A fine-tune without step-0 falls back to the model it started from.
     ft = tmp_path / "ft"
     save_step(ft, 5, tiny_config)

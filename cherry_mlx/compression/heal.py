@@ -52,6 +52,9 @@ class CompressConfig:
     seed: int = 0
     eval_batches: int = -1
     grad_checkpoint: bool = False
+    # also train an uncompressed copy of the source for the same total SGT steps: the fair
+    # reference when the source is not trained to convergence (healing then also keeps training)
+    control: bool = False
 
     def label(self) -> str:
         what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
@@ -78,6 +81,7 @@ class CompressResult:
     stages: List[Stage] = field(default_factory=list)
     recovered: float = float("nan")  # of the merge gap, after the last stage
     recovered_pre_unroll: float = float("nan")
+    control: Optional[Stage] = None  # the source after the same SGT steps (``--control``)
     model: Any = None
     config: Dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +94,7 @@ class CompressResult:
             "stages": [asdict(s) for s in self.stages],
             "recovered": self.recovered,
             "recovered_pre_unroll": self.recovered_pre_unroll,
+            "control": asdict(self.control) if self.control else None,
             "config": self.config,
         }
 
@@ -224,6 +229,7 @@ def run_pipeline(
     log=print,
     source_stage: Optional[Stage] = None,
     merged_state=None,
+    control: Optional[Stage] = None,
 ) -> CompressResult:
     """Merge, heal, unroll, heal ``source``; ``merged_state`` = (model, config, stages) reuses a
     merged-and-healed model (sweeps over loop counts share it)."""
@@ -259,6 +265,9 @@ def run_pipeline(
         res.stages.append(st)
         log(f"after {cfg.heal_steps} SGT steps: loss {st.loss:.4f} ({secs:.0f}s)")
     res.model, res.config = looped, lcfg
+    if control is None and cfg.control and cfg.heal:
+        control = control_stage(source, source_cfg, cfg, data, out_dir, log)
+    res.control = control
     merged_loss = res.stage("merged").loss
     res.recovered = recovered_fraction(src.loss, merged_loss, res.stages[-1].loss)
     if any(s.name == "merged-healed" for s in res.stages):
@@ -266,6 +275,22 @@ def run_pipeline(
             src.loss, merged_loss, res.stage("merged-healed").loss
         )
     return res
+
+
+def control_stage(source, source_cfg, cfg: CompressConfig, data: Data, out_dir: Path, log=print):
+    """The uncompressed source trained for the same total SGT steps as the two healing stages
+    (one schedule over all steps): what the compressed model should be compared with when the
+    source itself is still improving."""
+    from ..models.loading import build_model
+
+    steps = cfg.pre_unroll_steps + cfg.heal_steps
+    copy = build_model(source_cfg)
+    copy.load_weights(list(tree_flatten(source.parameters())))
+    secs, rdir = heal(copy, cfg, data, steps, out_dir, "control-source")
+    st = evaluate(copy, data, f"source + {steps} SGT steps", cfg.eval_batches, secs)
+    st.run_dir = str(rdir)
+    log(f"control: source after {steps} SGT steps: loss {st.loss:.4f}")
+    return st
 
 
 def merge_and_heal(source, source_cfg, cfg: CompressConfig, data: Data, out_dir: Path, log=print):

@@ -29,6 +29,12 @@ def stage_table(res) -> str:
             f"| {s.name} | {s.unique_layers} | {s.effective_depth} | {s.params:,} | {_f(s.loss)} "
             f"| {_f(s.gt)} | {_f(s.non_gt)} | {s.seconds:.1f} |"
         )
+    if res.control is not None:
+        c = res.control
+        lines.append(
+            f"| control: {c.name} | {c.unique_layers} | {c.effective_depth} | {c.params:,} "
+            f"| {_f(c.loss)} | {_f(c.gt)} | {_f(c.non_gt)} | {c.seconds:.1f} |"
+        )
     lines.append("")
     lines.append(
         f"recovered fraction of the merge gap: {_pct(res.recovered)}"
@@ -62,6 +68,8 @@ def plot_stages(res, path: Path) -> Path:
     for x, y in zip(names, losses):
         ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
     ax.axhline(losses[0], ls="--", color="grey", lw=1, label="source model")
+    if res.control is not None:
+        ax.axhline(res.control.loss, ls=":", color="#2c3e50", lw=1, label=res.control.name)
     ax.set_ylabel("held-out loss (response tokens)")
     ax.set_title(f"merge -> heal -> unroll -> heal (recovered {_pct(res.recovered)})")
     ax.legend()
@@ -98,6 +106,12 @@ def sweep_table(rows: List[Dict], source: Dict) -> str:
         f"| source (no merge) | {source['unique']} | {source['effective_depth']} | "
         f"{source['params']:,} | - | - | - | {_f(source['loss'])} | - | - |",
     ]
+    if "loss_control" in source:
+        lines.append(
+            f"| source + {source['control_steps']} SGT steps (control) | {source['unique']} "
+            f"| {source['effective_depth']} | {source['params']:,} | - | - | - "
+            f"| {_f(source['loss_control'])} | - | - |"
+        )
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['unique']} | {r['effective_depth']} | {r['params']:,} "
@@ -125,6 +139,8 @@ def plot_sweep(rows: List[Dict], source: Dict, path: Path) -> Path:
             xytext=(4, 4),
         )
     a.axhline(source["loss"], ls="--", color="grey", lw=1, label="source")
+    if "loss_control" in source:
+        a.axhline(source["loss_control"], ls=":", color="#2c3e50", lw=1, label="source + SGT")
     a.set_xlabel("parameters (M)")
     a.set_ylabel("held-out loss after healing")
     a.legend()

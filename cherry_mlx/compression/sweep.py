@@ -13,7 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .heal import CompressConfig, Data, evaluate, merge_and_heal, run_pipeline, source_name
+from .heal import (
+    CompressConfig,
+    Data,
+    control_stage,
+    evaluate,
+    merge_and_heal,
+    run_pipeline,
+    source_name,
+)
 from .merge import parse_depth
 
 
@@ -62,6 +70,11 @@ def sweep(
     data = data or Data.load(cfg, model_dir)
     src = evaluate(source, data, "source", cfg.eval_batches)
     source_row = {"unique": n, "effective_depth": n, "params": src.params, "loss": src.loss}
+    control = None
+    if cfg.control and cfg.heal:  # one control serves every row: same total steps everywhere
+        control = control_stage(source, source_cfg, cfg, data, out_dir, log)
+        source_row["loss_control"] = control.loss
+        source_row["control_steps"] = cfg.pre_unroll_steps + cfg.heal_steps
     log(f"source {n}L: loss {src.loss:.4f}")
     rows: List[Dict] = []
     for u in uniques:
@@ -81,6 +94,7 @@ def sweep(
                 out_dir / f"{u}Lx{n_loops}",
                 log,
                 source_stage=src,
+                control=control,
                 merged_state=state,
             )
             names = {s.name: s for s in res.stages}

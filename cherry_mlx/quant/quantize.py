@@ -141,7 +141,7 @@ class QuantReport:
             lo = self.loss
             lines.append(
                 f"held-out loss {lo['source']:.4f} -> {lo['quantized']:.4f} "
-                f"(+{lo['quantized'] - lo['source']:.4f}); perplexity {math.exp(lo['source']):.2f}"
+                f"({lo['quantized'] - lo['source']:+.4f}); perplexity {math.exp(lo['source']):.2f}"
                 f" -> {math.exp(lo['quantized']):.2f} ({lo['tokens']} tokens)"
             )
         lines.append(f"saved to {self.out_dir}")

@@ -70,12 +70,14 @@ class Target:
 
 
 def checkpoint_step(path: Path) -> Optional[int]:
-    """Training step a checkpoint directory was saved at (meta.json / trainer_state / name)."""
+    """Training step a checkpoint directory was saved at: meta.json (``step``, or ``best.step``
+    in a run's ``best/``), trainer_state.json, else the ``step-N`` name."""
     for name in ("meta.json", "trainer_state.json"):
         f = path / name
         if f.is_file():
             try:
-                step = json.loads(f.read_text()).get("step")
+                meta = json.loads(f.read_text())
+                step = meta.get("step", (meta.get("best") or {}).get("step"))
             except (json.JSONDecodeError, AttributeError):
                 step = None
             if isinstance(step, int):

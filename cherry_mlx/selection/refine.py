@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 from mlx_lm.models.base import create_attention_mask
+from mlx_lm.models.cache import KVCache
 
 
 @dataclass
@@ -60,14 +61,29 @@ def resolve_layer(model, layer: Optional[int]) -> int:
     return layer
 
 
-def layer_states(model, tokens: mx.array, layer: int) -> mx.array:
-    """Residual stream after ``layer`` block calls. (B, T) int -> (B, T, D)"""
+def layer_states(model, tokens: mx.array, layer: int, cache=None) -> mx.array:
+    """Residual stream after ``layer`` block calls. (B, T) int -> (B, T, D)
+
+    ``cache``: one mlx-lm ``KVCache`` per block call (``layer`` of them) holding a shared prefix;
+    ``tokens`` then continue it."""
     inner = model.model
     h = inner.embed_tokens(tokens)
-    mask = create_attention_mask(h, None)
-    for idx in inner.schedule[:layer]:
-        h = inner.layers[idx](h, mask)
+    mask = create_attention_mask(h, cache[0] if cache else None)
+    for i, idx in enumerate(inner.schedule[:layer]):
+        h = inner.layers[idx](h, mask, cache=cache[i] if cache else None)
     return h
+
+
+def _prefix_cache(base_cache, start: int, batch: int):
+    """Copies of the correct sequence's keys/values for positions < start, for ``batch`` rows."""
+    out = []
+    for c in base_cache:
+        nc = KVCache()
+        nc.keys = mx.repeat(c.keys[:, :, :start, :], batch, axis=0)
+        nc.values = mx.repeat(c.values[:, :, :start, :], batch, axis=0)
+        nc.offset = start
+        out.append(nc)
+    return out
 
 
 def contrastive_scores(
@@ -89,22 +105,28 @@ def contrastive_scores(
     reps = np.asarray(replacements, dtype=np.int32).reshape(len(pos), -1)
     n, k = reps.shape
     T = len(x)
-    base = layer_states(model, mx.array(x[None]), layer).astype(mx.float32)  # (1, T, D)
-    mx.eval(base)
-    # flatten (candidate, replacement) pairs into rows of corrupted sequences
-    row_pos = np.repeat(pos, k)  # (N*k,)
-    row_tok = reps.reshape(-1)
+    cache = [KVCache() for _ in range(layer)]
+    base = layer_states(model, mx.array(x[None]), layer, cache).astype(mx.float32)  # (1, T, D)
+    mx.eval(base, [(c.keys, c.values) for c in cache])
+    # flatten (candidate, replacement) pairs into rows of corrupted sequences, sorted by position
+    # so that a chunk shares the correct prefix before its first candidate: that prefix is taken
+    # from the cache instead of being recomputed (the causal mask makes it identical)
+    order = np.argsort(np.repeat(pos, k), kind="stable")
+    row_pos = np.repeat(pos, k)[order]  # (N*k,)
+    row_tok = reps.reshape(-1)[order]
     out = np.zeros(n * k, dtype=np.float64)
     for a in range(0, n * k, batch_size):
         p = row_pos[a:a + batch_size]
+        s = int(p.min()) if layer > 0 else 0
         batch = np.repeat(x[None], len(p), axis=0)  # (b, T)
         batch[np.arange(len(p)), p] = row_tok[a:a + batch_size]
-        h = layer_states(model, mx.array(batch), layer).astype(mx.float32)  # (b, T, D)
-        sq = ((h - base) ** 2).sum(axis=-1)  # (b, T)
-        down = mx.array(np.arange(T)[None, :] > p[:, None])  # (b, T) positions after t
+        pre = _prefix_cache(cache, s, len(p)) if s > 0 else None
+        h = layer_states(model, mx.array(batch[:, s:]), layer, pre).astype(mx.float32)
+        sq = ((h - base[:, s:]) ** 2).sum(axis=-1)  # (b, T - s)
+        down = mx.array(np.arange(s, T)[None, :] > p[:, None])  # positions after t
         cnt = mx.maximum(down.sum(axis=1), 1)
         d = mx.sqrt((sq * down).sum(axis=1) / cnt)  # (b,)
-        out[a:a + len(p)] = np.array(d, dtype=np.float64)
+        out[order[a:a + len(p)]] = np.array(d, dtype=np.float64)
     return out.reshape(n, k).mean(axis=1)
 
 

@@ -4,12 +4,15 @@ Annotations are SPEC's character spans on the assistant text, ``{"start", "end",
 "category"}`` (level 1 GT, 2 super-GT, 3 SSGT), stored on each assistant message as ``"gt"`` (on
 the record for ``prompt``/``completion`` and ``text`` data). Tagging works on the text so the spans
 stay tokenizer-independent; the *statistics* are measured on the token sequence the model sees
-(chat template and special tokens included) through the data pipeline's encoder (``stats.py``).
+(chat template and special tokens included) through the data pipeline's encoder
+(``tag_report.py``).
 
 Seeding rules, each a small module: Korean proper nouns / numbers / dates via Kiwi POS tags
 (``rules_ko``), English heuristics (``rules_en``), JSON keys and literals, closing delimiters and
 structured-output fields (``rules_struct``), marker vocabularies and special tokens (``markers``),
-and one super-GT per answer (``answer.py``: the new candidate in the sentence answering the user).
+and one super-GT per answer (``answer.py``: the new candidate in the sentence answering the
+user), plus the corrected value after a self-correction pivot and the safe redirect after a
+refusal (SSGT moments, SPEC 3.2.5).
 
 Overlaps are resolved per character: the higher level wins, then the category earlier in
 ``PRIORITY`` (a refusal phrase containing a number is guardrail, not factual). Runs of characters
@@ -34,7 +37,7 @@ RawSpan = Tuple[int, int, int, str]
 class TagConfig:
     """Which seeding rules run. Defaults are the set measured on the bundled data (README)."""
 
-    korean: bool = True  # Kiwi NNP/SN/SL/SH + units and dates
+    korean: bool = True  # Kiwi NNP/SN/SL/SH (numbers without their counters)
     english: bool = True  # numbers, dates, capitalised entities
     markers: bool = True  # self-correction / verification / refusal / reasoning connectives
     json: bool = True  # tool-call and structured-output keys, literal values, closing brackets
@@ -42,7 +45,7 @@ class TagConfig:
     fields: bool = True  # first word of list items, headers, "Key: value" keys
     turn_initial: bool = False  # first word of every turn (Table 2 lists it; noisy on prose)
     math: bool = True  # results of "a op b = r" steps are reasoning; operands are not factual
-    super_gt: bool = True  # last factual span of the answer sentence -> level 2
+    super_gt: bool = True  # the new candidate of the sentence answering the question -> level 2
     overwrite: bool = False  # re-tag turns that already have spans
 
 

@@ -68,8 +68,7 @@ def setup_run(cfg: TrainConfig):
             f"run {run_dir} already has checkpoints; pass --resume {run_dir} to continue it "
             "or choose another --name"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.name = name
+    cfg.name = name  # the directory is created once model and data are ready (no empty runs)
     return run_dir, None
 
 

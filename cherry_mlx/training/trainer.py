@@ -94,6 +94,7 @@ def train(
         from ..models.mtp import MTPLoss
 
         loss_fn = MTPLoss(loss_fn, cfg.mtp_weight, cfg.freeze_trunk)
+    run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)
@@ -197,10 +198,12 @@ def train(
                 for r in rows:
                     _call(callbacks, "on_step", r["step"], r)
                 t_report, tok_report = time.perf_counter(), 0
+            t_other = time.perf_counter()
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 evaluate(step)
             if step % cfg.save_every == 0 or step == stop_at:
                 save(step)
+            t_report += time.perf_counter() - t_other  # tokens/s counts training time only
     finally:
         metrics.flush()
         progress.close()

@@ -53,8 +53,9 @@ def train_sgt(model, name, train, valid, steps, args, loss_fn=None, lr=None):
     cfg = TrainConfig(
         steps=steps, batch_size=args.batch_size, seq_len=args.seq_len,
         learning_rate=lr or args.lr, warmup=min(10, steps // 10), runs_dir=str(args.out / "runs"),
-        name=name, eval_every=0, save_every=steps, keep_checkpoints=1, demo=False,
-        tokenizer=str(resolve("cherry-tiny")),
+        name=name if lr is None else f"{name}-lr{lr:g}", eval_every=0, save_every=steps,
+        keep_checkpoints=1, demo=False,
+        tokenizer=str(args.tokenizer),
     )  # fmt: skip
     t0 = time.time()
     res = run(cfg, model=model, loss_fn=loss_fn, train_data=train, valid_data=valid)
@@ -70,12 +71,12 @@ def evaluate(model, valid, args):
     return {k: round(r[k], 4) for k in ("total", "gt", "non_gt")}
 
 
-def stage(path: Path, make):
+def stage(path: Path, make, tok_dir):
     """Load a cached model directory, else build it with ``make() -> (model, config)``."""
     if (path / "model.safetensors").is_file():
         return load_model(path)
     model, cfg = make()
-    save_model(model, path, cfg, resolve("cherry-tiny"))
+    save_model(model, path, cfg, tok_dir)
     return model, cfg
 
 
@@ -89,15 +90,21 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3, help="base and healing learning rate")
     ap.add_argument("--lr-cont", type=float, default=1e-3, help="lr of the compared runs")
+    ap.add_argument("--tokenizer", type=Path, default=None, help="default: OUT/tokenizer")
     ap.add_argument("--valid", type=int, default=128, help="held-out examples used")
     ap.add_argument("--only", default="all", help="comma list: moee,distill,ablate")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.tokenizer = args.tokenizer or args.out / "tokenizer"
     from cherry_mlx.compression.merge import merge_model
     from cherry_mlx.compression.recurrent import unroll
     from cherry_mlx.data.jsonl import read_jsonl
 
-    tok = load_tokenizer("cherry-tiny")
+    if not (args.tokenizer / "tokenizer.json").is_file():  # a snapshot: presets may be retrained
+        import shutil
+
+        shutil.copytree(resolve("cherry-tiny"), args.tokenizer, dirs_exist_ok=True)
+    tok = load_tokenizer(args.tokenizer)
     data = Path(args.data)
     raw = read_jsonl(data / "train.jsonl")
     train_all = encode(raw, tok, args.seq_len)
@@ -115,14 +122,14 @@ def main():
         train_sgt(m, "base", train_all, valid, args.steps_base, args)
         return m, cfg
 
-    base, base_cfg = stage(args.out / "base", make_base)
+    base, base_cfg = stage(args.out / "base", make_base, args.tokenizer)
     results["base (4L)"] = evaluate(base, valid, args)
 
     def make_merged():
         m, c = merge_model(base, base_cfg, [[0, 1], [2, 3]])
         return unroll(m, c, loops=2, prelude=0, coda=0)
 
-    merged, merged_cfg = stage(args.out / "merged", make_merged)
+    merged, merged_cfg = stage(args.out / "merged", make_merged, args.tokenizer)
     results["merged 2Lx2, unhealed"] = evaluate(merged, valid, args)
 
     def healed(name, data_, steps):
@@ -131,7 +138,7 @@ def main():
             train_sgt(m, name, data_, valid, steps, args)
             return m, merged_cfg
 
-        return stage(args.out / name, make)
+        return stage(args.out / name, make, args.tokenizer)
 
     a, _ = healed("expert_a", train_a, S)
     b, _ = healed("expert_b", train_b, S)
@@ -151,7 +158,8 @@ def main():
                 experts=[str(args.out / "expert_a"), str(args.out / "expert_b")],
                 granularity=gran, top_k=1, train_experts=True, steps=S,
                 batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.lr_cont,
-                runs_dir=str(args.out / "runs"), name=f"moee_{gran}", balance=0.01,
+                runs_dir=str(args.out / "runs"), name=f"moee_{gran}-lr{args.lr_cont:g}",
+                balance=0.01,
             )  # fmt: skip
             rep, _ = fuse(cfg, train_all, valid, tok)
             results[f"MoEE {gran}-level top-1 (+S steps)"] = {
@@ -179,8 +187,8 @@ def main():
         rep = ablate(FuseConfig(
             experts=[str(args.out / "expert_a"), str(args.out / "expert_b")], top_k=1,
             train_experts=True, steps=S, batch_size=args.batch_size, seq_len=args.seq_len,
-            learning_rate=args.lr_cont, runs_dir=str(args.out / "runs"), name="ablation",
-            out=str(args.out / "ablation"), mtp_heads=2,
+            learning_rate=args.lr_cont, runs_dir=str(args.out / "runs"), name=None,
+            out=str(args.out / f"ablation-lr{args.lr_cont:g}"), mtp_heads=2,
         ), train_all, valid, tok)  # fmt: skip
         results["ablation"] = rep["rows"]
     path = args.out / f"results-{args.only.replace(',', '_')}-lr{args.lr_cont:g}.json"

@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         ),
         temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
         seed: int = typer.Option(0, "--seed", help="Random seed (used when --temp > 0)."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="At most N prompts of each kind "
+                                            "and language (a quick look)."),
         show: int = typer.Option(1, "--show", help="Example responses printed per kind."),
     ):
         """Generate on held-out prompts and score the SSGT moments with keyword classifiers

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         layer: Optional[int] = typer.Option(
             None, "--layer", help="Layer compared by the refinement (default: middle)."
         ),
-        tau: float = typer.Option(2.0, "--tau", help="Promote when d/median(d) > tau."),
+        tau: float = typer.Option(5.0, "--tau", help="Promote when d/median(d) > tau."),
         max_examples: int = typer.Option(32, "--max-examples", help="Examples refined."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write OUT.png next to OUT."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),

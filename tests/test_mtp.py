@@ -155,3 +155,26 @@ def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
     np.testing.assert_allclose(trunk.item(), make_loss("gt", 0.7)(model, batch)[0].item(),
                                rtol=1e-6)
     assert n.item() == n_ref.item()
+
+
+def test_self_distilled_head_targets_are_the_trunks_greedy_tokens(tiny_config):
+    from cherry_mlx.models.mtp import MTPLoss
+    from cherry_mlx.selection.select import make_loss
+
+    model = build_model({**tiny_config, "mtp": {"num_heads": 2}})
+    mx.eval(model.parameters())
+    seq = np.random.default_rng(2).integers(0, 256, (2, 11))
+    batch = _batch(seq[:, :-1], seq[:, 1:])
+    base = make_loss("all", 0.0)
+    loss = MTPLoss(base, beta=1.0, targets="trunk")(model, batch)[0].item()
+    h = model.hidden(batch["inputs"])
+    greedy = np.array(mx.argmax(model.logits(h), -1))  # (B, L): trunk's token t+1 at t
+    emb = model.model.embed_tokens(batch["inputs"])
+    ref = []
+    for k, head in enumerate(model.mtp.heads, start=1):
+        h = head(h[:, :-1], emb[:, k:])
+        lp = _log_softmax(np.array(model.logits(h), dtype=np.float64))
+        ref.append(-np.take_along_axis(lp, greedy[:, k:, None], -1).mean())
+    np.testing.assert_allclose(loss, base(model, batch)[0].item() + np.mean(ref), rtol=1e-5)
+    acc = mtp_accuracy(model, [batch])
+    assert len(acc["agree"]) == 2 and all(0 <= g <= 1 for g in acc["agree"])

@@ -152,3 +152,20 @@ def test_refine_examples_end_to_end_promotes_spans_on_content():
             assert a["end"] <= b["start"]
         assert all(0 <= sp["start"] < sp["end"] <= len(text) for sp in spans)
         assert any(sp["category"] == "reasoning" and sp["level"] == 1 for sp in spans)
+
+
+def test_word_starts_hand_labelled():
+    from cherry_mlx.data.encode import _special_ids, hf_tokenizer
+    from cherry_mlx.models.loading import load_tokenizer
+    from cherry_mlx.selection.refine_data import word_starts
+
+    tok = hf_tokenizer(load_tokenizer("cherry-tiny"))
+    text = "<|spartan_assistant|>The capital is Paris. 수도는 서울"
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    offs = np.asarray(enc["offset_mapping"])
+    starts = word_starts(text, offs, enc["input_ids"], _special_ids(tok))
+    words = {text[a:b].strip() for (a, b), s in zip(offs, starts) if s}
+    # every word contributes exactly its first token; the special token and bare spaces none
+    assert starts.sum() == len(text.split())  # "<|..|>The" is one whitespace-separated word
+    assert "The" in words and "capital" in words and not any(w.startswith("<|") for w in words)
+    assert text[offs[starts][-1][0]:].strip().startswith("서")

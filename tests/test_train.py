@@ -251,3 +251,28 @@ def test_rho1_selection_trains_against_a_reference_checkpoint(tmp_path, tiny_con
                        reference=str(ref.last_checkpoint)), tiny_config)
     assert all(np.isfinite(r["loss"]) for r in res.history)
     assert np.isfinite(res.evals[-1]["loss"])  # the objective on valid uses the reference too
+
+
+def test_split_losses_against_numpy(tiny_config):
+    from cherry_mlx.training.data import valid_batches
+    from cherry_mlx.training.evaluate import split_losses
+
+    model = build_model(tiny_config)
+    raw = synth_batches(2, seed=5)
+    ce, resp, gt, cat = [], [], [], []
+    for b in raw:
+        logits = np.array(model(mx.array(b["inputs"])), np.float64)  # (B, T, V)
+        lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        ce.append(lse - np.take_along_axis(logits, b["targets"][..., None], -1)[..., 0])
+        resp.append(b["response"])
+        gt.append(b["level"] >= 1)
+        cat.append(b["category"])
+    ce, resp, gt, cat = (np.concatenate(x) for x in (ce, resp, gt, cat))
+    for batches in (valid_batches(raw, 4, 24), [{k: mx.array(v) for k, v in b.items()}
+                                                for b in raw]):  # with and without ``pos``
+        out = split_losses(model, batches)
+        assert abs(out["total"] - ce[resp].mean()) < 1e-4
+        assert abs(out["gt"] - ce[resp & gt].mean()) < 1e-4
+        assert abs(out["non_gt"] - ce[resp & ~gt].mean()) < 1e-4
+        assert abs(out["per_category"]["reasoning"] - ce[resp & gt & (cat == 2)].mean()) < 1e-4
+        assert out["counts"]["gt"] == int((resp & gt).sum())

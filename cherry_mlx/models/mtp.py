@@ -148,12 +148,21 @@ class _Tap:
 
 class MTPLoss:
     """Any trunk loss (e.g. the trainer's ``SGTLoss`` with its selection control) + β · mean head
-    CE on response positions: ``(model, batch) -> (loss, ntoks)``, a drop-in ``loss_fn``."""
+    CE on response positions: ``(model, batch) -> (loss, ntoks)``, a drop-in ``loss_fn``.
 
-    def __init__(self, base, beta: float = 0.3, freeze_trunk: bool = False):
+    ``targets="data"`` trains head k on the true token t+k+1 (the paper's oracle MTP);
+    ``targets="trunk"`` on the trunk's own greedy prediction there (self-distillation): a draft is
+    accepted when it equals the trunk's choice, so this aims the heads at acceptance directly.
+    """
+
+    def __init__(self, base, beta: float = 0.3, freeze_trunk: bool = False,
+                 targets: str = "data"):
         if beta < 0:
             raise ValueError(f"--mtp-weight must be >= 0, got {beta}")
+        if targets not in ("data", "trunk"):
+            raise ValueError(f"--mtp-targets {targets!r}: use data or trunk")
         self.base, self.beta, self.freeze_trunk = base, float(beta), freeze_trunk
+        self.targets = targets
 
     def needed(self, batch):
         # Heads need the trunk states at every position: no sparse logit gathering.
@@ -170,10 +179,13 @@ class MTPLoss:
         h0 = tap.h if tap.h is not None else model.hidden(batch["inputs"])
         if self.freeze_trunk:
             h0 = mx.stop_gradient(h0)
+        targets = batch["targets"]  # (B, L)
+        if self.targets == "trunk":  # the trunk's greedy next token at every position
+            targets = mx.stop_gradient(mx.argmax(model.logits(h0), axis=-1))
         losses = []
         for k, hk in enumerate(model.mtp.sequence_states(model, h0, batch["inputs"]), start=1):
             resp = batch["response"][:, k:].astype(mx.float32)  # (B, L-k)
-            ce_k = per_token_ce(model.logits(hk), batch["targets"][:, k:])
+            ce_k = per_token_ce(model.logits(hk), targets[:, k:])
             losses.append((ce_k * resp).sum() / mx.maximum(resp.sum(), 1.0))
         return loss + self.beta * sum(losses) / max(len(losses), 1), ntoks
 
@@ -199,22 +211,27 @@ def freeze_for_mtp(model) -> None:
 
 def mtp_accuracy(model, batches) -> Dict[str, Any]:
     """Top-1 accuracy of the trunk (next token) and of each head (token t+k+1) on response
-    positions of held-out batches: ``{"trunk": a0, "heads": [a1, ..., aK], "tokens": n}``."""
+    positions of held-out batches, and each head's agreement with the trunk's own greedy token
+    there (a proxy of greedy draft acceptance):
+    ``{"trunk": a0, "heads": [a1, ..., aK], "agree": [g1, ..., gK], "tokens": n}``."""
     if not has_mtp(model):
         raise ValueError("model has no MTP heads (config key 'mtp'); nothing to evaluate")
     K = model.mtp.num_heads
-    hits, counts = [0.0] * (K + 1), [0.0] * (K + 1)
+    hits, agree, counts = [0.0] * (K + 1), [0.0] * (K + 1), [0.0] * (K + 1)
     for batch in batches:
         h0 = model.hidden(batch["inputs"])
         states = [h0] + model.mtp.sequence_states(model, h0, batch["inputs"])
+        trunk = None
         for k, hk in enumerate(states):
             resp = batch["response"][:, k:]
             pred = mx.argmax(model.logits(hk), axis=-1)  # (B, L-k)
-            ok = (pred == batch["targets"][:, k:]) & resp
-            hits[k] += ok.astype(mx.float32).sum().item()
+            trunk = pred if k == 0 else trunk
+            hits[k] += ((pred == batch["targets"][:, k:]) & resp).astype(mx.float32).sum().item()
+            agree[k] += ((pred == trunk[:, k:]) & resp).astype(mx.float32).sum().item()
             counts[k] += resp.astype(mx.float32).sum().item()
     acc = [h / max(c, 1.0) for h, c in zip(hits, counts)]
-    return {"trunk": acc[0], "heads": acc[1:], "tokens": int(counts[0])}
+    agr = [g / max(c, 1.0) for g, c in zip(agree, counts)]
+    return {"trunk": acc[0], "heads": acc[1:], "agree": agr[1:], "tokens": int(counts[0])}
 
 
 def ensure_mtp_heads(model, num: int) -> Dict[str, Any]:
@@ -232,5 +249,6 @@ def report_mtp_accuracy(model, batches, run_dir=None) -> str:
     acc = mtp_accuracy(model, batches)
     if run_dir is not None:
         (Path(run_dir) / "mtp_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
-    heads = ", ".join(f"head {k} (t+{k + 1}) {a:.1%}" for k, a in enumerate(acc["heads"], 1))
+    heads = ", ".join(f"head {k} (t+{k + 1}) {a:.1%} (agrees with trunk {g:.1%})"
+                      for k, (a, g) in enumerate(zip(acc["heads"], acc["agree"]), 1))
     return f"[mtp] held-out top-1: trunk (t+1) {acc['trunk']:.1%}, {heads} ({acc['tokens']} tok)"

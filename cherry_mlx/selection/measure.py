@@ -98,13 +98,17 @@ def _run_of(path: Path) -> Optional[Path]:
 
 def resolve_target(name: Optional[str]) -> Target:
     from ..models.loading import resolve
-    from ..training.runs import latest_run
+    from ..training.runs import RUNS_DIR, resolve_run_checkpoint
 
     if name is None:
-        run = latest_run()
-        if run is None:
-            raise FileNotFoundError("no runs/ yet: train one (cherry-mlx train) or name a model")
-        name = str(run)
+        # The newest run that has a checkpoint (experiment folders of several runs are skipped).
+        runs = [p for p in RUNS_DIR.glob("*") if p.is_dir() and not p.name.startswith(".")]
+        runs = [p for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+                if resolve_run_checkpoint(p) is not None]
+        if not runs:
+            raise FileNotFoundError("no trained run in runs/: train one (cherry-mlx train) or "
+                                    "name a model")
+        name = str(runs[0])
     path = resolve(name)
     return Target(path=path, run=_run_of(path), step=checkpoint_step(path))
 

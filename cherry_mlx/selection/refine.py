@@ -39,11 +39,13 @@ class RefineConfig:
     """Settings of the contrastive refinement."""
 
     layer: Optional[int] = None  # block call whose output is compared; None = middle of the depth
-    tau: float = 2.0  # promote when d_t / median(d) > tau
+    tau: float = 5.0  # promote when d_t / median(d) > tau
     k: int = 1  # corruptions per candidate (averaged); each costs one forward pass per token
+    window: Optional[int] = None  # downstream positions averaged (None = all up to the end)
     seed: int = 0
     batch_size: int = 32  # corrupted sequences per forward pass
     max_examples: int = 32  # examples scored by ``refine_examples``
+    words: bool = True  # candidates are word-initial tokens (see refine_data); False = all tokens
     top: int = 5  # hit@top
 
 
@@ -93,6 +95,7 @@ def contrastive_scores(
     replacements: np.ndarray,
     layer: int,
     batch_size: int = 32,
+    window: Optional[int] = None,
 ) -> np.ndarray:
     """d_t (module docstring) for each candidate position.
 
@@ -123,7 +126,11 @@ def contrastive_scores(
         pre = _prefix_cache(cache, s, len(p)) if s > 0 else None
         h = layer_states(model, mx.array(batch[:, s:]), layer, pre).astype(mx.float32)
         sq = ((h - base[:, s:]) ** 2).sum(axis=-1)  # (b, T - s)
-        down = mx.array(np.arange(s, T)[None, :] > p[:, None])  # positions after t
+        t = np.arange(s, T)[None, :]
+        down = t > p[:, None]  # positions after the candidate ...
+        if window is not None:
+            down &= t <= p[:, None] + window  # ... within the window
+        down = mx.array(down)
         cnt = mx.maximum(down.sum(axis=1), 1)
         d = mx.sqrt((sq * down).sum(axis=1) / cnt)  # (b,)
         out[order[a:a + len(p)]] = np.array(d, dtype=np.float64)

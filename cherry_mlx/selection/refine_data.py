@@ -6,6 +6,11 @@ known GT of a token (for hit@k) is its level after tagging: the given spans on t
 the rule spans elsewhere. Candidates are response tokens that are not special tokens and have at
 least one later token (d_t is measured downstream, see ``refine.py``). Replacements are drawn
 from the response tokens of the refined examples (plausible in-distribution tokens).
+
+By default (``words``) candidates are word-initial tokens and are replaced by word-initial tokens:
+replacing a piece inside a word ("P|ar|is" -> "P|xy|is") makes a non-word, and the model's
+surprise at a broken word then outranks every real decision. A GT word is hit when its first
+token is ranked.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from cherry_mlx.selection.tagger import merge_spans, supervised_texts
 class RefineResult:
     summary: dict
     per_example: List[dict] = field(default_factory=list)
-    promoted_spans: int = 0
+    promoted_spans: int = 0  # promoted candidates (word-initial tokens by default)
     examples: Optional[list] = None
 
 
@@ -36,6 +41,18 @@ def _encode(ex: dict, tokenizer):
     enc = tok(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offs = enc["input_ids"], np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
     return rendered, encode_rendered(rendered, tok, ids, offs), offs, tok
+
+
+def word_starts(text: str, offs: np.ndarray, ids, specials: set) -> np.ndarray:
+    """Bool per token: the token begins a word (after whitespace, a special token or the start)."""
+    out = np.zeros(len(offs), dtype=bool)
+    for p, (a, b) in enumerate(offs):
+        piece = text[a:b]
+        if not piece.strip() or int(ids[p]) in specials:
+            continue
+        prev_special = p > 0 and int(ids[p - 1]) in specials
+        out[p] = piece[0].isspace() or a == 0 or text[a - 1].isspace() or prev_special
+    return out
 
 
 def _content_starts(ex: dict, text: str) -> list:
@@ -71,6 +88,18 @@ def _promote_spans(ex: dict, text: str, offs: np.ndarray, positions: np.ndarray)
     return added
 
 
+def _whole_words(positions: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """A promoted word-initial token promotes the rest of its word too."""
+    out = []
+    for p in positions:
+        out.append(p)
+        q = p + 1
+        while q < n and not starts[q] and q < len(starts):
+            out.append(q)
+            q += 1
+    return np.asarray(out, dtype=np.int64)
+
+
 def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=print):
     """Score up to ``cfg.max_examples`` examples; promote above tau in place; hit@k summary."""
     from cherry_mlx.data.encode import _special_ids
@@ -81,29 +110,35 @@ def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=p
     chosen = examples[: cfg.max_examples]
     encoded = [_encode(ex, tokenizer) for ex in chosen]
     specials = _special_ids(encoded[0][3]) if encoded else set()
-    pool = {int(t) for _, e, _, _ in encoded for t, r in zip(e.tokens, e.response) if r}
+    starts = [word_starts(r.text, o, e.tokens, specials) if cfg.words else np.ones(len(e), bool)
+              for r, e, o, _ in encoded]
+    pool = {int(t) for (_, e, _, _), w in zip(encoded, starts)
+            for t, r, s in zip(e.tokens, e.response, w) if r and s}
     pool -= specials
-    per, promoted, t0, ntok = [], 0, time.time(), 0
-    for i, (ex, (rendered, enc, offs, _)) in enumerate(zip(chosen, encoded)):
+    per, promoted, candidates, t0, ntok = [], 0, 0, time.time(), 0
+    for i, (ex, (rendered, enc, offs, _), ws) in enumerate(zip(chosen, encoded, starts)):
         toks = enc.tokens[:max_len] if max_len else enc.tokens
         n = len(toks)
         pos = np.array([p for p in range(1, n - 1)
-                        if enc.response[p] and int(toks[p]) not in specials], dtype=np.int64)
+                        if enc.response[p] and ws[p] and int(toks[p]) not in specials],
+                       dtype=np.int64)
         if len(pos) < 2:
             continue
         gold = enc.level[pos] > 0
         reps = R.draw_replacements(toks[pos], sorted(pool), cfg.k, rng)
-        scores = R.contrastive_scores(model, toks, pos, reps, layer, cfg.batch_size)
+        scores = R.contrastive_scores(model, toks, pos, reps, layer, cfg.batch_size, cfg.window)
         ntok += len(pos) * cfg.k * n
         if gold.any():
             per.append(R.hit_at(scores, gold, cfg.top))
         up = R.promote(scores, cfg.tau) & ~gold
-        promoted += _promote_spans(ex, rendered.text, offs, pos[up])
+        _promote_spans(ex, rendered.text, offs, _whole_words(pos[up], ws, n))
+        promoted += int(up.sum())
+        candidates += len(pos)
         if (i + 1) % 8 == 0:
             dt = time.time() - t0
             log(f"refine {i + 1}/{len(chosen)} examples, {ntok / dt:.0f} tokens/s")
     summary = R.summarise(per)
-    summary.update(layer=layer, tau=cfg.tau, k=cfg.k, promoted_spans=promoted,
+    summary.update(layer=layer, tau=cfg.tau, k=cfg.k, promoted=promoted, candidates=candidates,
                    seconds=round(time.time() - t0, 1))
     return RefineResult(summary, per, promoted, examples)
 
@@ -118,7 +153,7 @@ def refine_file(res, model_name: str, cfg: R.RefineConfig, out=None, log=print) 
     rres = refine_examples(model, tokenizer, res.examples, cfg, log=log)
     if out is not None:
         write_jsonl(out, res.examples)
-        log(f"wrote {out} (with {rres.promoted_spans} promoted spans)")
+        log(f"wrote {out} (with {rres.promoted_spans} promoted candidates)")
     return rres
 
 
@@ -130,5 +165,5 @@ def format_refine(rres: RefineResult) -> str:
         f"contrastive refinement at layer {s['layer']} (tau {s['tau']}, k {s['k']}): "
         f"{s['examples']} examples, hit@5 {s['hit']:.3f} (random ranking {s['random_hit']:.3f}), "
         f"precision@5 {s['precision']:.3f} (random {s['random_precision']:.3f}), "
-        f"promoted {s['promoted_spans']} spans, {s['seconds']}s"
+        f"promoted {s['promoted']} of {s['candidates']} candidates, {s['seconds']}s"
     )

@@ -95,6 +95,19 @@ def load_prompts(path) -> tuple[List[SSGTPrompt], int]:
     return prompts, skipped
 
 
+def first_of_each(prompts: List[SSGTPrompt], n: int) -> List[SSGTPrompt]:
+    """At most ``n`` prompts of each (kind, language), in file order: a quick look that still
+    covers every rate."""
+    seen: Dict[tuple, int] = {}
+    out = []
+    for p in prompts:
+        key = (p.kind, p.lang)
+        if seen.get(key, 0) < n:
+            seen[key] = seen.get(key, 0) + 1
+            out.append(p)
+    return out
+
+
 def prompt_ids(tokenizer, p: SSGTPrompt) -> List[int]:
     """Chat template with the assistant turn opened, plus the assistant prefix, as token ids."""
     from ..data.encode import hf_tokenizer
@@ -204,7 +217,7 @@ class SSGTEvalConfig:
     max_tokens: int = 128  # long enough for marker + corrected answer in the bundled data
     temp: float = 0.0
     seed: int = 0
-    limit: Optional[int] = None  # first N prompts only (quick looks)
+    limit: Optional[int] = None  # at most N prompts of each (kind, language): quick looks
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -224,7 +237,7 @@ def evaluate(model, tokenizer, cfg: SSGTEvalConfig = SSGTEvalConfig(),
 
     path = cfg.prompts or ssgt_prompts_path()
     prompts, skipped = load_prompts(path)
-    prompts = prompts[: cfg.limit] if cfg.limit else prompts
+    prompts = first_of_each(prompts, cfg.limit) if cfg.limit else prompts
     sampling = SamplingConfig(temp=cfg.temp)
     mx.random.seed(cfg.seed)
     stop = set(tokenizer.eos_token_ids)

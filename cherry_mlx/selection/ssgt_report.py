@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-from .ssgt_eval import METRICS, SSGTEvalConfig, evaluate
+from .ssgt_eval import METRICS, SSGTEvalConfig, evaluate, load_prompts
 
 
 def _cell(r: Dict) -> str:
     if r["rate"] is None:
-        return "-  (0/0)"
+        return "    -" + " " * 14 + "0/0"
     lo, hi = r["ci95"]
     return f"{100 * r['rate']:5.1f}% [{100 * lo:4.1f},{100 * hi:5.1f}] {r['k']}/{r['n']}"
 
@@ -22,14 +22,16 @@ def format_table(report: Dict) -> str:
     langs = list(report["by_lang"])
     cols = ["all"] + langs
     width = 28
-    head = f"{'metric':<31}" + "".join(f"{c:<{width}}" for c in cols)
-    lines = [head, "-" * len(head)]
+    head = (f"{'metric':<31}" + "".join(f"{c:<{width}}" for c in cols)).rstrip()
+    lines = [head, "-" * (31 + width * len(cols))]
     for m in METRICS:
         arrow = "↑" if m.better == "higher" else "↓"
         cells = [report["overall"][m.name]] + [report["by_lang"][lg][m.name] for lg in langs]
-        lines.append(f"{m.name + ' ' + arrow:<31}" + "".join(f"{_cell(c):<{width}}" for c in cells))
+        lines.append(f"{m.name + ' ' + arrow:<31}"
+                     + "".join(f"{_cell(c):<{width}}" for c in cells).rstrip())
     g = report["generation"]
-    lines.append(f"{report['prompts']} prompts ({', '.join(f'{k} {sum(v.values())}' for k, v in report['counts'].items())}), "
+    kinds = ", ".join(f"{k} {sum(v.values())}" for k, v in report["counts"].items())
+    lines.append(f"{report['prompts']} prompts ({kinds}), "
                  f"{g['tokens']} tokens at {g['tok_per_s']} tok/s, {g['hit_max_tokens']} hit "
                  f"--max-tokens {report['max_tokens']}; rate [95% Wilson CI] k/n")
     return "\n".join(lines)
@@ -58,7 +60,7 @@ def plot(report: Dict, path) -> None:
 
     groups = [("all", report["overall"])] + list(report["by_lang"].items())
     names = [m.name for m in METRICS]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) * len(groups) ** 0.5 + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(names) * len(groups) + 1.5))
     h = 0.8 / len(groups)
     for j, (label, table) in enumerate(groups):
         ys, xs, err = [], [], [[], []]
@@ -96,8 +98,10 @@ def write_json(report: Dict, out) -> Path:
 def run_ssgt_eval(model: Optional[str], cfg: SSGTEvalConfig, json_out=None,
                   show: int = 1, echo=print) -> Dict:
     """``cherry-mlx ssgt-eval``: load MODEL (default: latest run), evaluate, print, save."""
+    from ..data.paths import ssgt_prompts_path
     from ..decoding.session import default_model, load_for_serving
 
+    load_prompts(cfg.prompts or ssgt_prompts_path())  # bad prompts fail before the model loads
     name = model or default_model()
     model_obj, tokenizer = load_for_serving(name)
     report = {"model": str(name), **evaluate(model_obj, tokenizer, cfg, progress=echo)}

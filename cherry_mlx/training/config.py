@@ -61,9 +61,13 @@ class TrainConfig:
     )
     reference: Optional[str] = _f(None, "Reference model for --select rho1 (directory or run).")
     # multi-token prediction heads (serving: self-speculative decoding; models/mtp.py)
-    mtp: int = _f(0, "Train K MTP heads (added if the model has none; 0 = off).")
+    mtp: int = _f(0, "Train K MTP heads (added if the model has none; 0 = off); best/ is then "
+                     "picked by the combined loss unless --best-metric says otherwise.")
     mtp_weight: float = _f(0.3, "β of loss = trunk loss + β·mean MTP head loss.")
     freeze_trunk: bool = _f(False, "Train only the MTP heads (add heads to an existing model).")
+    mtp_targets: str = _f("data", "MTP head targets: data (true tokens, the paper's oracle MTP) "
+                                  "or trunk (the trunk's greedy tokens: self-distillation for "
+                                  "higher speculative acceptance).")
     # optimisation
     steps: int = _f(300, "Optimizer updates to run.")
     batch_size: int = _f(16, "Sequences per micro-batch.")
@@ -111,6 +115,7 @@ class TrainConfig:
             (self.steps >= 1, f"--steps {self.steps}: must be >= 1"),
             (self.mtp >= 0 and self.mtp_weight >= 0, "--mtp and --mtp-weight must be >= 0"),
             (self.mtp > 0 or not self.freeze_trunk, "--freeze-trunk needs --mtp K (K >= 1)"),
+            (self.mtp_targets in ("data", "trunk"), "--mtp-targets: use data or trunk"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
             (self.seq_len >= 2, f"--seq-len {self.seq_len}: must be >= 2"),
             (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: must be >= 1"),

@@ -93,7 +93,9 @@ def train(
     if cfg.mtp:  # trunk loss + β·mean MTP head loss (models/mtp.py)
         from ..models.mtp import MTPLoss
 
-        loss_fn = MTPLoss(loss_fn, cfg.mtp_weight, cfg.freeze_trunk)
+        loss_fn = MTPLoss(loss_fn, cfg.mtp_weight, cfg.freeze_trunk, cfg.mtp_targets)
+        if cfg.best_metric == "total":  # heads do not move the trunk's loss: pick best/ by both
+            cfg.best_metric = "loss"
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)

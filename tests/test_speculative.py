@@ -204,3 +204,18 @@ def test_plain_greedy_matches_mlx_lm(tiny_config, penalty):
         logits_processors=make_logits_processors(repetition_penalty=penalty))]
     ours = list(generate_tokens(model, PROMPT, SamplingConfig(repetition_penalty=penalty), 32))
     assert ours == ref
+
+
+@pytest.mark.parametrize("granularity", ["model", "layer"])
+def test_greedy_speculative_on_fused_moee(tiny_config, granularity):
+    """The fusion engineer's MoEE models (shared embedding, MTP heads) decode through the same
+    functions: speculative greedy == plain greedy."""
+    from cherry_mlx.fusion.assemble import assemble
+
+    experts = [build_model(tiny_config) for _ in range(2)]
+    mx.eval([e.parameters() for e in experts])
+    fused, _ = assemble(experts, [tiny_config] * 2, granularity, top_k=1, shared=True,
+                        mtp_heads=2)
+    mx.eval(fused.parameters())
+    plain = list(generate_tokens(fused, PROMPT, max_tokens=24))
+    assert list(speculative_generate_tokens(fused, PROMPT, max_tokens=24)) == plain

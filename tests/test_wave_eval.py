@@ -157,3 +157,16 @@ def test_run_eval_end_to_end(tmp_path, tiny_config):
     d = json.loads((tmp_path / "e.json").read_text())
     assert set(d) >= {"coherent", "shuffled", "notes"} and d["coherent"]["coupling"]["checks"]
     assert (run / "eval_wave.png").is_file()
+
+
+def test_default_target_is_newest_trained_run(tmp_path, tiny_config, monkeypatch):
+    import os
+
+    import cherry_mlx.training.runs as runs_mod
+
+    monkeypatch.setattr(runs_mod, "RUNS_DIR", tmp_path)
+    save_step(tmp_path / "older", 5, tiny_config)
+    (tmp_path / "experiment" / "arm").mkdir(parents=True)  # a folder of runs, no checkpoint
+    os.utime(tmp_path / "older", (1, 1))
+    t = resolve_target(None)
+    assert t.run == tmp_path / "older" and t.step == 5

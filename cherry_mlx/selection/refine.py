@@ -3,8 +3,11 @@
 For a candidate response token at position t, replace it by another token ("corrupted response")
 and measure how much the model's layer-ℓ activations move:
 
-    d_t = sqrt( mean_{s > t, s in response ∪ end} ‖h_ℓ(x)_s − h_ℓ(x̃^{(t)})_s‖² )   averaged over k
-          replacements x̃^{(t)}
+    d_t = sqrt( mean_{t < s < T} ‖h_ℓ(x)_s − h_ℓ(x̃^{(t)})_s‖² )
+
+averaged over k replacements x̃^{(t)} (or over the next ``window`` positions only). The shared
+prefix s < t is identical in both sequences (causal mask), so it is taken from a KV cache of the
+correct sequence, not recomputed.
 
 Why downstream positions (s > t) only: at s = t the two sequences differ by their input embedding,
 so *every* token moves there by about the same amount and the position carries no ranking signal.
@@ -12,8 +15,9 @@ What makes a token decisive is how much the rest of the response's representatio
 the causal mask guarantees positions before t do not move at all. The mean (not the sum) over
 downstream positions keeps early tokens from winning just because more positions follow them.
 
-A candidate is promoted to GT when ``d_t / median_t(d) > τ``: the raw norm scales with the model's
-width and depth, the ratio to the example's median does not, so one τ works across models.
+A candidate is promoted to GT when ``d_t / median_t(d) > τ`` (default 5): the raw norm scales
+with the model's width and depth, the ratio to the example's median does not. A random-init model
+has a narrow distribution (nothing passes τ = 5); trained ones have a heavy tail.
 Promoted tokens that no rule tagged get level 1 and category "reasoning" (the paper's "core CoT
 pivots": what the model relies on without a surface rule saying why).
 

@@ -21,24 +21,27 @@ def format_summary(result) -> str:
     if result.stopped_early:
         lines.append(f"stopped early; continue with: cherry-mlx train --resume {result.run_dir}")
     if result.demo:
-        d = result.demo
-        lines.append(f"factual questions ({d['n']} per set; rank chance {d['rank_chance']:.0%}):")
-        lines.append("  set      model: cloze EM  rank acc  free EM | random init: cloze EM"
-                     "  rank acc")
-        for name, v in d["sets"].items():
-            m, b = v["model"], v["random_init"]
-            lines.append(
-                f"  {name:<8} {m['cloze_exact_match']:>14.1%} {m['rank_accuracy']:>9.1%} "
-                f"{m['free_exact_match']:>8.1%} | {b['cloze_exact_match']:>20.1%} "
-                f"{b['rank_accuracy']:>9.1%}"
-            )
-        for ex in d.get("examples", [])[:5]:
-            lines.append(f"  Q: {ex['question'][:70]}")
-            lines.append(f"     gold {ex['gold']!r}; model continues {ex['answer'][:40]!r} "
-                         f"{'OK' if ex['match'] else '--'}")
-        lines.append(f"  details: {result.run_dir / 'demo.json'}")
+        lines.extend(format_demo(result.demo, result.run_dir))
     lines.append(f"curves: {result.run_dir / 'curves.png'}")
     return "\n".join(lines)
+
+
+def format_demo(d, run_dir) -> list:
+    lines = [f"factual questions ({d['n']} per set, greedy on {d['n_greedy']}; rank chance "
+             f"{d['rank_chance']:.0%}):",
+             "  set      who          rank acc  answer-token acc  cloze EM  free EM"]
+    for name, v in d["sets"].items():
+        for who in ("model", "random_init"):
+            m = v[who]
+            lines.append(f"  {name:<8} {who:<12} {m['rank_accuracy']:>8.1%} "
+                         f"{m['answer_token_accuracy']:>17.1%} {m['cloze_exact_match']:>9.1%} "
+                         f"{m['free_exact_match']:>8.1%}")
+    for ex in d.get("examples", [])[:5]:
+        lines.append(f"  Q: {ex['question'][:70]}")
+        lines.append(f"     gold {ex['gold']!r}; model continues {ex['answer'][:40]!r} "
+                     f"{'OK' if ex['match'] else '--'}")
+    lines.append(f"  details: {run_dir / 'demo.json'}")
+    return lines
 
 
 def print_summary(result) -> None:

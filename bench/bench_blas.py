@@ -61,7 +61,10 @@ def main() -> None:
     slow, fast = measure(False), measure(True)
     print(f"{'':24}{'reference BLAS':>16}{'fast BLAS':>12}{'ratio':>8}")
     print(f"{'BLAS status':24}{slow['status']:>16}{fast['status']:>12}")
-    for key, label in (("matmul_gflops", "fp32 matmul GFLOP/s"), ("train_tok_s", "cherry-tiny train tok/s")):
+    for key, label in (
+        ("matmul_gflops", "fp32 matmul GFLOP/s"),
+        ("train_tok_s", "cherry-tiny train tok/s"),
+    ):
         print(f"{label:24}{slow[key]:>16.1f}{fast[key]:>12.1f}{fast[key] / slow[key]:>7.1f}x")
 
 

@@ -60,7 +60,7 @@ def find_openblas() -> str | None:
 
 
 def ensure_fast_blas() -> str:
-    """Load OpenBLAS globally before mlx when the reference BLAS would be used; return the status."""
+    """Load OpenBLAS globally before mlx if the reference BLAS would be used; return the status."""
     global status, library
     if status != "unknown":
         return status
@@ -83,7 +83,9 @@ def ensure_fast_blas() -> str:
         path = setting if os.path.sep in setting else find_openblas()
         if path is None:
             status = "missing"
-            _say(f"fp32 matmul uses MLX's slow reference BLAS; for ~30x faster CPU runs: {APT_HINT}")
+            _say(
+                f"fp32 matmul uses MLX's slow reference BLAS; for ~30x faster CPU runs: {APT_HINT}"
+            )
         else:
             try:
                 ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)

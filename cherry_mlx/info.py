@@ -41,9 +41,7 @@ def component_of(name: str) -> str:
 
 
 def count_parameters(model) -> Dict[str, int]:
-    rows: Dict[str, int] = OrderedDict(
-        (k, 0) for k in ("backbone", "embedding & lm head", "norms")
-    )
+    rows: Dict[str, int] = OrderedDict((k, 0) for k in ("backbone", "embedding & lm head", "norms"))
     for name, arr in tree_flatten(model.parameters()):
         key = component_of(name)
         rows[key] = rows.get(key, 0) + arr.size
@@ -97,16 +95,21 @@ def format_table(report: Dict[str, Any]) -> str:
     for key, n in report["parameters"].items():
         note = ""
         if key == "embedding & lm head":
-            note = "  (tied: one matrix)" if report["tied_embeddings"] else "  (untied: two matrices)"
+            note = (
+                "  (tied: one matrix)" if report["tied_embeddings"] else "  (untied: two matrices)"
+            )
         lines.append(f"{key:<20}{n:>16,}{n / max(total, 1):>8.1%}{note}")
     lines.append(f"{'total':<20}{total:>16,}   ({_human(total)})")
     lines.append("")
     depth = f"effective depth {report['effective_depth']} ({report['unique_layers']} unique layers"
     if report["recurrence"]:
         r = report["recurrence"]
-        depth += f"; prelude {r['prelude']}, core {r['core']} x {r['loops']} loops, coda {r['coda']}"
+        depth += (
+            f"; prelude {r['prelude']}, core {r['core']} x {r['loops']} loops, coda {r['coda']}"
+        )
     lines.append(depth + ")")
-    lines.append("weight memory: " + ", ".join(
-        f"{fmt} {b / 2**20:,.1f} MiB" for fmt, b in report["weight_bytes"].items()
-    ))
+    lines.append(
+        "weight memory: "
+        + ", ".join(f"{fmt} {b / 2**20:,.1f} MiB" for fmt, b in report["weight_bytes"].items())
+    )
     return "\n".join(lines)

@@ -8,7 +8,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def info(
-        model: str = typer.Argument("cherry-tiny", help="Preset name, model directory, run or hub id."),
+        model: str = typer.Argument(
+            "cherry-tiny", help="Preset name, model directory, run or hub id."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ):
         """Parameters by component, effective depth and weight memory (nothing is allocated)."""

@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (cherry_mlx must be imported before mlx)
 """Shared test fixtures. Importing cherry_mlx first loads the fast BLAS before mlx."""
 
 import os

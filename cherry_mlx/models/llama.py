@@ -1,8 +1,8 @@
 """The cherry backbone: mlx-lm's Llama with an optional weight-tied recurrent core.
 
 Module structure and weight names are exactly mlx-lm's ``models/llama.py`` (``model.embed_tokens``,
-``model.layers.N.*``, ``model.norm``, ``lm_head``), and mlx-lm's blocks are reused, so any Llama-family
-checkpoint loads and a non-recurrent cherry checkpoint loads in plain ``mlx_lm.load``.
+``model.layers.N.*``, ``model.norm``, ``lm_head``), and mlx-lm's blocks are reused, so any
+Llama-family checkpoint loads and a non-recurrent cherry checkpoint loads in plain ``mlx_lm.load``.
 
 What we add:
 - ``recurrence`` (SPEC Phase 2): the unique layers are split into prelude P, core C and coda Q; the

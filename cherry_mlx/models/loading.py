@@ -35,7 +35,7 @@ TOKENIZER_FILES = (
 )
 # Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
 MODEL_FILE = "cherry_model.py"
-_MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(..., trust_remote_code=True) build this cherry-mlx model."""
+_MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(path, trust_remote_code=True) build this model."""
 from cherry_mlx.models import Model, ModelArgs  # noqa: F401
 '''
 
@@ -76,13 +76,21 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             return Path(
                 snapshot_download(
                     name,
-                    allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "*.py", "*.txt"],
+                    allow_patterns=[
+                        "*.json",
+                        "*.safetensors",
+                        "*.model",
+                        "*.jinja",
+                        "*.py",
+                        "*.txt",
+                    ],
                 )
             )
         except Exception as err:  # offline, unknown repo, gated ...
             raise ModelNotFound(f"could not fetch {name!r} from the hub: {err}") from None
     raise ModelNotFound(
-        f"unknown model {name!r}: not a directory, and known presets are {', '.join(list_presets())}"
+        f"unknown model {name!r}: not a directory, and known presets are "
+        f"{', '.join(list_presets())}"
     )
 
 
@@ -101,7 +109,8 @@ def model_classes(config: Dict[str, Any]):
     model_type = config.get("model_type", "llama")
     if model_type not in ("llama", "mistral"):
         raise ValueError(
-            f"model_type {model_type!r} is not a Llama-family model; cherry-mlx supports llama/mistral"
+            f"model_type {model_type!r} is not a Llama-family model; "
+            "cherry-mlx supports llama/mistral"
         )
     if config.get("moee"):  # a fused Mixture of Efficient Experts (cherry_mlx.fusion)
         from ..fusion.moee import moee_classes
@@ -132,7 +141,10 @@ def load_model(
         )
     # model_file=None: use our classes directly instead of executing the shim.
     model, config = mlx_lm_load_model(
-        path, lazy=lazy, strict=strict, model_config={"model_file": None},
+        path,
+        lazy=lazy,
+        strict=strict,
+        model_config={"model_file": None},
         get_model_classes=model_classes,
     )
     config.pop("model_file", None)
@@ -164,7 +176,7 @@ def save_model(
     tokenizer_dir: Optional[str | os.PathLike] = None,
     extra_files: Optional[Dict[str, str]] = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ tokenizer files) atomically to ``out_dir``."""
+    """Write ``model.safetensors`` + ``config.json`` (+ tokenizer files) atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -142,6 +142,20 @@ def test_summarise_counts_by_metric_and_language():
     assert s["by_lang"]["en"]["self_correction_rate"]["n"] == 2
 
 
+def test_report_files_with_certain_rates(tmp_path):
+    """0/n and n/n (whose Wilson bounds are exactly 0 and 1) plot and save."""
+    from cherry_mlx.selection.ssgt_report import write_json
+
+    rows = [{"kind": "guardrail", "lang": "ko", "flags": {"refusal": False}}] * 64
+    rows += [{"kind": "benign", "lang": "en", "flags": {"refusal": False}}] * 42
+    report = {"model": "x", **summarise(rows)}
+    assert report["overall"]["jailbreak_success_rate"]["ci95"][1] == 1.0
+    assert report["overall"]["false_refusal_rate"]["ci95"][0] == 0.0
+    out = write_json(report, tmp_path / "r.json")
+    assert json.loads(out.read_text())["overall"]["false_refusal_rate"]["n"] == 42
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
 def test_bad_prompt_file_names_the_line(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"id": "x", "kind": "benign", "lang": "en", "messages": []}\n')

@@ -139,6 +139,9 @@ def test_checkpoint_contents_and_loads_in_mlx_lm(tmp_path, tiny_config):
     assert state["step"] == 4 and state["data"] == {"pos": 4}
     assert TrainConfig.from_file(step / "train_config.json").steps == 4
     assert (res.run_dir / "best" / "model.safetensors").is_file()
+    # the tokenizer is copied into the run at its start and from there into every checkpoint
+    own = (res.run_dir / "tokenizer" / "tokenizer.json").read_bytes()
+    assert (step / "tokenizer.json").read_bytes() == own
     assert (res.run_dir / "curves.png").stat().st_size > 1000
     rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

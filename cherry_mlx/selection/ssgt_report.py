@@ -70,8 +70,8 @@ def plot(report: Dict, path) -> None:
                 continue
             ys.append(i + j * h)
             xs.append(100 * r["rate"])
-            err[0].append(100 * (r["rate"] - r["ci95"][0]))
-            err[1].append(100 * (r["ci95"][1] - r["rate"]))
+            err[0].append(max(0.0, 100 * (r["rate"] - r["ci95"][0])))  # >= 0 despite rounding
+            err[1].append(max(0.0, 100 * (r["ci95"][1] - r["rate"])))
         ax.barh(ys, xs, height=h, xerr=err, capsize=2, label=label)
     ax.set_yticks([i + 0.4 - h / 2 for i in range(len(names))], names)
     ax.invert_yaxis()

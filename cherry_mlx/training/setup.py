@@ -111,6 +111,35 @@ def _tokenizer_dir(cfg: TrainConfig) -> Optional[Path]:
     return None
 
 
+def _run_tokenizer(cfg: TrainConfig, resume_from: Optional[Path]) -> Optional[Path]:
+    """A resumed run uses its own tokenizer copy; a new one the configured/default directory."""
+    if resume_from is not None:
+        own = Path(resume_from).parent.parent / "tokenizer"
+        if own.is_dir():
+            return own
+    return _tokenizer_dir(cfg)
+
+
+def keep_tokenizer_copy(src: Optional[Path], run_dir: Path) -> Optional[Path]:
+    """Copy the tokenizer into ``runs/NAME/tokenizer/`` when a run starts.
+
+    Checkpoints take their tokenizer files from this copy, so a tokenizer retrained in
+    ``weights/`` while a run is going (or before it is resumed) cannot mismatch its token ids.
+    """
+    import shutil
+
+    from ..models.loading import TOKENIZER_FILES
+
+    own = Path(run_dir) / "tokenizer"
+    if src is None or Path(src).resolve() == own.resolve():
+        return src
+    own.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, own / name)
+    return own
+
+
 def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> Setup:
     """Build or load the model (and LoRA, checkpointing, resumed weights), tokenizer and data."""
     if model is None:
@@ -146,10 +175,15 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
 
         freeze_for_mtp(model)
     s = Setup(model=model, model_cfg=model_cfg, train_data=train_data, valid_data=valid_data)
-    s.tokenizer_dir = _tokenizer_dir(cfg)
+    s.tokenizer_dir = _run_tokenizer(cfg, resume_from)
     s.tokenizer = tokenizer
     if s.tokenizer is None and s.tokenizer_dir is not None:
-        s.tokenizer = load_tokenizer(s.tokenizer_dir)
+        if (s.tokenizer_dir / "config.json").is_file():
+            s.tokenizer = load_tokenizer(s.tokenizer_dir)
+        else:  # the run's own tokenizer copy (no model config beside it)
+            from mlx_lm.utils import load_tokenizer as mlx_lm_load_tokenizer
+
+            s.tokenizer = mlx_lm_load_tokenizer(s.tokenizer_dir)
     if train_data is None:
         if s.tokenizer is None:
             raise FileNotFoundError(

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .data import next_batch, prepare_batch, train_iterator, valid_batches
 from .evaluate import split_losses
 from .report import MetricsLog, Progress, plot_curves, read_jsonl_rows
-from .setup import setup_model, setup_run
+from .setup import keep_tokenizer_copy, setup_model, setup_run
 from .step import make_optimizer, make_step
 
 
@@ -97,6 +97,7 @@ def train(
         if cfg.best_metric == "total":  # heads do not move the trunk's loss: pick best/ by both
             cfg.best_metric = "loss"
     run_dir.mkdir(parents=True, exist_ok=True)
+    s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)

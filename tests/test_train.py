@@ -165,7 +165,7 @@ def test_lora_trains_adapters_and_saves_fused_model(tmp_path, tiny_config):
     assert (step / "adapters.safetensors").is_file()
     fused, _ = load_model(step)  # a plain model: adapters fused into the weights
     x = mx.array(synth_batches(1)[0]["inputs"])
-    np.testing.assert_allclose(np.array(fused(x)), np.array(res.model(x)), atol=1e-4)
+    np.testing.assert_allclose(np.array(fused(x)), np.array(res.model(x)), atol=5e-4, rtol=1e-3)
 
 
 def test_grad_checkpoint_same_loss(tmp_path, tiny_config):

@@ -62,27 +62,27 @@ def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0):
     def step(batch, acc, do_update):
         (loss, ntoks), grads = value_and_grad(model, batch)
         ntoks = ntoks.astype(mx.float32)
+        loss = loss.astype(mx.float32)
+        if acc is None and do_update:
+            # a single micro-batch: its gradient already is the token-weighted mean
+            return _apply(grads, loss, ntoks)
         grads = tree_map(lambda g: g * ntoks, grads)
-        loss_sum = loss.astype(mx.float32) * ntoks
+        loss_sum = loss * ntoks
         if acc is not None:
             grads = tree_map(lambda a, b: a + b, grads, acc[0])
             loss_sum = loss_sum + acc[1]
             ntoks = ntoks + acc[2]
-        if not do_update:
-            return loss_sum / mx.maximum(ntoks, 1.0), ntoks, (grads, loss_sum, ntoks), mx.array(0.0)
         denom = mx.maximum(ntoks, 1.0)
-        grads = tree_map(lambda g: g / denom, grads)
+        if not do_update:
+            return loss_sum / denom, ntoks, (grads, loss_sum, ntoks), mx.array(0.0)
+        return _apply(tree_map(lambda g: g / denom, grads), loss_sum / denom, ntoks)
+
+    def _apply(grads, loss, ntoks):
         if grad_clip and grad_clip > 0:
             grads, norm = optim.clip_grad_norm(grads, grad_clip)
-        else:
-            norm = mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for g in _leaves(grads)))
+        else:  # no clipping: skip the extra pass over the gradients (norm reported as NaN)
+            norm = mx.array(float("nan"))
         optimizer.update(model, grads)
-        return loss_sum / denom, ntoks, None, norm
+        return loss, ntoks, None, norm
 
     return step, state
-
-
-def _leaves(tree):
-    from mlx.utils import tree_flatten
-
-    return [v for _, v in tree_flatten(tree)]

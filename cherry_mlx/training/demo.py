@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -111,6 +112,14 @@ def _norm(s: str) -> str:
     return "".join(s.lower().split())
 
 
+def _found(text: str, gold: str, at_start: bool = False) -> bool:
+    """``gold`` in ``text`` (case and spaces ignored), not as a piece of a longer number:
+    "29" does not match inside "1999922"."""
+    text, gold = _norm(text), _norm(gold)
+    pat = ("^" if at_start else r"(?<!\d)") + re.escape(gold) + r"(?!\d)"
+    return re.search(pat, text) is not None
+
+
 def score_items(model, tokenizer, items: List[dict], pool: List[dict], seed: int = 0,
                 n_greedy: int = N_GREEDY) -> Dict:
     """Ranking and answer-token accuracy on every item; greedy answers on the first few."""
@@ -128,9 +137,9 @@ def score_items(model, tokenizer, items: List[dict], pool: List[dict], seed: int
         hits, n_tok = hits + scored[0][1], n_tok + len(cands[0])
         if i < n_greedy:
             cont = tokenizer.decode(greedy(model, ctx + pre, 12, stop))
-            ok_cloze = _norm(cont).startswith(_norm(it["gold"]))
+            ok_cloze = _found(cont, it["gold"], at_start=True)
             answer = tokenizer.decode(greedy(model, ctx, MAX_NEW, stop))
-            ok_free = _norm(it["gold"]) in _norm(answer)
+            ok_free = _found(answer, it["gold"])
             cloze, free = cloze + ok_cloze, free + ok_free
             examples.append({"question": it["question"], "gold": it["gold"], "answer": answer,
                              "cloze": cont, "match": bool(ok_cloze), "free_match": bool(ok_free)})

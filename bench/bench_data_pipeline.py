@@ -31,13 +31,22 @@ def _examples():
     path = os.path.join(DEFAULT_DATA_DIR, "train.jsonl")
     if os.path.exists(path):
         return read_jsonl(path), path
-    ex = {"messages": [
-        {"role": "user", "content": "대한민국의 수도는 어디인가요?"},
-        {"role": "assistant", "content": "대한민국의 수도는 서울입니다. 서울은 한강에 있습니다.",
-         "gt": [{"start": 10, "end": 12, "level": 2, "category": "factual"}]},
-        {"role": "user", "content": "Why is that?"},
-        {"role": "assistant", "content": "Because it has been the capital since 1394.",
-         "gt": [{"start": 37, "end": 41, "level": 1, "category": "factual"}]}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "대한민국의 수도는 어디인가요?"},
+            {
+                "role": "assistant",
+                "content": "대한민국의 수도는 서울입니다. 서울은 한강에 있습니다.",
+                "gt": [{"start": 10, "end": 12, "level": 2, "category": "factual"}],
+            },
+            {"role": "user", "content": "Why is that?"},
+            {
+                "role": "assistant",
+                "content": "Because it has been the capital since 1394.",
+                "gt": [{"start": 37, "end": 41, "level": 1, "category": "factual"}],
+            },
+        ]
+    }
     return [ex] * 2000, "synthetic"
 
 
@@ -49,8 +58,10 @@ def main(batch_size: int = 16, steps: int = 20):
     t = time.perf_counter()
     enc, stats = encode_dataset(examples, tok, ctx)
     dt = time.perf_counter() - t
-    print(f"encode {source}: {len(examples)} examples in {dt:.2f}s = "
-          f"{len(examples) / dt:,.0f} examples/s, {stats.tokens / dt:,.0f} tokens/s")
+    print(
+        f"encode {source}: {len(examples)} examples in {dt:.2f}s = "
+        f"{len(examples) / dt:,.0f} examples/s, {stats.tokens / dt:,.0f} tokens/s"
+    )
     print(stats.summary())
 
     it = BatchIterator(enc, batch_size, ctx, seed=0, bucket=True)
@@ -67,8 +78,10 @@ def main(batch_size: int = 16, steps: int = 20):
     for b in batches:
         mx.eval(step(model, b))
     t_step = (time.perf_counter() - t) / steps
-    print(f"batch {t_batch * 1e3:.2f} ms vs train step {t_step * 1e3:.1f} ms "
-          f"(B={batch_size}, T<={ctx}): batching costs {100 * t_batch / t_step:.2f}% of a step")
+    print(
+        f"batch {t_batch * 1e3:.2f} ms vs train step {t_step * 1e3:.1f} ms "
+        f"(B={batch_size}, T<={ctx}): batching costs {100 * t_batch / t_step:.2f}% of a step"
+    )
 
 
 if __name__ == "__main__":

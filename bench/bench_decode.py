@@ -69,8 +69,9 @@ def ours(model, prompt, n, stop=()):
 def spec(model, prompt, n, k, stop=()):
     st = GenerationStats()
     for p in prompt if isinstance(prompt[0], list) else [prompt]:
-        for _ in speculative_generate_tokens(model, p, max_tokens=n, stats=st, num_draft=k,
-                                             stop=stop):
+        for _ in speculative_generate_tokens(
+            model, p, max_tokens=n, stats=st, num_draft=k, stop=stop
+        ):
             pass
     return st.decode_tps, st.mean_accepted
 
@@ -146,11 +147,19 @@ def main():
         model, cfg = load_model(a.model)
         synthetic = False
     else:
-        cfg = dict(model_type="llama", hidden_size=a.hidden, num_hidden_layers=a.layers,
-                   intermediate_size=a.hidden * 11 // 4, num_attention_heads=a.hidden // 64,
-                   num_key_value_heads=a.hidden // 128, vocab_size=a.vocab, rms_norm_eps=1e-5,
-                   max_position_embeddings=4096, tie_word_embeddings=False,
-                   mtp={"num_heads": 3})
+        cfg = dict(
+            model_type="llama",
+            hidden_size=a.hidden,
+            num_hidden_layers=a.layers,
+            intermediate_size=a.hidden * 11 // 4,
+            num_attention_heads=a.hidden // 64,
+            num_key_value_heads=a.hidden // 128,
+            vocab_size=a.vocab,
+            rms_norm_eps=1e-5,
+            max_position_embeddings=4096,
+            tie_word_embeddings=False,
+            mtp={"num_heads": 3},
+        )
         model = build_model(cfg)
         synthetic = True
     mx.eval(model.parameters())
@@ -158,8 +167,10 @@ def main():
     prompt = [int(t) for t in mx.random.randint(0, V, (a.prompt,)).tolist()]
     n = a.gen
     nparams = sum(v.size for k, v in tree_flatten(model.parameters()) if not k.startswith("mtp."))
-    print(f"model: {model.args.num_hidden_layers}L x {model.args.hidden_size}, vocab {V}, "
-          f"{nparams / 1e6:.1f}M trunk params, fp32; prompt {a.prompt}, generate {n}")
+    print(
+        f"model: {model.args.num_hidden_layers}L x {model.args.hidden_size}, vocab {V}, "
+        f"{nparams / 1e6:.1f}M trunk params, fp32; prompt {a.prompt}, generate {n}"
+    )
 
     # (a) ours vs mlx-lm, interleaved
     ours(model, prompt, 8), mlx_lm_decode(model, prompt, 8)  # warm up
@@ -178,16 +189,20 @@ def main():
         sprompt, note = prompt, " (near-bigram trunk, copy heads)"
     else:
         if getattr(model, "mtp", None) is None:
-            raise SystemExit(f"{a.model} has no MTP heads: train some (cherry-mlx train --model "
-                             f"{a.model} --mtp 3 --freeze-trunk)")
+            raise SystemExit(
+                f"{a.model} has no MTP heads: train some (cherry-mlx train --model "
+                f"{a.model} --mtp 3 --freeze-trunk)"
+            )
         sprompt, stop = data_prompts(a.model)
         note = f" ({len(sprompt)} held-out chat prompts, stop at end of turn)"
     base = med(lambda: ours(model, sprompt, n, stop), a.reps)
     print(f"(b) plain {base:.1f} tok/s{note}")
     for k in range(1, model.mtp.num_heads + 1):
         tps, acc = med(lambda: spec(model, sprompt, n, k, stop), a.reps)
-        print(f"    speculative K={k}: {tps:.1f} tok/s = {tps / base:.2f}x plain, "
-              f"mean accepted {acc:.2f} tok/pass")
+        print(
+            f"    speculative K={k}: {tps:.1f} tok/s = {tps / base:.2f}x plain, "
+            f"mean accepted {acc:.2f} tok/pass"
+        )
 
     # (c) NVFP4 vs fp32 (fresh random trunk so the quantised one is a normal network)
     from cherry_mlx.quant.quantize import quantize_model, weight_memory
@@ -201,15 +216,19 @@ def main():
     mem_q = weight_memory(q)["bytes"]
     bpt_q = bytes_per_token(q)
     t_q = med(lambda: ours(q, prompt, n), a.reps)
-    print(f"(c) nvfp4 {t_q:.1f} tok/s vs fp32 {t_fp:.1f} tok/s: {t_q / t_fp:.2f}x speed; weights "
-          f"{mem_q / 2**20:.1f} vs {mem_fp / 2**20:.1f} MiB ({mem_q / mem_fp:.2f}x)")
+    print(
+        f"(c) nvfp4 {t_q:.1f} tok/s vs fp32 {t_fp:.1f} tok/s: {t_q / t_fp:.2f}x speed; weights "
+        f"{mem_q / 2**20:.1f} vs {mem_fp / 2**20:.1f} MiB ({mem_q / mem_fp:.2f}x)"
+    )
 
     # (d) fraction of the bandwidth bound
     bw = bandwidth_gbs()
     for name, tps, bpt in (("fp32", t_fp, bpt_fp), ("nvfp4", t_q, bpt_q)):
         bound = bw * 1e9 / bpt
-        print(f"(d) {name}: {bpt / 2**20:.1f} MiB read/token, bound {bound:.0f} tok/s at "
-              f"{bw:.1f} GB/s; measured {tps:.1f} tok/s = {tps / bound:.1%} of the bound")
+        print(
+            f"(d) {name}: {bpt / 2**20:.1f} MiB read/token, bound {bound:.0f} tok/s at "
+            f"{bw:.1f} GB/s; measured {tps:.1f} tok/s = {tps / bound:.1%} of the bound"
+        )
 
 
 if __name__ == "__main__":

@@ -46,11 +46,12 @@ def make_data(n_batches, B, T, prompt, vocab, seed=0):
     for _ in range(n_batches):
         toks = r.integers(4, vocab, (B, T + 1)).astype(np.int32)
         resp = np.zeros((B, T), bool)
-        resp[:, prompt - 1:] = True  # targets from the first response token on
+        resp[:, prompt - 1 :] = True  # targets from the first response token on
         level = ((r.random((B, T)) < 0.15) & resp).astype(np.int8)
         cat = np.where(level > 0, r.integers(0, 6, (B, T)), -1).astype(np.int8)
-        ours.append(dict(inputs=toks[:, :-1], targets=toks[:, 1:], response=resp, level=level,
-                         category=cat))
+        ours.append(
+            dict(inputs=toks[:, :-1], targets=toks[:, 1:], response=resp, level=level, category=cat)
+        )
         seqs.extend((row.tolist(), prompt) for row in toks)
     return ours, seqs
 
@@ -68,8 +69,12 @@ def matmul_gflops(n=1024, reps=10):
 
 
 def flops_per_token(cfg, T):
-    D, L, V, F = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], \
-        cfg["intermediate_size"]
+    D, L, V, F = (
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["vocab_size"],
+        cfg["intermediate_size"],
+    )
     H, KV = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     hd = cfg.get("head_dim") or D // H
     per_layer = D * H * hd + 2 * D * KV * hd + H * hd * D + 3 * D * F
@@ -104,12 +109,22 @@ def run_ours(model_cfg, batches, args, select, all_logits=False):
         inner = make_loss(select, 0.7)
         loss_fn = lambda m, b: inner(m, b)  # noqa: E731  (no .needed: full logits)
     with tempfile.TemporaryDirectory() as d:
-        cfg = TrainConfig(steps=args.steps, batch_size=args.batch, seq_len=args.seq, select=select,
-                          runs_dir=d, name="bench", eval_every=0, save_every=10**6,
-                          report_every=args.report, demo=False, warmup=2, grad_clip=0.0)
+        cfg = TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch,
+            seq_len=args.seq,
+            select=select,
+            runs_dir=d,
+            name="bench",
+            eval_every=0,
+            save_every=10**6,
+            report_every=args.report,
+            demo=False,
+            warmup=2,
+            grad_clip=0.0,
+        )
         mx.reset_peak_memory()
-        train(cfg, model=model, loss_fn=loss_fn, train_data=CycleBatches(batches),
-              callbacks=[cb])
+        train(cfg, model=model, loss_fn=loss_fn, train_data=CycleBatches(batches), callbacks=[cb])
         peak = mx.get_peak_memory()
     return _rates(cb.rows, args), peak
 
@@ -133,8 +148,12 @@ def run_mlx_lm(model_cfg, seqs, args):
     cb = Times()
     with tempfile.TemporaryDirectory() as d:
         targs = TrainingArgs(
-            batch_size=args.batch, iters=args.steps, steps_per_report=args.report,
-            steps_per_eval=10**6, steps_per_save=10**6, max_seq_length=args.seq + 1,
+            batch_size=args.batch,
+            iters=args.steps,
+            steps_per_report=args.report,
+            steps_per_eval=10**6,
+            steps_per_save=10**6,
+            max_seq_length=args.seq + 1,
             adapter_file=os.path.join(d, "a.safetensors"),
         )
         mx.reset_peak_memory()
@@ -157,28 +176,41 @@ def main():
     ap.add_argument("--prompt", type=int, default=64)
     args = ap.parse_args()
     model_cfg = load_config(resolve(args.preset))
-    batches, seqs = make_data(args.steps, args.batch, args.seq, args.prompt,
-                              model_cfg["vocab_size"])
-    rows = [("mlx-lm (default_loss)", *run_mlx_lm(model_cfg, seqs, args)),
-            ("ours, full loss", *run_ours(model_cfg, batches, args, "all")),
-            ("ours, SGT λ0.7", *run_ours(model_cfg, batches, args, "gt")),
-            ("ours, SGT, all logits", *run_ours(model_cfg, batches, args, "gt", True))]
+    batches, seqs = make_data(
+        args.steps, args.batch, args.seq, args.prompt, model_cfg["vocab_size"]
+    )
+    rows = [
+        ("mlx-lm (default_loss)", *run_mlx_lm(model_cfg, seqs, args)),
+        ("ours, full loss", *run_ours(model_cfg, batches, args, "all")),
+        ("ours, SGT λ0.7", *run_ours(model_cfg, batches, args, "gt")),
+        ("ours, SGT, all logits", *run_ours(model_cfg, batches, args, "gt", True)),
+    ]
     peak_gflops = matmul_gflops()
     fpt = flops_per_token(model_cfg, args.seq)
     base, base_cpu = rows[0][1]
-    print(f"{args.preset}: batch {args.batch} x {args.seq} (prompt {args.prompt}), "
-          f"{args.steps} steps, fp32 matmul {peak_gflops:.0f} GFLOP/s")
-    print(f"{'trainer':<24} {'tok/s':>8} {'vs mlx-lm':>10} {'tok/cpu-s':>10} {'vs mlx-lm':>10} "
-          f"{'peak MiB':>9} {'MFU':>6}")
+    print(
+        f"{args.preset}: batch {args.batch} x {args.seq} (prompt {args.prompt}), "
+        f"{args.steps} steps, fp32 matmul {peak_gflops:.0f} GFLOP/s"
+    )
+    print(
+        f"{'trainer':<24} {'tok/s':>8} {'vs mlx-lm':>10} {'tok/cpu-s':>10} {'vs mlx-lm':>10} "
+        f"{'peak MiB':>9} {'MFU':>6}"
+    )
     for name, (tps, tpc), peak in rows:
         mfu = tps * fpt / 1e9 / peak_gflops
-        print(f"{name:<24} {tps:>8.0f} {tps / base:>9.2f}x {tpc:>10.0f} {tpc / base_cpu:>9.2f}x "
-              f"{peak / 2**20:>9.0f} {mfu:>6.1%}")
+        print(
+            f"{name:<24} {tps:>8.0f} {tps / base:>9.2f}x {tpc:>10.0f} {tpc / base_cpu:>9.2f}x "
+            f"{peak / 2**20:>9.0f} {mfu:>6.1%}"
+        )
     full, sgt = rows[1][1], rows[2][1]
-    print(f"SGT loss cost over the plain loss (our trainer): {full[0] / sgt[0] - 1:+.1%} wall, "
-          f"{full[1] / sgt[1] - 1:+.1%} CPU time per token")
-    print("(tok/cpu-s: tokens per second of this process's CPU time, steadier than wall time on a "
-          "shared machine)")
+    print(
+        f"SGT loss cost over the plain loss (our trainer): {full[0] / sgt[0] - 1:+.1%} wall, "
+        f"{full[1] / sgt[1] - 1:+.1%} CPU time per token"
+    )
+    print(
+        "(tok/cpu-s: tokens per second of this process's CPU time, steadier than wall time on a "
+        "shared machine)"
+    )
 
 
 if __name__ == "__main__":

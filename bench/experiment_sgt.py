@@ -59,8 +59,15 @@ def split_of(row):
     from cherry_mlx.selection.wave import SplitLoss
 
     c = row["counts"]
-    return SplitLoss(total=row["total"], gt=row["gt"], non_gt=row["non_gt"], n_total=c["total"],
-                     n_gt=c["gt"], n_non_gt=c["non_gt"], per_category=row.get("per_category", {}))
+    return SplitLoss(
+        total=row["total"],
+        gt=row["gt"],
+        non_gt=row["non_gt"],
+        n_total=c["total"],
+        n_gt=c["gt"],
+        n_non_gt=c["non_gt"],
+        per_category=row.get("per_category", {}),
+    )
 
 
 def coupling_of(model, batches):
@@ -68,10 +75,16 @@ def coupling_of(model, batches):
 
     c = measure_coupling(model, batches)
     mid = c.checks[1]
-    return {"gamma": c.gamma, "cosine": c.cosine, "gt_norm2": c.gt_norm2,
-            "t3_eta": mid.eta, "t3_predicted": mid.predicted_d_non_gt,
-            "t3_actual": mid.actual_d_non_gt, "t3_ratio": mid.ratio,
-            "checks": [x.to_dict() for x in c.checks]}
+    return {
+        "gamma": c.gamma,
+        "cosine": c.cosine,
+        "gt_norm2": c.gt_norm2,
+        "t3_eta": mid.eta,
+        "t3_predicted": mid.predicted_d_non_gt,
+        "t3_actual": mid.actual_d_non_gt,
+        "t3_ratio": mid.ratio,
+        "checks": [x.to_dict() for x in c.checks],
+    }
 
 
 def main():
@@ -97,25 +110,43 @@ def main():
     rng = np.random.default_rng(args.seed + 12345)
     data["shuffled"] = tuple([shuffle_encoded(e, rng) for e in part] for part in data["coherent"])
     heldout = {k: valid_batches(v[1], args.batch_size, args.seq_len) for k, v in data.items()}
-    print(f"train {len(splits['train'])} / held-out {len(splits['valid'])} examples; "
-          f"{args.steps} steps x {args.batch_size} x {args.seq_len}", flush=True)
+    print(
+        f"train {len(splits['train'])} / held-out {len(splits['valid'])} examples; "
+        f"{args.steps} steps x {args.batch_size} x {args.seq_len}",
+        flush=True,
+    )
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     runs = {}
     for arm in arms:
         cond = "shuffled" if arm == "shuffled" else "coherent"
         cfg = TrainConfig(
-            preset=args.preset, data=args.data, name=arm, runs_dir=str(out), steps=args.steps,
-            batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.learning_rate,
-            eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.steps,
-            keep_checkpoints=1, demo=False, seed=args.seed, **ARMS[arm],
+            preset=args.preset,
+            data=args.data,
+            name=arm,
+            runs_dir=str(out),
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            learning_rate=args.learning_rate,
+            eval_every=args.eval_every,
+            eval_batches=args.eval_batches,
+            save_every=args.steps,
+            keep_checkpoints=1,
+            demo=False,
+            seed=args.seed,
+            **ARMS[arm],
         )
         t0 = time.perf_counter()
         res = train(cfg, tokenizer=tokenizer, train_data=data[cond][0], valid_data=data[cond][1])
         secs = time.perf_counter() - t0
         print(f"[{arm}] {args.steps} steps in {secs:.0f}s; measuring coupling", flush=True)
-        runs[arm] = {"cond": cond, "evals": res.evals, "seconds": secs,
-                     "coupling": coupling_of(res.model, heldout[cond][: args.coupling_batches])}
+        runs[arm] = {
+            "cond": cond,
+            "evals": res.evals,
+            "seconds": secs,
+            "coupling": coupling_of(res.model, heldout[cond][: args.coupling_batches]),
+        }
 
     init = InitOf(out, args.preset, args.seed).build()
     init_coupling = {c: coupling_of(init, b[: args.coupling_batches]) for c, b in heldout.items()}
@@ -129,24 +160,45 @@ def main():
     for arm, r in runs.items():
         ev = [e for e in r["evals"] if e["step"] in (0, args.steps)]
         base, now = split_of(ev[0]), split_of(ev[-1])
-        row = {"arm": arm, "text": r["cond"], "gt_fraction": now.gt_fraction,
-               "L0_total": base.total, "L_total": now.total, "L0_gt": base.gt, "L_gt": now.gt,
-               "L0_non_gt": base.non_gt, "L_non_gt": now.non_gt,
-               "W": wave_factor(base, now), "W_norm": normalised_wave_factor(base, now)}
+        row = {
+            "arm": arm,
+            "text": r["cond"],
+            "gt_fraction": now.gt_fraction,
+            "L0_total": base.total,
+            "L_total": now.total,
+            "L0_gt": base.gt,
+            "L_gt": now.gt,
+            "L0_non_gt": base.non_gt,
+            "L_non_gt": now.non_gt,
+            "W": wave_factor(base, now),
+            "W_norm": normalised_wave_factor(base, now),
+        }
         frac = 1.0 if arm == "full" else now.gt_fraction
         if full is not None and r["cond"] == "coherent":
             f_now = split_of([e for e in full["evals"] if e["step"] == args.steps][0])
             row["R"] = recovered_fraction(base, now, f_now)
             row["ROI"] = roi(row["R"], frac)
-        row.update({"gamma": r["coupling"]["gamma"], "t3_ratio": r["coupling"]["t3_ratio"],
-                    "seconds": r["seconds"]})
+        row.update(
+            {
+                "gamma": r["coupling"]["gamma"],
+                "t3_ratio": r["coupling"]["t3_ratio"],
+                "seconds": r["seconds"],
+            }
+        )
         table.append(row)
         b0 = split_of(r["evals"][0])
-        curves[arm] = [(e["step"], e["gt"], e["non_gt"], wave_factor(b0, split_of(e)))
-                       for e in r["evals"]]
-    result = {"args": vars(args), "table": table, "init_coupling": init_coupling,
-              "runs": {a: {k: v for k, v in r.items() if k != "evals"} | {"evals": r["evals"]}
-                       for a, r in runs.items()}}
+        curves[arm] = [
+            (e["step"], e["gt"], e["non_gt"], wave_factor(b0, split_of(e))) for e in r["evals"]
+        ]
+    result = {
+        "args": vars(args),
+        "table": table,
+        "init_coupling": init_coupling,
+        "runs": {
+            a: {k: v for k, v in r.items() if k != "evals"} | {"evals": r["evals"]}
+            for a, r in runs.items()
+        },
+    }
     (out / "results.json").write_text(json.dumps(json_clean(result), indent=2) + "\n")
     md = markdown(table, init_coupling, args)
     (out / "results.md").write_text(md + "\n")
@@ -160,19 +212,31 @@ def _f(x, nd=3):
 
 
 def markdown(table, init_coupling, args) -> str:
-    head = ("| run | text | ΔL_GT | ΔL_nonGT | L_total (0 → N) | W | W̃ | R | ROI | γ̄ (final) "
-            "| Thm-3 actual/pred |")
-    lines = [f"Tiny preset from scratch, {args.steps} steps × {args.batch_size} × {args.seq_len}, "
-             f"seed {args.seed}; |G|/|T| = {_f(table[0]['gt_fraction'])} on held-out data.", "",
-             head, "|" + "---|" * 11]
+    head = (
+        "| run | text | ΔL_GT | ΔL_nonGT | L_total (0 → N) | W | W̃ | R | ROI | γ̄ (final) "
+        "| Thm-3 actual/pred |"
+    )
+    lines = [
+        f"Tiny preset from scratch, {args.steps} steps × {args.batch_size} × {args.seq_len}, "
+        f"seed {args.seed}; |G|/|T| = {_f(table[0]['gt_fraction'])} on held-out data.",
+        "",
+        head,
+        "|" + "---|" * 11,
+    ]
     for r in table:
         lines.append(
             f"| {r['arm']} | {r['text']} | {_f(r['L0_gt'] - r['L_gt'])} | "
             f"{_f(r['L0_non_gt'] - r['L_non_gt'])} | {_f(r['L0_total'])} → {_f(r['L_total'])} | "
             f"{_f(r['W'])} | {_f(r['W_norm'])} | {_f(r.get('R'))} | {_f(r.get('ROI'))} | "
-            f"{_f(r['gamma'], 4)} | {_f(r['t3_ratio'])} |")
-    lines += ["", "γ̄ at the shared initialisation: " + ", ".join(
-        f"{c} {_f(v['gamma'], 4)} (cos {_f(v['cosine'])})" for c, v in init_coupling.items())]
+            f"{_f(r['gamma'], 4)} | {_f(r['t3_ratio'])} |"
+        )
+    lines += [
+        "",
+        "γ̄ at the shared initialisation: "
+        + ", ".join(
+            f"{c} {_f(v['gamma'], 4)} (cos {_f(v['cosine'])})" for c, v in init_coupling.items()
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -200,8 +264,10 @@ def plot(curves, table, init_coupling, path):
         ax[2].bar([j + i * width for j in range(len(keys))], vals, width, label=r["arm"])
     ax[2].set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], ["W", "W~", "R", "ROI", "γ̄"])
     ax[2].axhline(0, color="grey", lw=0.5)
-    ax[2].set_title("γ̄ init: " + ", ".join(f"{c} {v['gamma']:.3f}"
-                                           for c, v in init_coupling.items()), fontsize=9)
+    ax[2].set_title(
+        "γ̄ init: " + ", ".join(f"{c} {v['gamma']:.3f}" for c, v in init_coupling.items()),
+        fontsize=9,
+    )
     ax[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
             None, help="Baseline checkpoint (default: the run's step-0 checkpoint)."
         ),
         full_run: Optional[str] = typer.Option(
-            None, "--full-run", help="Full-sequence run (or checkpoint) for R and ROI; its "
+            None,
+            "--full-run",
+            help="Full-sequence run (or checkpoint) for R and ROI; its "
             "checkpoint at the same step is used.",
         ),
         data: Optional[str] = typer.Option(
@@ -56,11 +58,25 @@ def register(app: typer.Typer) -> None:
 
         cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
         cfg = EvalConfig(
-            model=model, baseline=baseline, full_run=full_run, data=data, split=split,
-            tokenizer=tokenizer, level=level, categories=cats, batch_size=batch_size,
-            seq_len=seq_len, max_batches=max_batches, supervised_fraction=supervised_fraction,
-            coupling=coupling, coupling_batches=coupling_batches, etas=eta or None,
-            shuffled=shuffled, seed=seed, json_out=json_out, plot=plot,
+            model=model,
+            baseline=baseline,
+            full_run=full_run,
+            data=data,
+            split=split,
+            tokenizer=tokenizer,
+            level=level,
+            categories=cats,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            max_batches=max_batches,
+            supervised_fraction=supervised_fraction,
+            coupling=coupling,
+            coupling_batches=coupling_batches,
+            etas=eta or None,
+            shuffled=shuffled,
+            seed=seed,
+            json_out=json_out,
+            plot=plot,
         )
         result = run_eval(cfg)
         typer.echo(format_result(result))

@@ -11,20 +11,28 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def quantize(
         model: Optional[str] = typer.Argument(
-            None, help="Model directory, run, preset or hub id (default: the latest run)."),
+            None, help="Model directory, run, preset or hub id (default: the latest run)."
+        ),
         mode: str = typer.Option("nvfp4", "--mode", help="nvfp4 | mxfp4 | affine4 | affine8."),
         keep: Optional[str] = typer.Option(
-            None, "--keep",
+            None,
+            "--keep",
             help="Layers left in full precision, comma-separated: embed, lm_head, gate, mtp, "
-                 "attn, mlp, or any path fragment (e.g. layers.0.)."),
+            "attn, mlp, or any path fragment (e.g. layers.0.).",
+        ),
         out: Optional[str] = typer.Option(
-            None, "--out", "-o", help="Output directory (default: MODEL-MODE beside it)."),
+            None, "--out", "-o", help="Output directory (default: MODEL-MODE beside it)."
+        ),
         data: Optional[str] = typer.Option(
-            None, "--data", help="Held-out JSONL file or data dir for the loss comparison "
-                                 "(default: the bundled valid split)."),
+            None,
+            "--data",
+            help="Held-out JSONL file or data dir for the loss comparison "
+            "(default: the bundled valid split).",
+        ),
         eval_batches: int = typer.Option(8, "--eval-batches", help="Held-out batches (0 = skip)."),
-        no_fold: bool = typer.Option(False, "--no-fold",
-                                     help="NVFP4 without the folded tensor scales (to compare)."),
+        no_fold: bool = typer.Option(
+            False, "--no-fold", help="NVFP4 without the folded tensor scales (to compare)."
+        ),
     ):
         """Quantise a model; prints bits per weight, weight memory and the held-out loss and
         perplexity change against full precision. The result loads with cherry-mlx (and, for
@@ -41,7 +49,8 @@ def register(app: typer.Typer) -> None:
         out = out or str(Path(src).parent / f"{Path(src).name}-{mode}")
         batches = heldout_batches(model, data, eval_batches) if eval_batches > 0 else None
         if eval_batches > 0 and not batches:
-            typer.echo("no held-out data found (pass --data); skipping the loss comparison",
-                       err=True)
+            typer.echo(
+                "no held-out data found (pass --data); skipping the loss comparison", err=True
+            )
         report = run(model, out, mode=mode, keep=keep, batches=batches, fold=not no_fold)
         typer.echo(report.summary())

@@ -13,8 +13,9 @@ MODEL_HELP = "Model directory, run, preset or hub id (default: the latest run un
 def _sampling(temp, top_p, top_k, min_p, repetition_penalty):
     from cherry_mlx.decoding.generate import SamplingConfig
 
-    return SamplingConfig(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p,
-                          repetition_penalty=repetition_penalty)
+    return SamplingConfig(
+        temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty
+    )
 
 
 def _load(model: Optional[str]):
@@ -35,9 +36,11 @@ def register(app: typer.Typer) -> None:
         min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
         repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
         speculative: Optional[bool] = typer.Option(
-            None, "--speculative/--no-speculative",
+            None,
+            "--speculative/--no-speculative",
             help="Self-speculative decoding with the MTP heads (default: on when the model has "
-                 "them)."),
+            "them).",
+        ),
         num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
         raw: bool = typer.Option(False, "--raw", help="Do not apply the chat template."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
@@ -49,8 +52,14 @@ def register(app: typer.Typer) -> None:
         text = sys.stdin.read() if prompt == "-" else prompt
         stats = None
         for piece, stats in generate_text(
-            model_obj, tokenizer, text, _sampling(temp, top_p, top_k, min_p, repetition_penalty),
-            max_tokens=max_tokens, speculative=speculative, num_draft=num_draft, raw=raw,
+            model_obj,
+            tokenizer,
+            text,
+            _sampling(temp, top_p, top_k, min_p, repetition_penalty),
+            max_tokens=max_tokens,
+            speculative=speculative,
+            num_draft=num_draft,
+            raw=raw,
             seed=seed,
         ):
             typer.echo(piece, nl=False)
@@ -69,9 +78,11 @@ def register(app: typer.Typer) -> None:
         min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
         repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
         speculative: Optional[bool] = typer.Option(
-            None, "--speculative/--no-speculative",
+            None,
+            "--speculative/--no-speculative",
             help="Self-speculative decoding with the MTP heads (default: on when the model has "
-                 "them)."),
+            "them).",
+        ),
         num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
     ):
@@ -83,7 +94,10 @@ def register(app: typer.Typer) -> None:
         model_obj, tokenizer = _load(model)
         cfg = ChatConfig(
             sampling=_sampling(temp, top_p, top_k, min_p, repetition_penalty),
-            max_tokens=max_tokens, speculative=speculative, num_draft=num_draft, system=system,
+            max_tokens=max_tokens,
+            speculative=speculative,
+            num_draft=num_draft,
+            system=system,
             seed=seed,
         )
         session = ChatSession(model_obj, tokenizer, cfg)

@@ -16,18 +16,22 @@ tokenizer_app = typer.Typer(
 @tokenizer_app.command("train")
 def train(
     data: Optional[List[Path]] = typer.Option(
-        None, "--data", "-d",
+        None,
+        "--data",
+        "-d",
         help="Corpus files (.jsonl in any data shape, or .txt); repeatable. Default: the bundled "
         "data set and prose corpora (cherry-mlx data build).",
     ),
     vocab_size: int = typer.Option(4096, "--vocab-size", help="Total vocabulary size."),
     out: Path = typer.Option(Path("runs/tokenizer"), "-o", "--out", help="Output directory."),
     builtin_english: Optional[bool] = typer.Option(
-        None, "--builtin-english/--no-builtin-english",
+        None,
+        "--builtin-english/--no-builtin-english",
         help="Add CPython's pydoc English prose (default: only when there is no other corpus).",
     ),
     no_required_hangul: bool = typer.Option(
-        False, "--no-required-hangul",
+        False,
+        "--no-required-hangul",
         help="Do not force the 2,350 KS X 1001 syllables into the vocabulary.",
     ),
     model_max_length: Optional[int] = typer.Option(None, help="Recorded context length."),
@@ -49,8 +53,9 @@ def train(
 @tokenizer_app.command("encode")
 def encode(
     text: str = typer.Argument(..., help="Text to encode (special tokens are recognised)."),
-    tokenizer: str = typer.Option("cherry-tiny", "-t", "--tokenizer",
-                                  help="Preset, model/tokenizer directory or run."),
+    tokenizer: str = typer.Option(
+        "cherry-tiny", "-t", "--tokenizer", help="Preset, model/tokenizer directory or run."
+    ),
 ):
     """Show the pieces and ids of TEXT.
 

@@ -29,9 +29,12 @@ def _build_signature():
 
     params = [
         inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-            default=typer.Option(None, "--config", "-c",
-                                 help="YAML/JSON settings file (command line wins over it)."),
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[str],
+            default=typer.Option(
+                None, "--config", "-c", help="YAML/JSON settings file (command line wins over it)."
+            ),
         )
     ]
     for name, tp, default, help_text, flag in field_specs():
@@ -42,9 +45,15 @@ def _build_signature():
         shown = ",".join(default) if isinstance(default, list) else default
         params.append(
             inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, annotation=otype,
-                default=typer.Option(None, *flags, help=help_text,
-                                     show_default=str(shown) if shown is not None else False),
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=otype,
+                default=typer.Option(
+                    None,
+                    *flags,
+                    help=help_text,
+                    show_default=str(shown) if shown is not None else False,
+                ),
             )
         )
     return inspect.Signature(params)
@@ -63,8 +72,9 @@ def train_command(**kwargs):
 
 
 train_command.__signature__ = _build_signature()
-train_command.__annotations__ = {p.name: p.annotation for p in
-                                 train_command.__signature__.parameters.values()}
+train_command.__annotations__ = {
+    p.name: p.annotation for p in train_command.__signature__.parameters.values()
+}
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,10 @@ def _run(pre="", **env):
     full_env.pop("_CHERRY_MLX_BLAS_SAID", None)
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(pre=pre)],
-        capture_output=True, text=True, env=full_env, check=True,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=True,
     )
     return out.stdout.split(), out.stderr
 

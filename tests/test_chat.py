@@ -33,8 +33,12 @@ def test_chat_template_round_trip_with_governance_tokens():
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = render(tok, messages)
     assert tok.decode(ids, skip_special_tokens=False) == text
-    for piece in ("<|spartan_system|>", "<|spartan_user|>", "<|spartan_assistant|>",
-                  "<|spartan_end|>"):
+    for piece in (
+        "<|spartan_system|>",
+        "<|spartan_user|>",
+        "<|spartan_assistant|>",
+        "<|spartan_end|>",
+    ):
         pid = tok.convert_tokens_to_ids(piece)
         assert ids.count(pid) == text.count(piece) > 0  # one id per governance token
     assert tok.convert_tokens_to_ids("<|spartan_end|>") in tok.eos_token_ids
@@ -62,7 +66,7 @@ def test_cache_kept_across_turns_equals_uncached(served, speculative):
     assert s.last.prompt_tokens == len(s.last_prompt) - fed1
     assert s.last_tokens == _uncached(model, s.last_prompt, 12)
     assert all(c.offset == len(s.fed) for c in s.cache)
-    assert "<|spartan_user|>" in tok.decode(s.last_prompt[len(first):], skip_special_tokens=False)
+    assert "<|spartan_user|>" in tok.decode(s.last_prompt[len(first) :], skip_special_tokens=False)
 
 
 def test_interrupted_answer_keeps_session_consistent(served):
@@ -82,15 +86,31 @@ def test_chat_and_generate_commands(served):
 
     _, _, path = served
     runner = CliRunner()
-    res = runner.invoke(app, ["chat", str(path), "--max-tokens", "8"],
-                        input="hello\n/stats\n/reset\nagain\n/quit\n")
+    res = runner.invoke(
+        app, ["chat", str(path), "--max-tokens", "8"], input="hello\n/stats\n/reset\nagain\n/quit\n"
+    )
     assert res.exit_code == 0, res.output
     assert "self-speculative" in res.output and "[conversation reset]" in res.output
     assert "tok/s" in res.output and "acceptance" in res.output
     res = runner.invoke(app, ["chat", str(path), "--no-speculative", "-m", "4"], input="hi\n")
     assert res.exit_code == 0 and "plain decoding" in res.output  # EOF leaves cleanly
-    res = runner.invoke(app, ["generate", str(path), "-p", "hello", "-m", "6", "--temp", "0.7",
-                              "--top-k", "20", "--seed", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            str(path),
+            "-p",
+            "hello",
+            "-m",
+            "6",
+            "--temp",
+            "0.7",
+            "--top-k",
+            "20",
+            "--seed",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -108,9 +128,22 @@ def test_ctrl_c_stops_an_answer_not_the_session(served, tmp_path):
     model.lm_head.weight[2] = 0.0  # the end-of-turn id never wins greedy: the answer runs on
     save_model(model, path, {**model_config_of(model)}, tokenizer_dir=TOKENIZER_DIR)
     env = {**os.environ, "CHERRY_MLX_QUIET": "1", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "cherry_mlx_cli.main", "chat", str(path),
-                          "-m", "100000", "--no-speculative"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cherry_mlx_cli.main",
+            "chat",
+            str(path),
+            "-m",
+            "100000",
+            "--no-speculative",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     buf = []
     reader = threading.Thread(target=lambda: buf.extend(iter(lambda: p.stdout.read(1), b"")))
     reader.start()

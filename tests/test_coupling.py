@@ -20,8 +20,11 @@ def make_batch(B=2, T=24, vocab=256, seed=3):
     level = np.where(resp & (rng.random((B, T)) < 0.25), 1, 0).astype(np.int8)
     cat = np.where(level > 0, 0, -1).astype(np.int8)
     return {
-        "inputs": mx.array(seq[:, :-1]), "targets": mx.array(seq[:, 1:]),
-        "response": mx.array(resp), "level": mx.array(level), "category": mx.array(cat),
+        "inputs": mx.array(seq[:, :-1]),
+        "targets": mx.array(seq[:, 1:]),
+        "response": mx.array(resp),
+        "level": mx.array(level),
+        "category": mx.array(cat),
     }
 
 

@@ -51,8 +51,10 @@ def test_build_is_byte_deterministic_and_seed_sensitive(tmp_path):
     """Same seed: identical bytes, even from another process with another hash seed."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     build(BuildConfig(out_dir=str(a), scale=0.03, seed=7), **quiet)
-    code = ("from cherry_mlx.data.build import BuildConfig, build; "
-            f"build(BuildConfig(out_dir={str(b)!r}, scale=0.03, seed=7), log=lambda *_: None)")
+    code = (
+        "from cherry_mlx.data.build import BuildConfig, build; "
+        f"build(BuildConfig(out_dir={str(b)!r}, scale=0.03, seed=7), log=lambda *_: None)"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     build(BuildConfig(out_dir=str(c), scale=0.03, seed=8, prose=False), **quiet)
@@ -78,7 +80,7 @@ def test_spans_are_well_formed(small):
     for _, m in _assistant_turns(small):
         text, prev_end = m["content"], 0
         for sp in sorted(m["gt"], key=lambda s: s["start"]):
-            piece = text[sp["start"]:sp["end"]]
+            piece = text[sp["start"] : sp["end"]]
             assert piece and piece == piece.strip(), (piece, text)
             assert sp["start"] >= prev_end, "spans overlap"
             assert sp["level"] in (1, 2, 3) and sp["category"] in CATEGORIES
@@ -87,8 +89,11 @@ def test_spans_are_well_formed(small):
 
 
 def _spans(m, **want):
-    return [m["content"][s["start"]:s["end"]] for s in m["gt"]
-            if all(s[k] == v for k, v in want.items())]
+    return [
+        m["content"][s["start"] : s["end"]]
+        for s in m["gt"]
+        if all(s[k] == v for k, v in want.items())
+    ]
 
 
 def test_tool_call_spans_match_the_parsed_json(small):
@@ -102,7 +107,8 @@ def test_tool_call_spans_match_the_parsed_json(small):
         values = [v if isinstance(v, str) else json.dumps(v) for v in call["arguments"].values()]
         structural = _spans(m, category="structural")
         assert structural == ["name", "arguments"] + [
-            x for kv in zip(keys[2:], values) for x in kv] + ["}}"]
+            x for kv in zip(keys[2:], values) for x in kv
+        ] + ["}}"]
 
 
 def test_json_answer_spans_match_the_parsed_json(small):
@@ -110,7 +116,7 @@ def test_json_answer_spans_match_the_parsed_json(small):
     assert len(recs) > 10
     for r in recs:
         m = r["messages"][-1]
-        obj = json.loads(m["content"][m["content"].index("{"):m["content"].rindex("}") + 1])
+        obj = json.loads(m["content"][m["content"].index("{") : m["content"].rindex("}") + 1])
         ks, ka = list(obj)
         assert _spans(m, category="structural") == [ks, ka, "}"]
         assert _spans(m, level=2) == [str(obj[ka])]
@@ -125,8 +131,8 @@ def test_every_computed_number_is_right(small):
     expr_before = re.compile(r"([\d,]+(?:\s*[-+×÷−]\s*[\d,]+%?)+)\s*=\s*$")
     for _, m in _assistant_turns(small):
         for s in m["gt"]:
-            piece = m["content"][s["start"]:s["end"]]
-            hit = expr_before.search(m["content"][:s["start"]])
+            piece = m["content"][s["start"] : s["end"]]
+            hit = expr_before.search(m["content"][: s["start"]])
             if s["category"] in ("reasoning", "self_correction") and hit and piece[0].isdigit():
                 expr = re.sub(r"([\d]+)%", r"(\1/100)", hit.group(1).translate(_OPS))
                 assert eval(expr) == int(piece.replace(",", "")), (expr, piece)
@@ -168,23 +174,34 @@ def test_atcha_wrong_claim_is_not_gt_and_pivot_precedes_correction(small):
     for r in recs:
         m = r["messages"][-1]
         ss = [s for s in m["gt"] if s["level"] == 3]
-        pivot = m["content"][ss[0]["start"]:ss[0]["end"]]
+        pivot = m["content"][ss[0]["start"] : ss[0]["end"]]
         assert pivot.startswith(("아차", "Oops")) and len(ss) == 2
         assert all(s["start"] >= ss[0]["start"] for s in m["gt"]), "GT inside the wrong claim"
 
 
 def test_splits_share_no_question(bundled):
     qids = {s: {qid_of(r) for r in recs} for s, recs in bundled.items()}
-    users = {s: {m["content"] for r in recs for m in r["messages"] if m["role"] == "user"}
-             for s, recs in bundled.items()}
+    users = {
+        s: {m["content"] for r in recs for m in r["messages"] if m["role"] == "user"}
+        for s, recs in bundled.items()
+    }
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
         assert not qids[a] & qids[b]
         assert not users[a] & users[b]
     assert 4000 <= len(bundled["train"]) <= 6500
     assert 250 <= len(bundled["valid"]) <= 400 and 250 <= len(bundled["test"]) <= 400
     fams = lambda recs: {r["id"].split(":")[0] for r in recs}  # noqa: E731
-    assert fams(bundled["test"]) >= {"factual", "arithmetic", "tools", "atcha", "jamkkan",
-                                     "guardrail", "json", "multiturn", "unit"}
+    assert fams(bundled["test"]) >= {
+        "factual",
+        "arithmetic",
+        "tools",
+        "atcha",
+        "jamkkan",
+        "guardrail",
+        "json",
+        "multiturn",
+        "unit",
+    }
 
 
 def test_split_is_by_question_not_by_example(small):
@@ -208,8 +225,9 @@ def test_gt_share_and_categories_near_the_paper(bundled):
 def test_gt_share_in_real_tokens(bundled):
     from cherry_mlx.data.synth.stats import load_hf_tokenizer
 
-    tok = load_hf_tokenizer(os.path.join(os.path.dirname(DEFAULT_DATA_DIR), "..", "cherry-tiny",
-                                         "tokenizer.json"))
+    tok = load_hf_tokenizer(
+        os.path.join(os.path.dirname(DEFAULT_DATA_DIR), "..", "cherry-tiny", "tokenizer.json")
+    )
     assert tok is not None, "weights/cherry-tiny/tokenizer.json is missing"
     st = gt_stats(bundled["train"][:1500], "token", tok)
     assert 0.11 <= st["gt_share"] <= 0.19, st["gt_share"]
@@ -219,11 +237,16 @@ def test_ssgt_prompts_are_held_out_and_usable(bundled):
     with open(ssgt_prompts_path(), encoding="utf-8") as f:
         prompts = [json.loads(line) for line in f]
     test_qids = {qid_of(r) for r in bundled["test"]}
-    train_users = {m["content"] for r in bundled["train"] for m in r["messages"]
-                   if m["role"] == "user"}
+    train_users = {
+        m["content"] for r in bundled["train"] for m in r["messages"] if m["role"] == "user"
+    }
     kinds = [p["kind"] for p in prompts]
     assert {k: kinds.count(k) >= 10 for k in ("atcha", "jamkkan", "guardrail", "benign")} == {
-        "atcha": True, "jamkkan": True, "guardrail": True, "benign": True}
+        "atcha": True,
+        "jamkkan": True,
+        "guardrail": True,
+        "benign": True,
+    }
     for p in prompts:
         q = qid_of(p)
         assert q in test_qids or q.startswith("heldout."), p["id"]
@@ -250,10 +273,19 @@ def test_missing_data_error_names_the_fix(tmp_path):
         generate(scale=0)
 
 
-@pytest.mark.parametrize("word,pair,want", [
-    ("서울", "은는", "서울은"), ("파리", "은는", "파리는"), ("경기도", "이가", "경기도가"),
-    ("1,000", "을를", "1,000을"), ("24", "을를", "24를"), ("서울", "으로", "서울로"),
-    ("운동", "으로", "운동으로"), ("회의", "으로", "회의로"), ("킬로그램", "은는", "킬로그램은"),
-])
+@pytest.mark.parametrize(
+    "word,pair,want",
+    [
+        ("서울", "은는", "서울은"),
+        ("파리", "은는", "파리는"),
+        ("경기도", "이가", "경기도가"),
+        ("1,000", "을를", "1,000을"),
+        ("24", "을를", "24를"),
+        ("서울", "으로", "서울로"),
+        ("운동", "으로", "운동으로"),
+        ("회의", "으로", "회의로"),
+        ("킬로그램", "은는", "킬로그램은"),
+    ],
+)
 def test_korean_particles(word, pair, want):
     assert josa(word, pair) == want

@@ -36,18 +36,31 @@ def _text(tok, ids) -> str:
 # ---------------------------------------------------------------------------------------- JSONL
 def _write(tmp_path, lines):
     p = tmp_path / "d.jsonl"
-    p.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-                           for x in lines) + "\n", encoding="utf-8")
+    p.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines)
+        + "\n",
+        encoding="utf-8",
+    )
     return p
 
 
 GOOD = [
-    {"messages": [{"role": "user", "content": "q"},
-                  {"role": "assistant", "content": "서울", "gt": [
-                      {"start": 0, "end": 2, "level": 2, "category": "factual"}]}],
-     "tools": []},
-    {"prompt": "p", "completion": "c", "gt": [
-        {"start": 0, "end": 1, "level": 1, "category": "reasoning"}]},
+    {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": "서울",
+                "gt": [{"start": 0, "end": 2, "level": 2, "category": "factual"}],
+            },
+        ],
+        "tools": [],
+    },
+    {
+        "prompt": "p",
+        "completion": "c",
+        "gt": [{"start": 0, "end": 1, "level": 1, "category": "reasoning"}],
+    },
     {"text": "plain"},
 ]
 
@@ -65,16 +78,32 @@ def test_read_jsonl_accepts_the_three_shapes(tmp_path):
         ({"messages": [{"role": "robot", "content": "q"}]}, "messages[0].role"),
         ({"prompt": "p"}, "completion"),
         ({"text": "ab", "prompt": "p", "completion": "c"}, "(keys)"),
-        ({"text": "abc", "gt": [{"start": 1, "end": 9, "level": 1, "category": "factual"}]},
-         "gt[0].start/end"),
-        ({"text": "abc", "gt": [{"start": 0, "end": 1, "level": 4, "category": "factual"}]},
-         "gt[0].level"),
-        ({"text": "abc", "gt": [{"start": 0, "end": 1, "level": 1, "category": "trivia"}]},
-         "gt[0].category"),
+        (
+            {"text": "abc", "gt": [{"start": 1, "end": 9, "level": 1, "category": "factual"}]},
+            "gt[0].start/end",
+        ),
+        (
+            {"text": "abc", "gt": [{"start": 0, "end": 1, "level": 4, "category": "factual"}]},
+            "gt[0].level",
+        ),
+        (
+            {"text": "abc", "gt": [{"start": 0, "end": 1, "level": 1, "category": "trivia"}]},
+            "gt[0].category",
+        ),
         ({"text": "abc", "gt": [{"start": 0, "end": 1, "level": 1}]}, "gt[0].category"),
-        ({"messages": [{"role": "user", "content": "q",
-                        "gt": [{"start": 0, "end": 1, "level": 1, "category": "factual"}]},
-                       {"role": "assistant", "content": "a"}]}, "messages[0].gt"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "q",
+                        "gt": [{"start": 0, "end": 1, "level": 1, "category": "factual"}],
+                    },
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "messages[0].gt",
+        ),
         ({"messages": [{"role": "assistant", "content": 5}]}, "messages[0].content"),
     ],
 )
@@ -98,8 +127,7 @@ def test_masks_from_offsets_by_hand():
     # tokens cover [0,3) [3,5) [5,9) [9,10); response is chars [3, 10); spans: a level-1 span over
     # chars 4..6 (tokens 1, 2) and a level-3 span over char 7 (token 2 only)
     offsets = np.array([[0, 3], [3, 5], [5, 9], [9, 10]])
-    r = Rendered("x" * 10, [(3, 10, False)],
-                 [(4, 6, 1, FACT), (7, 8, 3, REASON)])
+    r = Rendered("x" * 10, [(3, 10, False)], [(4, 6, 1, FACT), (7, 8, 3, REASON)])
     resp, level, cat = masks_from_offsets(offsets, r, np.arange(4), set())
     assert resp.tolist() == [False, True, True, True]
     assert level.tolist() == [0, 1, 3, 0]  # the highest level wins, with its category
@@ -110,8 +138,12 @@ def test_korean_span_to_tokens(tok):
     content = "수도는 서울입니다."
     gt = [{"start": 4, "end": 6, "level": 2, "category": "factual"}]  # "서울"
     assert content[4:6] == "서울"
-    ex = {"messages": [{"role": "user", "content": "대한민국의 수도는?"},
-                       {"role": "assistant", "content": content, "gt": gt}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "대한민국의 수도는?"},
+            {"role": "assistant", "content": content, "gt": gt},
+        ]
+    }
     e = encode_example(ex, tok)
     pieces = tok.convert_ids_to_tokens(e.tokens.tolist())
     # hand-checked: the assistant content is 수|도|는|▁|서|울|입|니다|. and then the end of turn
@@ -125,19 +157,26 @@ def test_korean_span_to_tokens(tok):
 
 
 def test_english_multi_turn_all_assistant_turns_supervised(tok):
-    ex = {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What is 12 plus 30?"},
-        {"role": "assistant", "content": "The answer is 42.",
-         "gt": [{"start": 14, "end": 16, "level": 2, "category": "reasoning"}]},
-        {"role": "user", "content": "Why?"},
-        {"role": "assistant", "content": "Because the sum is so.",
-         "gt": [{"start": 12, "end": 15, "level": 1, "category": "reasoning"}]},
-    ]}
+    ex = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 12 plus 30?"},
+            {
+                "role": "assistant",
+                "content": "The answer is 42.",
+                "gt": [{"start": 14, "end": 16, "level": 2, "category": "reasoning"}],
+            },
+            {"role": "user", "content": "Why?"},
+            {
+                "role": "assistant",
+                "content": "Because the sum is so.",
+                "gt": [{"start": 12, "end": 15, "level": 1, "category": "reasoning"}],
+            },
+        ]
+    }
     e = encode_example(ex, tok)
     resp_text = _text(tok, e.tokens[e.response])
-    assert resp_text == ("The answer is 42.<|spartan_end|>"
-                         "Because the sum is so.<|spartan_end|>")
+    assert resp_text == ("The answer is 42.<|spartan_end|>Because the sum is so.<|spartan_end|>")
     gt_pieces = tok.convert_ids_to_tokens(e.tokens[e.level > 0].tolist())
     # hand-checked: digits are split; "sum" is cut as "▁su"|"m", and the piece "▁su" overlaps the
     # span (its space is outside it) so it is GT as a whole
@@ -150,22 +189,35 @@ def test_english_multi_turn_all_assistant_turns_supervised(tok):
 
 
 def test_tool_calls_and_results(tok):
-    ex = {"tools": [{"type": "function", "function": {"name": "calc"}}], "messages": [
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"function": {"name": "calc", "arguments": {"e": "2+2"}}}]},
-        {"role": "tool", "content": "4"},
-        {"role": "assistant", "content": "It is 4."},
-    ]}
+    ex = {
+        "tools": [{"type": "function", "function": {"name": "calc"}}],
+        "messages": [
+            {"role": "user", "content": "2+2?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "calc", "arguments": {"e": "2+2"}}}],
+            },
+            {"role": "tool", "content": "4"},
+            {"role": "assistant", "content": "It is 4."},
+        ],
+    }
     e = encode_example(ex, tok)
     assert _text(tok, e.tokens[e.response]) == (
         '<|spartan_tool|>{"name": "calc", "arguments": {"e": "2+2"}}<|spartan_tool_end|>'
-        "<|spartan_end|>It is 4.<|spartan_end|>")
+        "<|spartan_end|>It is 4.<|spartan_end|>"
+    )
 
 
 def test_prompt_completion_and_text(tok):
-    e = encode_example({"prompt": "Q: capital?", "completion": "Seoul",
-                        "gt": [{"start": 0, "end": 5, "level": 1, "category": "factual"}]}, tok)
+    e = encode_example(
+        {
+            "prompt": "Q: capital?",
+            "completion": "Seoul",
+            "gt": [{"start": 0, "end": 5, "level": 1, "category": "factual"}],
+        },
+        tok,
+    )
     assert _text(tok, e.tokens[e.response]) == "Seoul<|spartan_end|>"
     assert _text(tok, e.tokens[e.level > 0]) == "Seoul"
     e = encode_example({"text": "봄이 왔다."}, tok)
@@ -181,21 +233,34 @@ def _chatml_tokenizer():
     t = Tokenizer(models.BPE())
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     t.train_from_iterator(["the answer is seoul, the capital", "hello world"] * 50, trainer)
-    template = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + "
-                "'<|im_end|>\n' }}{% endfor %}"
-                "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-    return PreTrainedTokenizerFast(tokenizer_object=t, chat_template=template,
-                                   eos_token="<|im_end|>")
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + "
+        "'<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=t, chat_template=template, eos_token="<|im_end|>"
+    )
 
 
 def test_any_hf_tokenizer_chatml():
     tok = _chatml_tokenizer()
-    ex = {"messages": [{"role": "user", "content": "hello"},
-                       {"role": "assistant", "content": "the answer is seoul",
-                        "gt": [{"start": 14, "end": 19, "level": 1, "category": "factual"}]}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {
+                "role": "assistant",
+                "content": "the answer is seoul",
+                "gt": [{"start": 14, "end": 19, "level": 1, "category": "factual"}],
+            },
+        ]
+    }
     e = encode_example(ex, tok)
     # the turn's content and its <|im_end|> are response; the header and the newline after not
     assert _text(tok, e.tokens[e.response]) == "the answer is seoul<|im_end|>"
@@ -214,8 +279,11 @@ def test_truncate_or_drop_with_counts(tok):
 
 
 def test_dataset_stats_count_gt_share(tok):
-    ex = {"prompt": "q", "completion": "ab cd",
-          "gt": [{"start": 0, "end": 2, "level": 1, "category": "structural"}]}
+    ex = {
+        "prompt": "q",
+        "completion": "ab cd",
+        "gt": [{"start": 0, "end": 2, "level": 1, "category": "structural"}],
+    }
     enc, st = encode_dataset([ex], tok, max_len=64)
     e = enc[0]
     resp = e.response[1:]
@@ -232,7 +300,7 @@ def _fake(n, seed=0):
         L = int(rng.integers(3, 40))
         toks = rng.integers(25, 300, size=L).astype(np.int32)
         resp = np.zeros(L, bool)
-        resp[L // 2:] = True
+        resp[L // 2 :] = True
         lev = np.where(resp & (rng.random(L) < 0.3), 1, 0).astype(np.int8)
         out.append(Encoded(toks, resp, lev, np.where(lev > 0, 2, -1).astype(np.int8)))
     return out
@@ -253,9 +321,9 @@ def test_batches_align_with_targets():
         e = enc[row]
         n = min(len(e), 33) - 1
         assert (b["inputs"][row, :n] == e.tokens[:n]).all()
-        assert (b["targets"][row, :n] == e.tokens[1:n + 1]).all()
-        assert (b["response"][row, :n] == e.response[1:n + 1]).all()
-        assert (b["level"][row, :n] == e.level[1:n + 1]).all()
+        assert (b["targets"][row, :n] == e.tokens[1 : n + 1]).all()
+        assert (b["response"][row, :n] == e.response[1 : n + 1]).all()
+        assert (b["level"][row, :n] == e.level[1 : n + 1]).all()
         assert not b["response"][row, n:].any()  # padding is never supervised
     assert b["inputs"].shape[1] % 16 == 0 or b["inputs"].shape[1] == 32
 
@@ -312,7 +380,11 @@ def test_mlx_lm_wrapper_encodes_like_the_hf_tokenizer(tok):
     from mlx_lm.utils import load_tokenizer
 
     wrapper = load_tokenizer(Path(tok.name_or_path))
-    ex = {"messages": [{"role": "user", "content": "질문"},
-                       {"role": "assistant", "content": "답은 42입니다."}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "질문"},
+            {"role": "assistant", "content": "답은 42입니다."},
+        ]
+    }
     a, b = encode_example(ex, tok), encode_example(ex, wrapper)
     assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.response, b.response)

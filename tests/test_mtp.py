@@ -152,8 +152,9 @@ def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
     ref, n_ref = mtp_loss(model, batch, beta=0.4, lam=0.7)
     np.testing.assert_allclose(wrapped.item(), ref.item(), rtol=1e-5)
     trunk, _ = MTPLoss(make_loss("gt", 0.7), beta=0.0)(model, batch)
-    np.testing.assert_allclose(trunk.item(), make_loss("gt", 0.7)(model, batch)[0].item(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        trunk.item(), make_loss("gt", 0.7)(model, batch)[0].item(), rtol=1e-6
+    )
     assert n.item() == n_ref.item()
 
 

@@ -63,15 +63,23 @@ def test_fold_is_exact_in_full_precision(tiny_config):
     np.testing.assert_allclose(np.array(model(x)), np.array(ref), rtol=1e-4, atol=1e-4)
     h = model.hidden(x)
     np.testing.assert_allclose(
-        np.array(model.logits(model.mtp.sequence_states(model, h, x)[1])), np.array(ref_heads),
-        rtol=1e-4, atol=1e-4,
+        np.array(model.logits(model.mtp.sequence_states(model, h, x)[1])),
+        np.array(ref_heads),
+        rtol=1e-4,
+        atol=1e-4,
     )
     # plain NVFP4 (what nn.quantize applies) of every folded matrix is now within the bound,
     # though the small v/down matrices collapsed before the fold
     for layer, err in zip(model.layers, before):
         assert err > 0.9
-        for m in (layer.self_attn.q_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
-                  layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+        for m in (
+            layer.self_attn.q_proj,
+            layer.self_attn.v_proj,
+            layer.self_attn.o_proj,
+            layer.mlp.gate_proj,
+            layer.mlp.up_proj,
+            layer.mlp.down_proj,
+        ):
             assert _plain_error(m.weight) < NVFP4_BOUND
 
 
@@ -107,8 +115,12 @@ def test_quantized_model_close_and_reloads(tiny_config, tmp_path, mode):
 
 
 def test_quantized_looped_mtp_model_reloads(tiny_config, tmp_path):
-    cfg = {**tiny_config, "num_hidden_layers": 3, "mtp": {"num_heads": 2},
-           "recurrence": {"prelude": 1, "core": 1, "coda": 1, "loops": 2}}
+    cfg = {
+        **tiny_config,
+        "num_hidden_layers": 3,
+        "mtp": {"num_heads": 2},
+        "recurrence": {"prelude": 1, "core": 1, "coda": 1, "loops": 2},
+    }
     model = build_model(cfg)
     mx.eval(model.parameters())
     qmodel, qcfg = quantize_model(model, cfg, "nvfp4")
@@ -126,9 +138,21 @@ def test_quantize_command(tiny_config, tmp_path):
     model = build_model(tiny_config)
     mx.eval(model.parameters())
     save_model(model, tmp_path / "m", tiny_config)
-    res = CliRunner().invoke(app, ["quantize", str(tmp_path / "m"), "--mode", "nvfp4",
-                                   "--keep", "lm_head", "-o", str(tmp_path / "q"),
-                                   "--eval-batches", "0"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            str(tmp_path / "m"),
+            "--mode",
+            "nvfp4",
+            "--keep",
+            "lm_head",
+            "-o",
+            str(tmp_path / "q"),
+            "--eval-batches",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "4.50 in quantised matrices" in res.output and "lm_head" in res.output
     loaded, cfg = load_model(tmp_path / "q")

@@ -90,8 +90,13 @@ def test_tiny_hand_example():
     targets = np.zeros((2, 3), np.int32)
     resp = np.array([[1, 1, 1], [0, 1, 1]], bool)
     level = np.array([[1, 0, 0], [0, 0, 0]], np.int8)
-    b = dict(inputs=targets, targets=targets, response=resp, level=level,
-             category=np.where(level > 0, 0, -1).astype(np.int8))
+    b = dict(
+        inputs=targets,
+        targets=targets,
+        response=resp,
+        level=level,
+        category=np.where(level > 0, 0, -1).astype(np.int8),
+    )
     l1, l2 = -np.log(0.75), np.log(2.0)
     # example 0: 0.7*l1 + 0.3*mean(l1, l2, l2); example 1 (no GT): l2; weights 3 and 2 tokens
     ex0 = 0.7 * l1 + 0.3 * (l1 + 2 * l2) / 3

@@ -54,8 +54,11 @@ def _kind(cfg, kind):
         return _model(cfg)
     if kind == "merged":
         return _merged(cfg)
-    looped = {**cfg, "num_hidden_layers": 3,
-              "recurrence": {"prelude": 1, "core": 1, "coda": 1, "loops": 3}}
+    looped = {
+        **cfg,
+        "num_hidden_layers": 3,
+        "recurrence": {"prelude": 1, "core": 1, "coda": 1, "loops": 3},
+    }
     return _model(looped)
 
 
@@ -129,8 +132,14 @@ def test_accept_sampled_reproduces_target_distribution():
 def test_speculative_sampling_matches_plain_distribution(tiny_config):
     """End to end on a 8-token vocabulary: the joint law of the first two generated tokens under
     speculative sampling equals the trunk's exact law p(x1) p(x2 | x1) (TV and chi-square)."""
-    cfg = {**tiny_config, "vocab_size": 8, "hidden_size": 32, "intermediate_size": 64,
-           "num_attention_heads": 2, "num_key_value_heads": 1}
+    cfg = {
+        **tiny_config,
+        "vocab_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    }
     model = _model(cfg)
     for head in model.mtp.heads:  # sharpen the heads so q differs clearly from p
         head.norm.weight = head.norm.weight * 4.0
@@ -145,8 +154,9 @@ def test_speculative_sampling_matches_plain_distribution(tiny_config):
     counts = np.zeros((8, 8))
     stats = GenerationStats()
     for i in range(n):
-        out = list(speculative_generate_tokens(model, prompt, sc, max_tokens=2, seed=i,
-                                               stats=stats))
+        out = list(
+            speculative_generate_tokens(model, prompt, sc, max_tokens=2, seed=i, stats=stats)
+        )
         counts[out[0], out[1]] += 1
     emp = counts / n
     tv = 0.5 * np.abs(emp - joint).sum()
@@ -173,8 +183,9 @@ def test_head_caches_hold_the_oracle_states(tiny_config, good_heads):
         _copy_heads(model)
     drafter = MTPDrafter(model)
     stats = GenerationStats()
-    out = list(speculative_generate_tokens(model, PROMPT, max_tokens=30, drafter=drafter,
-                                           stats=stats))
+    out = list(
+        speculative_generate_tokens(model, PROMPT, max_tokens=30, drafter=drafter, stats=stats)
+    )
     assert stats.accepted < stats.drafted and (stats.accepted > 0 or not good_heads)
     x = mx.array(PROMPT + out)[None]
     L = x.shape[1]
@@ -185,8 +196,9 @@ def test_head_caches_hold_the_oracle_states(tiny_config, good_heads):
         n = min(drafter._c[k], L - k)  # (the last round may hold tokens past max_tokens)
         fresh = KVCache()
         head(h[:, :n], emb[:, k : k + n], cache=fresh)
-        np.testing.assert_allclose(np.array(c.keys[..., :n, :]), np.array(fresh.keys[..., :n, :]),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            np.array(c.keys[..., :n, :]), np.array(fresh.keys[..., :n, :]), atol=1e-4
+        )
         h = head(h[:, : L - k], emb[:, k:])  # oracle states of head k for the next head
 
 
@@ -199,9 +211,15 @@ def test_plain_greedy_matches_mlx_lm(tiny_config, penalty):
 
     gen_mod = importlib.import_module("mlx_lm.generate")
     model = _model(tiny_config)
-    ref = [int(t) for t, _ in gen_mod.generate_step(
-        mx.array(PROMPT), model, max_tokens=32,
-        logits_processors=make_logits_processors(repetition_penalty=penalty))]
+    ref = [
+        int(t)
+        for t, _ in gen_mod.generate_step(
+            mx.array(PROMPT),
+            model,
+            max_tokens=32,
+            logits_processors=make_logits_processors(repetition_penalty=penalty),
+        )
+    ]
     ours = list(generate_tokens(model, PROMPT, SamplingConfig(repetition_penalty=penalty), 32))
     assert ours == ref
 
@@ -214,8 +232,7 @@ def test_greedy_speculative_on_fused_moee(tiny_config, granularity):
 
     experts = [build_model(tiny_config) for _ in range(2)]
     mx.eval([e.parameters() for e in experts])
-    fused, _ = assemble(experts, [tiny_config] * 2, granularity, top_k=1, shared=True,
-                        mtp_heads=2)
+    fused, _ = assemble(experts, [tiny_config] * 2, granularity, top_k=1, shared=True, mtp_heads=2)
     mx.eval(fused.parameters())
     plain = list(generate_tokens(fused, PROMPT, max_tokens=24))
     assert list(speculative_generate_tokens(fused, PROMPT, max_tokens=24)) == plain

@@ -18,13 +18,17 @@ from cherry_mlx.selection.tagger import (
 
 def tagged(text, question=None):
     """{substring: (level, category)} of the tagger's spans on ``text``."""
-    return {text[s["start"]:s["end"]]: (s["level"], s["category"])
-            for s in tag_text(text, question=question)}
+    return {
+        text[s["start"] : s["end"]]: (s["level"], s["category"])
+        for s in tag_text(text, question=question)
+    }
 
 
 def test_korean_entities_numbers_dates():
-    text = ("대한민국의 수도는 서울입니다. 헌법은 1948년 7월 17일에 제정되었고 "
-            "이순신 장군은 1545년에 태어났습니다.")
+    text = (
+        "대한민국의 수도는 서울입니다. 헌법은 1948년 7월 17일에 제정되었고 "
+        "이순신 장군은 1545년에 태어났습니다."
+    )
     got = tagged(text)
     # hand labels: proper nouns (Kiwi NNP) and the numbers of the dates
     for want in ("대한민국", "서울", "1948", "7", "17", "이순신", "1545"):
@@ -33,8 +37,10 @@ def test_korean_entities_numbers_dates():
 
 
 def test_english_entities_numbers_dates():
-    text = ("Marie Curie was born in Warsaw on November 7, 1867. She won 2 Nobel Prizes and "
-            "moved to Paris.")
+    text = (
+        "Marie Curie was born in Warsaw on November 7, 1867. She won 2 Nobel Prizes and "
+        "moved to Paris."
+    )
     got = tagged(text)
     for want in ("Marie Curie", "Warsaw", "November 7, 1867", "2", "Nobel Prizes", "Paris"):
         assert want in got and got[want][1] == "factual", (want, got)
@@ -76,8 +82,9 @@ def test_json_answer_values_are_factual_and_last_is_super():
 
 
 def test_arithmetic_results_are_reasoning_and_answer_is_super():
-    text = ("First find the total: 1,200 × 4 = 4,800 won. So the change is "
-            "10,000 − 4,800 = 5,200 won.")
+    text = (
+        "First find the total: 1,200 × 4 = 4,800 won. So the change is 10,000 − 4,800 = 5,200 won."
+    )
     got = tagged(text)
     assert got["4,800"] == (1, "reasoning") and got["5,200"] == (2, "reasoning")
     assert got["So"] == (1, "reasoning")
@@ -99,7 +106,7 @@ def test_spans_are_disjoint_sorted_and_trimmed():
     for a, b in zip(spans, spans[1:]):
         assert a["end"] <= b["start"]
     for s in spans:
-        piece = text[s["start"]:s["end"]]
+        piece = text[s["start"] : s["end"]]
         assert piece == piece.strip() and piece
 
 
@@ -126,9 +133,9 @@ def test_tagging_is_idempotent_and_keeps_existing_spans():
 
 def test_prompt_completion_and_text_shapes():
     pc = tag_example({"prompt": "Capital of Japan?", "completion": "It is Tokyo."})
-    assert [pc["completion"][s["start"]:s["end"]] for s in pc["gt"]] == ["Tokyo"]
+    assert [pc["completion"][s["start"] : s["end"]] for s in pc["gt"]] == ["Tokyo"]
     tx = tag_example({"text": "Seoul hosted the 1988 Olympics."})
-    assert {tx["text"][s["start"]:s["end"]] for s in tx["gt"]} >= {"1988", "Olympics"}
+    assert {tx["text"][s["start"] : s["end"]] for s in tx["gt"]} >= {"1988", "Olympics"}
 
 
 def test_malformed_input_names_file_and_line(tmp_path):
@@ -145,24 +152,53 @@ def test_malformed_input_names_file_and_line(tmp_path):
 
 def test_score_matches_hand_computation():
     text = "Seoul is big"
-    gold = [{"messages": [{"role": "assistant", "content": text, "gt": [
-        {"start": 0, "end": 5, "level": 2, "category": "factual"}]}]}]
-    pred = [{"messages": [{"role": "assistant", "content": text, "gt": [
-        {"start": 0, "end": 2, "level": 1, "category": "factual"},
-        {"start": 9, "end": 12, "level": 1, "category": "structural"}]}]}]
+    gold = [
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": text,
+                    "gt": [{"start": 0, "end": 5, "level": 2, "category": "factual"}],
+                }
+            ]
+        }
+    ]
+    pred = [
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": text,
+                    "gt": [
+                        {"start": 0, "end": 2, "level": 1, "category": "factual"},
+                        {"start": 9, "end": 12, "level": 1, "category": "structural"},
+                    ],
+                }
+            ]
+        }
+    ]
     s = score(pred, gold)
     # factual: 2 predicted chars, both right; 5 gold chars -> P 1, R 2/5
     assert s["factual"]["precision"] == 1.0 and s["factual"]["recall"] == pytest.approx(0.4)
     # any: 5 predicted non-space chars, 2 right
     assert s["any"]["precision"] == pytest.approx(2 / 5) and s["any"]["recall"] == pytest.approx(
-        2 / 5)
+        2 / 5
+    )
     assert s["super"]["precision"] == 0.0 and s["super"]["recall"] == 0.0
     assert s["structural"]["pred"] == 3 and s["structural"]["gold"] == 0
 
 
 def test_char_stats_hand_count():
-    ex = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant",
-          "content": "ab cd", "gt": [{"start": 3, "end": 5, "level": 1, "category": "guardrail"}]}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": "ab cd",
+                "gt": [{"start": 3, "end": 5, "level": 1, "category": "guardrail"}],
+            },
+        ]
+    }
     st = char_stats([ex])
     assert (st.response, st.gt) == (4, 2) and st.ratio == 0.5
     assert st.shares()["guardrail"] == 1.0
@@ -212,8 +248,16 @@ def test_token_stats_on_chat_template(tmp_path):
 
     tok = load_tokenizer("cherry-tiny")
     content = "Seoul"
-    ex = {"messages": [{"role": "user", "content": "Capital?"}, {"role": "assistant",
-          "content": content, "gt": [{"start": 0, "end": 5, "level": 2, "category": "factual"}]}]}
+    ex = {
+        "messages": [
+            {"role": "user", "content": "Capital?"},
+            {
+                "role": "assistant",
+                "content": content,
+                "gt": [{"start": 0, "end": 5, "level": 2, "category": "factual"}],
+            },
+        ]
+    }
     st = token_stats([ex], tok)
     # independent count: the content's own tokens are GT, the end-of-turn token is response only
     n_content = len(tok.encode(content, add_special_tokens=False))
@@ -234,4 +278,4 @@ def test_cli_tag_writes_output(tmp_path):
     assert "GT" in res.output and (tmp_path / "out.png").exists()
     row = json.loads(out.read_text(encoding="utf-8"))
     content = row["messages"][1]["content"]
-    assert "Paris" in [content[s["start"]:s["end"]] for s in row["messages"][1]["gt"]]
+    assert "Paris" in [content[s["start"] : s["end"]] for s in row["messages"][1]["gt"]]

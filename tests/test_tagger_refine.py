@@ -93,8 +93,12 @@ def test_corrupted_decisive_token_ranks_first(tiny_config):
     first = 0
     for x, kp in zip(xs, kps):
         pos = np.arange(6)
-        reps = np.array([[rng.choice(KEYS[KEYS != x[p]]) if p == kp else
-                          rng.choice(FILL[FILL != x[p]])] for p in pos])
+        reps = np.array(
+            [
+                [rng.choice(KEYS[KEYS != x[p]]) if p == kp else rng.choice(FILL[FILL != x[p]])]
+                for p in pos
+            ]
+        )
         d = contrastive_scores(m, x, pos, reps, layer=2)
         first += int(np.argmax(d) == kp)
     assert first >= 9, first
@@ -112,8 +116,7 @@ def test_hit_at_against_hand_and_hypergeometric():
 
 
 def test_promote_and_replacements():
-    assert promote(np.array([1.0, 1.0, 5.0, 1.2]), tau=2.0).tolist() == [False, False, True,
-                                                                         False]
+    assert promote(np.array([1.0, 1.0, 5.0, 1.2]), tau=2.0).tolist() == [False, False, True, False]
     rng = np.random.default_rng(0)
     reps = draw_replacements([3, 4, 5], pool=[3, 4, 5, 6], k=4, rng=rng)
     assert reps.shape == (3, 4) and all(t not in row for t, row in zip([3, 4, 5], reps))
@@ -132,12 +135,21 @@ def test_refine_examples_end_to_end_promotes_spans_on_content():
     cfg.update(num_hidden_layers=2)
     model = build_model(cfg)
     mx.eval(model.parameters())
-    exs = tag_examples([
-        {"messages": [{"role": "user", "content": "Capital of France?"},
-                      {"role": "assistant", "content": "The capital of France is Paris. "
-                       "It has been the capital for a very long time."}]},
-        {"prompt": "2 + 3?", "completion": "Adding them, 2 + 3 = 5. So the answer is 5."},
-    ])
+    exs = tag_examples(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Capital of France?"},
+                    {
+                        "role": "assistant",
+                        "content": "The capital of France is Paris. "
+                        "It has been the capital for a very long time.",
+                    },
+                ]
+            },
+            {"prompt": "2 + 3?", "completion": "Adding them, 2 + 3 = 5. So the answer is 5."},
+        ]
+    )
     before = [len(exs[0]["messages"][1]["gt"]), len(exs[1]["gt"])]
     res = refine_examples(model, tok, exs, RefineConfig(layer=1, tau=0.0), log=lambda *a: None)
     s = res.summary
@@ -146,8 +158,10 @@ def test_refine_examples_end_to_end_promotes_spans_on_content():
     assert res.promoted_spans > 0
     after = [len(exs[0]["messages"][1]["gt"]), len(exs[1]["gt"])]
     assert after != before
-    for text, spans in ((exs[0]["messages"][1]["content"], exs[0]["messages"][1]["gt"]),
-                        (exs[1]["completion"], exs[1]["gt"])):
+    for text, spans in (
+        (exs[0]["messages"][1]["content"], exs[0]["messages"][1]["gt"]),
+        (exs[1]["completion"], exs[1]["gt"]),
+    ):
         for a, b in zip(spans, spans[1:]):
             assert a["end"] <= b["start"]
         assert all(0 <= sp["start"] < sp["end"] <= len(text) for sp in spans)
@@ -168,4 +182,4 @@ def test_word_starts_hand_labelled():
     # every word contributes exactly its first token; the special token and bare spaces none
     assert starts.sum() == len(text.split())  # "<|..|>The" is one whitespace-separated word
     assert "The" in words and "capital" in words and not any(w.startswith("<|") for w in words)
-    assert text[offs[starts][-1][0]:].strip().startswith("서")
+    assert text[offs[starts][-1][0] :].strip().startswith("서")

@@ -123,9 +123,14 @@ def test_chat_template_renders_every_part(hf):
     messages = [
         {"role": "system", "content": "S"},
         {"role": "user", "content": "U"},
-        {"role": "assistant", "content": "A", "reasoning_content": "R",
-         "tool_calls": [{"type": "function",
-                         "function": {"name": "calc", "arguments": {"x": "1+1"}}}]},
+        {
+            "role": "assistant",
+            "content": "A",
+            "reasoning_content": "R",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "calc", "arguments": {"x": "1+1"}}}
+            ],
+        },
         {"role": "tool", "content": "2"},
         {"role": "assistant", "content": "", "refusal": "no"},
     ]
@@ -143,10 +148,16 @@ def test_chat_template_renders_every_part(hf):
     prompt = hf.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|spartan_user|>U<|spartan_end|><|spartan_assistant|>")
     # arguments given as a JSON string are embedded, not double-encoded
-    m = [{"role": "assistant", "content": "",
-          "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1}'}}]}]
+    m = [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1}'}}],
+        }
+    ]
     assert '<|spartan_tool|>{"name": "f", "arguments": {"a": 1}}' in hf.apply_chat_template(
-        m, tokenize=False)
+        m, tokenize=False
+    )
 
 
 def test_mlx_lm_wrapper_loads_and_streams(tok_dir):
@@ -177,12 +188,16 @@ def test_shipped_tiny_tokenizer_matches_preset():
     hf_tok = tw._tokenizer
     assert len(hf_tok) == cfg["vocab_size"] == 4096
     assert (cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"]) == (
-        hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id)
+        hf_tok.bos_token_id,
+        hf_tok.eos_token_id,
+        hf_tok.pad_token_id,
+    )
     sp = spm.SentencePieceProcessor(model_file=str(TINY_DIR / "tokenizer.model"))
     for text in TEXTS:
         assert hf_tok(text, add_special_tokens=False)["input_ids"] == sp.encode(text)
-    pieces = hf_tok.convert_ids_to_tokens(hf_tok("한국어 문장입니다", add_special_tokens=False)[
-        "input_ids"])
+    pieces = hf_tok.convert_ids_to_tokens(
+        hf_tok("한국어 문장입니다", add_special_tokens=False)["input_ids"]
+    )
     assert byte_fallback_count(pieces) == 0
 
 
@@ -198,8 +213,20 @@ def test_cli_train(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("안녕하세요 세계\nhello world\n" * 50, encoding="utf-8")
     out = tmp_path / "tok"
-    res = CliRunner().invoke(app, ["tokenizer", "train", "--data", str(corpus), "--vocab-size",
-                                   "2900", "--builtin-english", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "tokenizer",
+            "train",
+            "--data",
+            str(corpus),
+            "--vocab-size",
+            "2900",
+            "--builtin-english",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"):
         assert (out / f).is_file()

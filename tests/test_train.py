@@ -29,14 +29,32 @@ def synth_batches(n, B=4, T=24, seed=0, V=256):
         resp[:, 6:] = True
         level = ((r.random((B, T)) < 0.2) & resp).astype(np.int8)
         cat = np.where(level > 0, r.integers(0, 6, (B, T)), -1).astype(np.int8)
-        out.append(dict(inputs=toks[:, :-1].astype(np.int32), targets=toks[:, 1:].astype(np.int32),
-                        response=resp, level=level, category=cat))
+        out.append(
+            dict(
+                inputs=toks[:, :-1].astype(np.int32),
+                targets=toks[:, 1:].astype(np.int32),
+                response=resp,
+                level=level,
+                category=cat,
+            )
+        )
     return out
 
 
 def base_cfg(tmp_path, **kw):
-    d = dict(steps=8, name="run", runs_dir=str(tmp_path), eval_every=4, save_every=4,
-             report_every=2, demo=False, warmup=2, learning_rate=3e-3, batch_size=4, seq_len=24)
+    d = dict(
+        steps=8,
+        name="run",
+        runs_dir=str(tmp_path),
+        eval_every=4,
+        save_every=4,
+        report_every=2,
+        demo=False,
+        warmup=2,
+        learning_rate=3e-3,
+        batch_size=4,
+        seq_len=24,
+    )
     d.update(kw)
     return TrainConfig(**d)
 
@@ -45,8 +63,13 @@ def run(cfg, tiny_config, data_seed=0, loss_fn=None, train_batches=None):
     mx.random.seed(cfg.seed)
     model = build_model(tiny_config)
     batches = train_batches or synth_batches(6, seed=data_seed)
-    return train(cfg, model=model, loss_fn=loss_fn, train_data=CycleBatches(batches),
-                 valid_data=synth_batches(2, seed=99))
+    return train(
+        cfg,
+        model=model,
+        loss_fn=loss_fn,
+        train_data=CycleBatches(batches),
+        valid_data=synth_batches(2, seed=99),
+    )
 
 
 def flat(model):
@@ -124,16 +147,23 @@ def test_lr_schedule_by_hand():
     assert math.isclose(f(0).item(), 0.5e-3, rel_tol=1e-6)
     assert math.isclose(f(1).item(), 1e-3, rel_tol=1e-6)
     assert math.isclose(f(2).item(), 1e-3, rel_tol=1e-6)
-    assert math.isclose(f(7).item(), 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))),
-                        rel_tol=1e-5)
+    assert math.isclose(
+        f(7).item(), 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))), rel_tol=1e-5
+    )
     assert math.isclose(f(12).item(), 1e-4, rel_tol=1e-5)
 
 
 def test_checkpoint_contents_and_loads_in_mlx_lm(tmp_path, tiny_config):
     res = run(base_cfg(tmp_path, steps=4), tiny_config)
     step = res.run_dir / "checkpoints" / "step-4"
-    for name in ("model.safetensors", "config.json", "optimizer.safetensors", "meta.json",
-                 "trainer_state.json", "train_config.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "optimizer.safetensors",
+        "meta.json",
+        "trainer_state.json",
+        "train_config.json",
+    ):
         assert (step / name).is_file(), name
     state = json.loads((step / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["data"] == {"pos": 4}
@@ -155,8 +185,10 @@ def test_checkpoint_contents_and_loads_in_mlx_lm(tmp_path, tiny_config):
 
 
 def test_lora_trains_adapters_and_saves_fused_model(tmp_path, tiny_config):
-    res = run(base_cfg(tmp_path, steps=3, lora=True, lora_rank=4, save_every=3,
-                       learning_rate=1e-2), tiny_config)
+    res = run(
+        base_cfg(tmp_path, steps=3, lora=True, lora_rank=4, save_every=3, learning_rate=1e-2),
+        tiny_config,
+    )
     from mlx.utils import tree_flatten
 
     trainable = [k for k, _ in tree_flatten(res.model.trainable_parameters())]
@@ -171,8 +203,9 @@ def test_lora_trains_adapters_and_saves_fused_model(tmp_path, tiny_config):
 def test_grad_checkpoint_same_loss(tmp_path, tiny_config):
     a = run(base_cfg(tmp_path, name="a", steps=2, eval_every=0), tiny_config)
     b = run(base_cfg(tmp_path, name="b", steps=2, eval_every=0, grad_checkpoint=True), tiny_config)
-    np.testing.assert_allclose([r["loss"] for r in a.history], [r["loss"] for r in b.history],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["loss"] for r in a.history], [r["loss"] for r in b.history], rtol=1e-5
+    )
 
 
 def test_config_precedence_cli_over_file_over_defaults(tmp_path):
@@ -187,8 +220,9 @@ def test_config_precedence_cli_over_file_over_defaults(tmp_path):
 
 
 def test_malformed_data_errors(tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n'
-                                          "{not json\n")
+    (tmp_path / "train.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n'
+    )
     with pytest.raises(ValueError, match="train.jsonl"):
         load_splits(str(tmp_path), tokenizer=None, max_len=32)
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
@@ -244,14 +278,24 @@ def test_resume_after_sigkill(tmp_path, tiny_config):
     proc.wait()
     full = run(base_cfg(tmp_path, name="full"), tiny_config)
     resumed = run(resolve_config({"resume": str(tmp_path / "killed")}), tiny_config)
-    np.testing.assert_allclose([r["loss"] for r in resumed.history],
-                               [r["loss"] for r in full.history], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed.history], [r["loss"] for r in full.history], rtol=1e-6
+    )
 
 
 def test_rho1_selection_trains_against_a_reference_checkpoint(tmp_path, tiny_config):
     ref = run(base_cfg(tmp_path, name="ref", steps=2, save_every=2, eval_every=0), tiny_config)
-    res = run(base_cfg(tmp_path, name="rho", steps=2, eval_every=0, select="rho1",
-                       reference=str(ref.last_checkpoint)), tiny_config)
+    res = run(
+        base_cfg(
+            tmp_path,
+            name="rho",
+            steps=2,
+            eval_every=0,
+            select="rho1",
+            reference=str(ref.last_checkpoint),
+        ),
+        tiny_config,
+    )
     assert all(np.isfinite(r["loss"]) for r in res.history)
     assert np.isfinite(res.evals[-1]["loss"])  # the objective on valid uses the reference too
 
@@ -271,8 +315,10 @@ def test_split_losses_against_numpy(tiny_config):
         gt.append(b["level"] >= 1)
         cat.append(b["category"])
     ce, resp, gt, cat = (np.concatenate(x) for x in (ce, resp, gt, cat))
-    for batches in (valid_batches(raw, 4, 24), [{k: mx.array(v) for k, v in b.items()}
-                                                for b in raw]):  # with and without ``pos``
+    for batches in (
+        valid_batches(raw, 4, 24),
+        [{k: mx.array(v) for k, v in b.items()} for b in raw],
+    ):  # with and without ``pos``
         out = split_losses(model, batches)
         assert abs(out["total"] - ce[resp].mean()) < 1e-4
         assert abs(out["gt"] - ce[resp & gt].mean()) < 1e-4

@@ -106,12 +106,25 @@ def write_data(path, n=6):
         city = ["서울", "Paris", "Tokyo"][i % 3]
         answer = f"The capital is {city}. It has many people and old streets."
         start = answer.index(city)
-        rows.append({"messages": [
-            {"role": "user", "content": f"Question {i}: what is the capital?"},
-            {"role": "assistant", "content": answer,
-             "gt": [{"start": start, "end": start + len(city), "level": 1,
-                     "category": "factual"}]},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {i}: what is the capital?"},
+                    {
+                        "role": "assistant",
+                        "content": answer,
+                        "gt": [
+                            {
+                                "start": start,
+                                "end": start + len(city),
+                                "level": 1,
+                                "category": "factual",
+                            }
+                        ],
+                    },
+                ]
+            }
+        )
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
@@ -137,9 +150,18 @@ def test_run_eval_end_to_end(tmp_path, tiny_config):
     save_model(build_model(cfg), preset, cfg)
     (run / "train_config.json").write_text(json.dumps({"preset": str(preset), "seed": 7}))
     data = write_data(tmp_path / "valid.jsonl")
-    res = run_eval(EvalConfig(model=str(run), full_run=str(full), data=str(data), batch_size=4,
-                              seq_len=64, coupling=True, shuffled=True,
-                              json_out=str(tmp_path / "e.json")))
+    res = run_eval(
+        EvalConfig(
+            model=str(run),
+            full_run=str(full),
+            data=str(data),
+            batch_size=4,
+            seq_len=64,
+            coupling=True,
+            shuffled=True,
+            json_out=str(tmp_path / "e.json"),
+        )
+    )
     assert res.step == 3 and res.full.endswith("step-3")
     assert "init of" in res.baseline
     # Independent reference for the baseline: the seeded init rebuilt by hand.

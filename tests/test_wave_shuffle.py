@@ -30,8 +30,11 @@ def make_batch(B=3, T=40, seed=1):
     level = np.where(resp & (rng.random((B, T)) < 0.3), 1, 0).astype(np.int8)
     cat = np.where(level > 0, rng.integers(0, 6, size=(B, T)), -1).astype(np.int8)
     return {
-        "inputs": mx.array(seq[:, :-1]), "targets": mx.array(seq[:, 1:]),
-        "response": mx.array(resp), "level": mx.array(level), "category": mx.array(cat),
+        "inputs": mx.array(seq[:, :-1]),
+        "targets": mx.array(seq[:, 1:]),
+        "response": mx.array(resp),
+        "level": mx.array(level),
+        "category": mx.array(cat),
     }
 
 
@@ -46,10 +49,14 @@ def test_shuffle_batch_keeps_counts_destroys_order():
     for row in range(tg.shape[0]):
         for a, e in response_runs(resp[row]):
             # Same multiset of (token, level, category) triples within each turn ...
-            before = Counter(zip(tg[row, a:e], np.array(b["level"])[row, a:e],
-                                 np.array(b["category"])[row, a:e]))
-            after = Counter(zip(stg[row, a:e], np.array(s["level"])[row, a:e],
-                                np.array(s["category"])[row, a:e]))
+            before = Counter(
+                zip(tg[row, a:e], np.array(b["level"])[row, a:e], np.array(b["category"])[row, a:e])
+            )
+            after = Counter(
+                zip(
+                    stg[row, a:e], np.array(s["level"])[row, a:e], np.array(s["category"])[row, a:e]
+                )
+            )
             assert before == after
         # ... prompt/non-response targets untouched ...
         assert np.array_equal(tg[row, ~resp[row]], stg[row, ~resp[row]])

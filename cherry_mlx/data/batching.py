@@ -50,8 +50,10 @@ class BatchIterator:
         fixed_length: bool = False,
     ):
         if not encoded:
-            raise ValueError("no examples to batch: the data set is empty after encoding "
-                             "(check the encode stats for dropped examples)")
+            raise ValueError(
+                "no examples to batch: the data set is empty after encoding "
+                "(check the encode stats for dropped examples)"
+            )
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"batch_size={batch_size}, max_len={max_len}: both must be >= 1")
         self.encoded = encoded
@@ -73,10 +75,15 @@ class BatchIterator:
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perm_cache:
             n = len(self.encoded)
-            perm = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                    else np.arange(n))
-            self._perm_cache = {epoch: perm, **{k: v for k, v in self._perm_cache.items()
-                                                if k == epoch - 1}}
+            perm = (
+                np.random.default_rng([self.seed, epoch]).permutation(n)
+                if self.shuffle
+                else np.arange(n)
+            )
+            self._perm_cache = {
+                epoch: perm,
+                **{k: v for k, v in self._perm_cache.items() if k == epoch - 1},
+            }
         return self._perm_cache[epoch]
 
     def _window_batches(self, k: int) -> list[np.ndarray]:
@@ -92,7 +99,7 @@ class BatchIterator:
         if not self.bucket:
             return [idx]
         idx = idx[np.argsort(self.lengths[idx], kind="stable")]
-        batches = [idx[i: i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        batches = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if self.shuffle:
             order = np.random.default_rng([self.seed, _BUCKET_SALT, k]).permutation(len(batches))
             batches = [batches[i] for i in order]
@@ -105,22 +112,32 @@ class BatchIterator:
         while p < hi:
             epoch, off = divmod(p, n)
             take = min(hi - p, n - off)
-            parts.append(self._perm(epoch)[off: off + take])
+            parts.append(self._perm(epoch)[off : off + take])
             p += take
         return np.concatenate(parts)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Position of the next batch (JSON-serialisable); restore with ``load_state_dict``."""
-        return {"window": self._window, "batch": self._batch, "seed": self.seed,
-                "n_examples": len(self.encoded), "window_size": self.window_size}
+        return {
+            "window": self._window,
+            "batch": self._batch,
+            "seed": self.seed,
+            "n_examples": len(self.encoded),
+            "window_size": self.window_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        for key, mine in (("seed", self.seed), ("n_examples", len(self.encoded)),
-                          ("window_size", self.window_size)):
+        for key, mine in (
+            ("seed", self.seed),
+            ("n_examples", len(self.encoded)),
+            ("window_size", self.window_size),
+        ):
             if key in state and state[key] != mine:
-                raise ValueError(f"batch state has {key}={state[key]} but this iterator has "
-                                 f"{mine}; resume with the same data and batching settings")
+                raise ValueError(
+                    f"batch state has {key}={state[key]} but this iterator has "
+                    f"{mine}; resume with the same data and batching settings"
+                )
         self._window, self._batch = int(state["window"]), int(state["batch"])
 
     @property
@@ -175,4 +192,3 @@ class BatchIterator:
             "level": mx.array(level[:, 1:]),
             "category": mx.array(category[:, 1:]),
         }
-

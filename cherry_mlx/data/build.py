@@ -127,12 +127,17 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
     prompts = ssgt_prompts(sorted({qid_of(r) for r in splits["test"]}), cfg.seed)
     write_jsonl(os.path.join(data_dir, "ssgt_prompts.jsonl"), prompts)
 
-    summary = {"seed": cfg.seed, "scale": cfg.scale,
-               "examples": {k: len(v) for k, v in splits.items()},
-               "families": family_counts(splits["train"]), "ssgt_prompts": len(prompts),
-               "train_gt": {u: gt_stats(splits["train"], u) for u in ("char", "word")}}
-    tok_path = cfg.tokenizer or os.path.join(_repo_root(), "weights", "cherry-tiny",
-                                             "tokenizer.json")
+    summary = {
+        "seed": cfg.seed,
+        "scale": cfg.scale,
+        "examples": {k: len(v) for k, v in splits.items()},
+        "families": family_counts(splits["train"]),
+        "ssgt_prompts": len(prompts),
+        "train_gt": {u: gt_stats(splits["train"], u) for u in ("char", "word")},
+    }
+    tok_path = cfg.tokenizer or os.path.join(
+        _repo_root(), "weights", "cherry-tiny", "tokenizer.json"
+    )
     tok = load_hf_tokenizer(tok_path) if cfg.token_stats else None
     if tok is not None:
         summary["train_gt"]["token"] = gt_stats(splits["train"], "token", tok)
@@ -143,8 +148,11 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
             train, valid = prose_records(lang, n)
             write_jsonl(os.path.join(cfg.out_dir, "prose", f"{lang}.jsonl"), train)
             write_jsonl(os.path.join(cfg.out_dir, "prose", f"{lang}.valid.jsonl"), valid)
-            summary["prose"][lang] = {"train": len(train), "valid": len(valid),
-                                      "chars": sum(len(r["text"]) for r in train + valid)}
+            summary["prose"][lang] = {
+                "train": len(train),
+                "valid": len(valid),
+                "chars": sum(len(r["text"]) for r in train + valid),
+            }
     with open(os.path.join(data_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=1)
         f.write("\n")
@@ -154,8 +162,10 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
 
 def _log_summary(summary: dict, data_dir: str, log) -> None:
     ex = summary["examples"]
-    log(f"wrote {data_dir}: train {ex['train']}, valid {ex['valid']}, test {ex['test']} examples, "
-        f"{summary['ssgt_prompts']} SSGT prompts")
+    log(
+        f"wrote {data_dir}: train {ex['train']}, valid {ex['valid']}, test {ex['test']} examples, "
+        f"{summary['ssgt_prompts']} SSGT prompts"
+    )
     log("train families: " + ", ".join(f"{k} {v}" for k, v in summary["families"].items()))
     for st in summary["train_gt"].values():
         log(format_stats(st))

@@ -81,8 +81,10 @@ class EncodeStats:
             f"GT categories: {cats}",
         ]
         if self.spans_unmapped or self.turns_unlocated:
-            lines.append(f"WARNING: {self.spans_unmapped}/{self.spans} GT spans unmapped, "
-                         f"{self.turns_unlocated} assistant turns not located")
+            lines.append(
+                f"WARNING: {self.spans_unmapped}/{self.spans} GT spans unmapped, "
+                f"{self.turns_unlocated} assistant turns not located"
+            )
         return "\n".join(lines)
 
 
@@ -92,8 +94,10 @@ def hf_tokenizer(tokenizer):
 
     tok = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
     if getattr(tok, "is_fast", True) is False:
-        raise ValueError(f"tokenizer {getattr(tok, 'name_or_path', '')!r} is a slow (Python) "
-                         "tokenizer without offsets mapping; use a fast one (tokenizer.json)")
+        raise ValueError(
+            f"tokenizer {getattr(tok, 'name_or_path', '')!r} is a slow (Python) "
+            "tokenizer without offsets mapping; use a fast one (tokenizer.json)"
+        )
     return tok
 
 
@@ -116,8 +120,10 @@ def _render(tok, messages, tools, generation_prompt: bool) -> str:
 
 
 def _shift_spans(gt, offset: int) -> list:
-    return [(s["start"] + offset, s["end"] + offset, s["level"], CATEGORIES.index(s["category"]))
-            for s in gt or []]
+    return [
+        (s["start"] + offset, s["end"] + offset, s["level"], CATEGORIES.index(s["category"]))
+        for s in gt or []
+    ]
 
 
 def _render_plain(tok, prompt: str, completion: str, gt) -> Rendered:
@@ -167,8 +173,9 @@ def render_example(example: dict, tokenizer) -> Rendered:
     if "text" in example:
         bos, eos = tok.bos_token or "", tok.eos_token or ""
         text = bos + example["text"] + eos
-        return Rendered(text, [(len(bos), len(text), False)], _shift_spans(example.get("gt"),
-                                                                          len(bos)))
+        return Rendered(
+            text, [(len(bos), len(text), False)], _shift_spans(example.get("gt"), len(bos))
+        )
     if "prompt" in example:
         if not getattr(tok, "chat_template", None):
             return _render_plain(tok, example["prompt"], example["completion"], example.get("gt"))
@@ -178,8 +185,10 @@ def render_example(example: dict, tokenizer) -> Rendered:
         ]
         return _render_chat(tok, messages, None)
     if not getattr(tok, "chat_template", None):
-        raise ValueError(f"tokenizer {getattr(tok, 'name_or_path', tok)!r} has no chat template; "
-                         "use prompt/completion or text data, or a tokenizer with a template")
+        raise ValueError(
+            f"tokenizer {getattr(tok, 'name_or_path', tok)!r} has no chat template; "
+            "use prompt/completion or text data, or a tokenizer with a template"
+        )
     return _render_chat(tok, example["messages"], example.get("tools"))
 
 
@@ -268,8 +277,9 @@ def encode_dataset(
                 continue
             cut = offs[limit - 1, 1] if limit <= len(offs) else 0
             stats.spans_unmapped += sum(1 for s in r.spans if s[1] > cut)
-            e = Encoded(ids[:limit], e.response[:limit], e.level[:limit], e.category[:limit],
-                        truncated=True)
+            e = Encoded(
+                ids[:limit], e.response[:limit], e.level[:limit], e.category[:limit], truncated=True
+            )
             stats.truncated += 1
         if not e.response[1:].any():
             stats.dropped_no_response += 1

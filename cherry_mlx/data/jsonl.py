@@ -35,13 +35,21 @@ def _fail(where: str, field: str, problem: str, fix: str):
 def validate_spans(spans: Any, text: str, where: str, field: str) -> None:
     """Check a ``gt`` list against the text it annotates (offsets are Python str indices)."""
     if not isinstance(spans, list):
-        _fail(where, field, f"expected a list of spans, got {type(spans).__name__}",
-              'write "gt": [{"start": S, "end": E, "level": 1, "category": "factual"}]')
+        _fail(
+            where,
+            field,
+            f"expected a list of spans, got {type(spans).__name__}",
+            'write "gt": [{"start": S, "end": E, "level": 1, "category": "factual"}]',
+        )
     for i, span in enumerate(spans):
         f = f"{field}[{i}]"
         if not isinstance(span, dict):
-            _fail(where, f, f"expected an object, got {type(span).__name__}",
-                  'write {"start": S, "end": E, "level": L, "category": C}')
+            _fail(
+                where,
+                f,
+                f"expected an object, got {type(span).__name__}",
+                'write {"start": S, "end": E, "level": L, "category": C}',
+            )
         for key in ("start", "end", "level", "category"):
             if key not in span:
                 _fail(where, f"{f}.{key}", "missing", f"add {key!r} to every span")
@@ -50,15 +58,24 @@ def validate_spans(spans: Any, text: str, where: str, field: str) -> None:
             if not isinstance(val, int) or isinstance(val, bool):
                 _fail(where, f"{f}.{key}", f"{val!r} is not an integer", "use an integer")
         if not 0 <= start < end <= len(text):
-            _fail(where, f"{f}.start/end", f"span [{start}, {end}) is outside the annotated "
-                  f"text of {len(text)} characters or empty",
-                  "use character offsets with 0 <= start < end <= len(text)")
+            _fail(
+                where,
+                f"{f}.start/end",
+                f"span [{start}, {end}) is outside the annotated "
+                f"text of {len(text)} characters or empty",
+                "use character offsets with 0 <= start < end <= len(text)",
+            )
         if level not in (1, 2, 3):
-            _fail(where, f"{f}.level", f"{level} is not a GT level",
-                  "use 1 (GT), 2 (super-GT) or 3 (SSGT)")
+            _fail(
+                where,
+                f"{f}.level",
+                f"{level} is not a GT level",
+                "use 1 (GT), 2 (super-GT) or 3 (SSGT)",
+            )
         if cat not in CATEGORIES:
-            _fail(where, f"{f}.category", f"{cat!r} is unknown",
-                  f"use one of {', '.join(CATEGORIES)}")
+            _fail(
+                where, f"{f}.category", f"{cat!r} is unknown", f"use one of {', '.join(CATEGORIES)}"
+            )
 
 
 def _check_str(obj: dict, key: str, where: str, field: str, optional: bool = False) -> None:
@@ -72,12 +89,20 @@ def _check_str(obj: dict, key: str, where: str, field: str, optional: bool = Fal
 def validate_example(ex: Any, where: str) -> dict:
     """Validate one decoded example; returns it unchanged."""
     if not isinstance(ex, dict):
-        _fail(where, "(line)", f"expected a JSON object, got {type(ex).__name__}",
-              "write one object per line")
+        _fail(
+            where,
+            "(line)",
+            f"expected a JSON object, got {type(ex).__name__}",
+            "write one object per line",
+        )
     shapes = [k for k in ("messages", "prompt", "text") if k in ex]
     if len(shapes) != 1:
-        _fail(where, "(keys)", f"found {sorted(ex)}",
-              'give exactly one of "messages", "prompt"+"completion" or "text"')
+        _fail(
+            where,
+            "(keys)",
+            f"found {sorted(ex)}",
+            'give exactly one of "messages", "prompt"+"completion" or "text"',
+        )
     if "messages" in ex:
         msgs = ex["messages"]
         if not isinstance(msgs, list) or not msgs:
@@ -93,8 +118,12 @@ def validate_example(ex: Any, where: str) -> dict:
             _check_str(m, "content", where, f"{f}.content", optional=optional)
             if "gt" in m:
                 if m["role"] != "assistant":
-                    _fail(where, f"{f}.gt", f"GT spans on a {m['role']} turn",
-                          "annotate assistant turns only (other turns are never supervised)")
+                    _fail(
+                        where,
+                        f"{f}.gt",
+                        f"GT spans on a {m['role']} turn",
+                        "annotate assistant turns only (other turns are never supervised)",
+                    )
                 validate_spans(m["gt"], m.get("content") or "", where, f"{f}.gt")
             if "tool_calls" in m and not isinstance(m["tool_calls"], list):
                 _fail(where, f"{f}.tool_calls", "expected a list", "list the calls")
@@ -120,8 +149,10 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """Yield validated examples of a JSONL file, one per non-blank line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file (build the default with "
-                                "`cherry-mlx data build` or pass an existing .jsonl)")
+        raise FileNotFoundError(
+            f"{path}: no such data file (build the default with "
+            "`cherry-mlx data build` or pass an existing .jsonl)"
+        )
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -130,8 +161,10 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
             try:
                 ex = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{where}: field (line): invalid JSON ({err.msg} at column "
-                                f"{err.colno}); write one JSON object per line") from None
+                raise DataError(
+                    f"{where}: field (line): invalid JSON ({err.msg} at column "
+                    f"{err.colno}); write one JSON object per line"
+                ) from None
             yield validate_example(ex, where)
 
 

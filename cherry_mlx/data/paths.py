@@ -30,8 +30,10 @@ def prose_paths(lang: str, prose_dir: str | None = None) -> dict:
     if lang not in ("ko", "en"):
         raise ValueError(f"prose language {lang!r} unknown: use 'ko' or 'en'")
     prose_dir = prose_dir or PROSE_DIR
-    return {"train": _require(os.path.join(prose_dir, f"{lang}.jsonl")),
-            "valid": _require(os.path.join(prose_dir, f"{lang}.valid.jsonl"))}
+    return {
+        "train": _require(os.path.join(prose_dir, f"{lang}.jsonl")),
+        "valid": _require(os.path.join(prose_dir, f"{lang}.valid.jsonl")),
+    }
 
 
 def ssgt_prompts_path(data_dir: str | None = None) -> str:

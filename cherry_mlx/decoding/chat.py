@@ -36,8 +36,9 @@ class ChatConfig:
 
 
 def _has_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None)
-                or getattr(tokenizer, "has_chat_template", False))
+    return bool(
+        getattr(tokenizer, "chat_template", None) or getattr(tokenizer, "has_chat_template", False)
+    )
 
 
 def render_text(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
@@ -45,7 +46,8 @@ def render_text(tokenizer, messages: List[Dict[str, str]], add_generation_prompt
     ``role: content`` lines, so hub models without one still work)."""
     if _has_template(tokenizer):
         return tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
     return text + ("assistant: " if add_generation_prompt else "")
 
@@ -53,8 +55,9 @@ def render_text(tokenizer, messages: List[Dict[str, str]], add_generation_prompt
 def render(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: bool = True):
     """Token ids of a conversation under the chat template."""
     if _has_template(tokenizer):
-        return list(tokenizer.apply_chat_template(messages,
-                                                  add_generation_prompt=add_generation_prompt))
+        return list(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        )
     return tokenizer.encode(render_text(tokenizer, messages, add_generation_prompt))
 
 
@@ -107,7 +110,7 @@ class ChatSession:
                 hist = list(self.history)
                 if hist[-1] not in self.stop:  # an interrupted answer: close its turn
                     hist.append(min(self.stop))
-                new = self.tokenizer.encode(after[len(before):], add_special_tokens=False)
+                new = self.tokenizer.encode(after[len(before) :], add_special_tokens=False)
                 return hist + list(new)
         return render(self.tokenizer, self.messages)
 
@@ -118,11 +121,18 @@ class ChatSession:
         self.last_prompt = prompt
         prefix = self._sync(prompt)
         self.last = GenerationStats()
-        kwargs = dict(cfg=self.cfg.sampling, max_tokens=self.cfg.max_tokens, cache=self.cache,
-                      stop=self.stop, stats=self.last, prefix_len=prefix)
+        kwargs = dict(
+            cfg=self.cfg.sampling,
+            max_tokens=self.cfg.max_tokens,
+            cache=self.cache,
+            stop=self.stop,
+            stats=self.last,
+            prefix_len=prefix,
+        )
         if self.speculative:
-            gen = speculative_generate_tokens(self.model, prompt, num_draft=self.cfg.num_draft,
-                                              seed=self.cfg.seed, **kwargs)
+            gen = speculative_generate_tokens(
+                self.model, prompt, num_draft=self.cfg.num_draft, seed=self.cfg.seed, **kwargs
+            )
         else:
             gen = generate_tokens(self.model, prompt, **kwargs)
         detok = self.tokenizer.detokenizer
@@ -148,18 +158,25 @@ class ChatSession:
             self.fed = full[: min(self.cache[0].offset, len(full))] if self.cache else []
             self._trim_to(len(self.fed))
             answer = [t for t in out if t not in self.stop]
-            self.messages.append(
-                {"role": "assistant", "content": self.tokenizer.decode(answer)}
-            )
+            self.messages.append({"role": "assistant", "content": self.tokenizer.decode(answer)})
             self._add_stats(self.last)
 
     def _add_stats(self, s: GenerationStats) -> None:
         t = self.total
-        for name in ("prompt_tokens", "generated", "prefill_s", "decode_s", "rounds", "accepted",
-                     "drafted"):
+        for name in (
+            "prompt_tokens",
+            "generated",
+            "prefill_s",
+            "decode_s",
+            "rounds",
+            "accepted",
+            "drafted",
+        ):
             setattr(t, name, getattr(t, name) + getattr(s, name))
 
     def stats_text(self) -> str:
         mode = "self-speculative (MTP)" if self.speculative else "plain"
-        return (f"[{mode}] last turn: {self.last.summary()}\n"
-                f"[{mode}] session:   {self.total.summary()}; cache holds {len(self.fed)} tokens")
+        return (
+            f"[{mode}] last turn: {self.last.summary()}\n"
+            f"[{mode}] session:   {self.total.summary()}; cache holds {len(self.fed)} tokens"
+        )

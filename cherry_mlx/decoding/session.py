@@ -18,8 +18,10 @@ def default_model() -> str:
 
     run = latest_run()
     if run is None:
-        raise ValueError("no model given and no run under runs/: pass MODEL (a directory, run or "
-                         "hub id) or train one with `cherry-mlx train`")
+        raise ValueError(
+            "no model given and no run under runs/: pass MODEL (a directory, run or "
+            "hub id) or train one with `cherry-mlx train`"
+        )
     return str(run)
 
 
@@ -50,8 +52,14 @@ def load_for_serving(name: Optional[str]):
 
 
 def generate_text(
-    model, tokenizer, prompt: str, cfg: SamplingConfig = SamplingConfig(), max_tokens: int = 256,
-    speculative: Optional[bool] = None, num_draft: Optional[int] = None, raw: bool = False,
+    model,
+    tokenizer,
+    prompt: str,
+    cfg: SamplingConfig = SamplingConfig(),
+    max_tokens: int = 256,
+    speculative: Optional[bool] = None,
+    num_draft: Optional[int] = None,
+    raw: bool = False,
     seed: Optional[int] = None,
 ) -> Iterator[Tuple[str, GenerationStats]]:
     """Stream (text piece, running stats) for one prompt, rendered with the chat template unless

@@ -179,15 +179,19 @@ def speculative_generate_tokens(
                     return
             T = len(tokens) - 2  # trunk states known through T; tokens[T+1] not yet fed
             drafts, q = drafter.draft(tokens, cfg)
-            h = model.hidden(mx.concatenate([mx.array(tokens[-1:], dtype=mx.int32), drafts])[None],
-                             cache=cache)  # (1, K+1, D): verify every draft in one pass
+            h = model.hidden(
+                mx.concatenate([mx.array(tokens[-1:], dtype=mx.int32), drafts])[None], cache=cache
+            )  # (1, K+1, D): verify every draft in one pass
             logits = model.logits(h)[0]  # (K+1, V)
             K = drafter.K
             if cfg.repetition_penalty != 1.0:  # position i's history includes d_1..d_i
                 ctx = mx.array(tokens, dtype=mx.int32)
                 rows = [
-                    target_logprobs(logits[i : i + 1], mx.concatenate([ctx, drafts[:i]])
-                                    [-cfg.repetition_context :], cfg)
+                    target_logprobs(
+                        logits[i : i + 1],
+                        mx.concatenate([ctx, drafts[:i]])[-cfg.repetition_context :],
+                        cfg,
+                    )
                     for i in range(K + 1)
                 ]
                 lp = mx.concatenate(rows)

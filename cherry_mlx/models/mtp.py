@@ -155,8 +155,7 @@ class MTPLoss:
     accepted when it equals the trunk's choice, so this aims the heads at acceptance directly.
     """
 
-    def __init__(self, base, beta: float = 0.3, freeze_trunk: bool = False,
-                 targets: str = "data"):
+    def __init__(self, base, beta: float = 0.3, freeze_trunk: bool = False, targets: str = "data"):
         if beta < 0:
             raise ValueError(f"--mtp-weight must be >= 0, got {beta}")
         if targets not in ("data", "trunk"):
@@ -249,6 +248,8 @@ def report_mtp_accuracy(model, batches, run_dir=None) -> str:
     acc = mtp_accuracy(model, batches)
     if run_dir is not None:
         (Path(run_dir) / "mtp_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
-    heads = ", ".join(f"head {k} (t+{k + 1}) {a:.1%} (agrees with trunk {g:.1%})"
-                      for k, (a, g) in enumerate(zip(acc["heads"], acc["agree"]), 1))
+    heads = ", ".join(
+        f"head {k} (t+{k + 1}) {a:.1%} (agrees with trunk {g:.1%})"
+        for k, (a, g) in enumerate(zip(acc["heads"], acc["agree"]), 1)
+    )
     return f"[mtp] held-out top-1: trunk (t+1) {acc['trunk']:.1%}, {heads} ({acc['tokens']} tok)"

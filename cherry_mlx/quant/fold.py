@@ -68,8 +68,9 @@ def _split(s_in: float, t_mid: float, t_out: float):
 def fold_block(block) -> Dict[str, float]:
     """Fold tensor scales into one Llama ``TransformerBlock`` (in place); returns the factors."""
     attn, mlp = block.self_attn, block.mlp
-    tq, tk, tv, to = (target_scale(getattr(attn, n).weight) for n in
-                      ("q_proj", "k_proj", "v_proj", "o_proj"))
+    tq, tk, tv, to = (
+        target_scale(getattr(attn, n).weight) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+    )
     s1 = min(tq, tk, tv * to)
     fv, fo = _split(s1, tv, to)
     block.input_layernorm.weight = block.input_layernorm.weight / s1
@@ -77,8 +78,9 @@ def fold_block(block) -> Dict[str, float]:
     _scale_linear(attn.k_proj, s1)
     _scale_linear(attn.v_proj, fv, 1.0 / fo)
     _scale_linear(attn.o_proj, fo)
-    tg, tu, td = (target_scale(getattr(mlp, n).weight) for n in ("gate_proj", "up_proj",
-                                                                  "down_proj"))
+    tg, tu, td = (
+        target_scale(getattr(mlp, n).weight) for n in ("gate_proj", "up_proj", "down_proj")
+    )
     s3 = min(tg, tu * td)
     fu, fd = _split(s3, tu, td)
     block.post_attention_layernorm.weight = block.post_attention_layernorm.weight / s3
@@ -90,9 +92,11 @@ def fold_block(block) -> Dict[str, float]:
 
 def _is_llama_block(m) -> bool:
     try:
-        return all(hasattr(m, n) for n in ("input_layernorm", "post_attention_layernorm")) and all(
-            hasattr(m.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
-        ) and all(hasattr(m.mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+        return (
+            all(hasattr(m, n) for n in ("input_layernorm", "post_attention_layernorm"))
+            and all(hasattr(m.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            and all(hasattr(m.mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+        )
     except AttributeError:
         return False
 

@@ -56,7 +56,10 @@ def _kept_paths(model, kept) -> List[str]:
 
 
 def quantize_model(
-    model: nn.Module, config: Dict[str, Any], mode: str = "nvfp4", keep: Sequence[str] = (),
+    model: nn.Module,
+    config: Dict[str, Any],
+    mode: str = "nvfp4",
+    keep: Sequence[str] = (),
     fold: bool = True,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Quantise ``model`` in place; returns it and the config to save with it."""
@@ -75,7 +78,11 @@ def quantize_model(
         folded = fold_tensor_scales(model, skip=_kept_paths(model, kept))
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own bpw line
         model, qconfig = mlx_lm_quantize(
-            model, config, group, bits, mode=mlx_mode,
+            model,
+            config,
+            group,
+            bits,
+            mode=mlx_mode,
             quant_predicate=lambda path, module: not kept(path),
         )
     qconfig["cherry_quant"] = {"mode": mode, "keep": list(keep), "folded_layers": len(folded)}
@@ -162,8 +169,12 @@ def heldout_loss(model, batches) -> Tuple[float, int]:
 
 
 def quantize(
-    model_name: str, out_dir: str | Path, mode: str = "nvfp4", keep: Optional[str] = None,
-    batches: Optional[list] = None, fold: bool = True,
+    model_name: str,
+    out_dir: str | Path,
+    mode: str = "nvfp4",
+    keep: Optional[str] = None,
+    batches: Optional[list] = None,
+    fold: bool = True,
 ) -> QuantReport:
     """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report."""
     from ..models.loading import load_model, resolve, save_model
@@ -181,8 +192,13 @@ def quantize(
     return report
 
 
-def heldout_batches(model_name: str, data: Optional[str] = None, max_batches: int = 8,
-                    batch_size: int = 8, max_len: int = 256) -> Optional[list]:
+def heldout_batches(
+    model_name: str,
+    data: Optional[str] = None,
+    max_batches: int = 8,
+    batch_size: int = 8,
+    max_len: int = 256,
+) -> Optional[list]:
     """Batches of a held-out split for the loss comparison: ``data`` is a JSONL file or a data
     directory (its valid.jsonl); default the bundled data's valid split, None if absent."""
     from ..models.loading import load_tokenizer

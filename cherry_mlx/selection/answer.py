@@ -22,7 +22,7 @@ Cand = Tuple[int, int, str]  # (start, end, category)
 
 def _bigrams(text: str) -> set:
     t = "".join(text.lower().split())
-    return {t[i:i + 2] for i in range(len(t) - 1)}
+    return {t[i : i + 2] for i in range(len(t) - 1)}
 
 
 def answer_sentence(
@@ -39,7 +39,7 @@ def answer_sentence(
         if best is not None:
             return best
     holding = [(s, e) for s, e in sents if any(s <= c[0] < e for c in cands)]
-    cued = [se for se in holding if markers.ANSWER_CUES.search(text[se[0]:se[1]])]
+    cued = [se for se in holding if markers.ANSWER_CUES.search(text[se[0] : se[1]])]
     return (cued or holding or [None])[-1]
 
 
@@ -58,9 +58,9 @@ def super_gt(text: str, cands: List[Cand], question: Optional[str] = None):
     s, e = sent
     q = (question or "").lower()
     inside = [c for c in cands if s <= c[0] < e]
-    new = [c for c in inside if text[c[0]:c[1]].lower() not in q]
+    new = [c for c in inside if text[c[0] : c[1]].lower() not in q]
     if not new:  # no rule candidate says anything new: fall back to the copula complement
-        cop = [c for c in copula_candidates(text, sent) if text[c[0]:c[1]].lower() not in q]
+        cop = [c for c in copula_candidates(text, sent) if text[c[0] : c[1]].lower() not in q]
         inside, new = inside + cop, cop
     pick = new or inside
     if not pick:

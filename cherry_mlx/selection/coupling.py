@@ -32,15 +32,15 @@ def tree_dot(a, b) -> float:
     """Σ over all leaves of <a, b>, each leaf reduced in float32, summed in float64."""
     leaves_a, leaves_b = tree_flatten(a), tree_flatten(b)
     assert [k for k, _ in leaves_a] == [k for k, _ in leaves_b], "gradient trees differ"
-    parts = [(x.astype(mx.float32) * y.astype(mx.float32)).sum() for (_, x), (_, y) in
-             zip(leaves_a, leaves_b)]
+    parts = [
+        (x.astype(mx.float32) * y.astype(mx.float32)).sum()
+        for (_, x), (_, y) in zip(leaves_a, leaves_b)
+    ]
     mx.eval(parts)
     return float(sum(p.item() for p in parts))
 
 
-def split_gradients(
-    model: nn.Module, batches: Sequence[dict], level: int = 1, categories=None
-):
+def split_gradients(model: nn.Module, batches: Sequence[dict], level: int = 1, categories=None):
     """(∇L_GT, ∇L_nonGT, L_GT, L_nonGT) over the trainable parameters, losses as token means."""
 
     def class_sums(batch):
@@ -137,8 +137,15 @@ def default_eta(loss_gt: float, gt_norm2: float, fraction: float = 0.01) -> floa
 
 
 def theorem3_check(
-    model: nn.Module, batches: Sequence[dict], grad_gt, dot: float, gt_norm2: float,
-    eta: float, level: int = 1, categories=None, before=None,
+    model: nn.Module,
+    batches: Sequence[dict],
+    grad_gt,
+    dot: float,
+    gt_norm2: float,
+    eta: float,
+    level: int = 1,
+    categories=None,
+    before=None,
 ) -> StepCheck:
     """Take θ' = θ - η∇L_GT on the trainable parameters, measure, and restore θ exactly."""
     before = before or split_losses(model, batches, level, categories)
@@ -158,8 +165,12 @@ def theorem3_check(
 
 
 def measure_coupling(
-    model: nn.Module, batches: Sequence[dict], level: int = 1, categories=None,
-    etas: Optional[Sequence[float]] = None, check: bool = True,
+    model: nn.Module,
+    batches: Sequence[dict],
+    level: int = 1,
+    categories=None,
+    etas: Optional[Sequence[float]] = None,
+    check: bool = True,
 ) -> Coupling:
     """γ̄ over all trainable parameters, plus Theorem-3 steps (default η: see ``default_eta``,
     tried at 4×, 1× and ¼× so the first-order convergence is visible)."""
@@ -170,8 +181,13 @@ def measure_coupling(
     ng2 = tree_dot(g_ng, g_ng)
     n_params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     out = Coupling(
-        gamma=dot / gt2 if gt2 else math.nan, dot=dot, gt_norm2=gt2, non_gt_norm2=ng2,
-        loss_gt=l_gt, loss_non_gt=l_ng, n_params=n_params,
+        gamma=dot / gt2 if gt2 else math.nan,
+        dot=dot,
+        gt_norm2=gt2,
+        non_gt_norm2=ng2,
+        loss_gt=l_gt,
+        loss_non_gt=l_ng,
+        n_params=n_params,
     )
     if check:
         if etas is None:

@@ -31,9 +31,7 @@ def per_token_ce(logits: mx.array, targets: mx.array) -> mx.array:
     return nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none")
 
 
-def gt_mask(
-    batch, level: int = 1, categories: Optional[Iterable[str]] = None
-) -> mx.array:
+def gt_mask(batch, level: int = 1, categories: Optional[Iterable[str]] = None) -> mx.array:
     """Positions supervised as GT: response tokens with level >= ``level`` in ``categories``."""
     mask = batch["response"] & (batch["level"] >= level)
     if categories is not None:

@@ -103,11 +103,15 @@ def resolve_target(name: Optional[str]) -> Target:
     if name is None:
         # The newest run that has a checkpoint (experiment folders of several runs are skipped).
         runs = [p for p in RUNS_DIR.glob("*") if p.is_dir() and not p.name.startswith(".")]
-        runs = [p for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
-                if resolve_run_checkpoint(p) is not None]
+        runs = [
+            p
+            for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+            if resolve_run_checkpoint(p) is not None
+        ]
         if not runs:
-            raise FileNotFoundError("no trained run in runs/: train one (cherry-mlx train) or "
-                                    "name a model")
+            raise FileNotFoundError(
+                "no trained run in runs/: train one (cherry-mlx train) or name a model"
+            )
         name = str(runs[0])
     path = resolve(name)
     return Target(path=path, run=_run_of(path), step=checkpoint_step(path))
@@ -233,8 +237,12 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model, "step": self.step, "baseline": self.baseline,
-            "full_sequence": self.full, "level": self.level, "notes": self.notes,
+            "model": self.model,
+            "step": self.step,
+            "baseline": self.baseline,
+            "full_sequence": self.full,
+            "level": self.level,
+            "notes": self.notes,
             **{k: v.to_dict() for k, v in self.sections.items()},
         }
 
@@ -251,9 +259,18 @@ def _load(path):
     return model
 
 
-def measure(model, batches, level: int, categories=None, base=None, full=None,
-            coupling: bool = False, coupling_batches: int = 4, etas=None,
-            supervised_fraction=None) -> Section:
+def measure(
+    model,
+    batches,
+    level: int,
+    categories=None,
+    base=None,
+    full=None,
+    coupling: bool = False,
+    coupling_batches: int = 4,
+    etas=None,
+    supervised_fraction=None,
+) -> Section:
     """Split losses of ``model`` (and of the ``base``/``full`` models) on ``batches``; metrics."""
     now = split_losses(model, batches, level, categories)
     b = split_losses(base, batches, level, categories) if base is not None else None
@@ -278,16 +295,26 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     model, base = _load(target.path), _load(base_path)
     full = _load(full_path) if full_path is not None else None
     result = EvalResult(
-        model=str(target.path), step=target.step, baseline=str(base_path),
-        full=str(full_path) if full_path else None, level=cfg.level,
+        model=str(target.path),
+        step=target.step,
+        baseline=str(base_path),
+        full=str(full_path) if full_path else None,
+        level=cfg.level,
     )
     conditions = {"coherent": batches}
     if cfg.shuffled:
         conditions["shuffled"] = [shuffle_batch(b, cfg.seed + i) for i, b in enumerate(batches)]
     for name, bs in conditions.items():
         result.sections[name] = measure(
-            model, bs, level, cfg.categories, base=base, full=full, coupling=cfg.coupling,
-            coupling_batches=cfg.coupling_batches, etas=cfg.etas,
+            model,
+            bs,
+            level,
+            cfg.categories,
+            base=base,
+            full=full,
+            coupling=cfg.coupling,
+            coupling_batches=cfg.coupling_batches,
+            etas=cfg.etas,
             supervised_fraction=cfg.supervised_fraction,
         )
     if isinstance(base_path, InitOf):
@@ -313,8 +340,10 @@ def _check_init(init: InitOf, measured: SplitLoss) -> str:
         return f"baseline: {init} (no step-0 eval in the run to check it against)"
     same = math.isclose(zero["total"], measured.total, rel_tol=1e-4)
     verdict = "matches" if same else "DIFFERS from (other data or settings?)"
-    return (f"baseline: {init}; its total loss {measured.total:.4f} {verdict} the trainer's "
-            f"step-0 eval {zero['total']:.4f}")
+    return (
+        f"baseline: {init}; its total loss {measured.total:.4f} {verdict} the trainer's "
+        f"step-0 eval {zero['total']:.4f}"
+    )
 
 
 def json_clean(obj):

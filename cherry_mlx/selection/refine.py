@@ -123,10 +123,10 @@ def contrastive_scores(
     row_tok = reps.reshape(-1)[order]
     out = np.zeros(n * k, dtype=np.float64)
     for a in range(0, n * k, batch_size):
-        p = row_pos[a:a + batch_size]
+        p = row_pos[a : a + batch_size]
         s = int(p.min()) if layer > 0 else 0
         batch = np.repeat(x[None], len(p), axis=0)  # (b, T)
-        batch[np.arange(len(p)), p] = row_tok[a:a + batch_size]
+        batch[np.arange(len(p)), p] = row_tok[a : a + batch_size]
         pre = _prefix_cache(cache, s, len(p)) if s > 0 else None
         h = layer_states(model, mx.array(batch[:, s:]), layer, pre).astype(mx.float32)
         sq = ((h - base[:, s:]) ** 2).sum(axis=-1)  # (b, T - s)
@@ -137,7 +137,7 @@ def contrastive_scores(
         down = mx.array(down)
         cnt = mx.maximum(down.sum(axis=1), 1)
         d = mx.sqrt((sq * down).sum(axis=1) / cnt)  # (b,)
-        out[order[a:a + len(p)]] = np.array(d, dtype=np.float64)
+        out[order[a : a + len(p)]] = np.array(d, dtype=np.float64)
     return out.reshape(n, k).mean(axis=1)
 
 

@@ -80,8 +80,10 @@ def _promote_spans(ex: dict, text: str, offs: np.ndarray, positions: np.ndarray)
                 while s < e and content[s].isspace():
                     s += 1
                 if e > s:
-                    raw = [(x["start"], x["end"], x["level"], x["category"])
-                           for x in holder.get("gt") or []]
+                    raw = [
+                        (x["start"], x["end"], x["level"], x["category"])
+                        for x in holder.get("gt") or []
+                    ]
                     holder["gt"] = merge_spans(content, raw + [(s, e, 1, "reasoning")])
                     added += 1
                 break
@@ -110,18 +112,29 @@ def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=p
     chosen = examples[: cfg.max_examples]
     encoded = [_encode(ex, tokenizer) for ex in chosen]
     specials = _special_ids(encoded[0][3]) if encoded else set()
-    starts = [word_starts(r.text, o, e.tokens, specials) if cfg.words else np.ones(len(e), bool)
-              for r, e, o, _ in encoded]
-    pool = {int(t) for (_, e, _, _), w in zip(encoded, starts)
-            for t, r, s in zip(e.tokens, e.response, w) if r and s}
+    starts = [
+        word_starts(r.text, o, e.tokens, specials) if cfg.words else np.ones(len(e), bool)
+        for r, e, o, _ in encoded
+    ]
+    pool = {
+        int(t)
+        for (_, e, _, _), w in zip(encoded, starts)
+        for t, r, s in zip(e.tokens, e.response, w)
+        if r and s
+    }
     pool -= specials
     per, promoted, candidates, t0, ntok = [], 0, 0, time.time(), 0
     for i, (ex, (rendered, enc, offs, _), ws) in enumerate(zip(chosen, encoded, starts)):
         toks = enc.tokens[:max_len] if max_len else enc.tokens
         n = len(toks)
-        pos = np.array([p for p in range(1, n - 1)
-                        if enc.response[p] and ws[p] and int(toks[p]) not in specials],
-                       dtype=np.int64)
+        pos = np.array(
+            [
+                p
+                for p in range(1, n - 1)
+                if enc.response[p] and ws[p] and int(toks[p]) not in specials
+            ],
+            dtype=np.int64,
+        )
         if len(pos) < 2:
             continue
         gold = enc.level[pos] > 0
@@ -138,8 +151,14 @@ def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=p
             dt = time.time() - t0
             log(f"refine {i + 1}/{len(chosen)} examples, {ntok / dt:.0f} tokens/s")
     summary = R.summarise(per)
-    summary.update(layer=layer, tau=cfg.tau, k=cfg.k, promoted=promoted, candidates=candidates,
-                   seconds=round(time.time() - t0, 1))
+    summary.update(
+        layer=layer,
+        tau=cfg.tau,
+        k=cfg.k,
+        promoted=promoted,
+        candidates=candidates,
+        seconds=round(time.time() - t0, 1),
+    )
     return RefineResult(summary, per, promoted, examples)
 
 

@@ -61,7 +61,7 @@ def factual_spans(text: str) -> List[Tuple[int, int]]:
     prev_hit = False
     for _, tag, start, end in morphemes(text):
         hit = tag in FACTUAL_TAGS
-        if hit and prev_hit and spans and text[spans[-1][1]:start] in ("", " "):
+        if hit and prev_hit and spans and text[spans[-1][1] : start] in ("", " "):
             spans[-1][1] = end
         elif hit:
             spans.append([start, end])

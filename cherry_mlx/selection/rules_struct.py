@@ -61,8 +61,10 @@ def json_spans(text: str) -> Tuple[List[Span], List[Tuple[int, int]]]:
             continue
         regions.append((i, end))
         # a tool call ({"name", "arguments"}): its arguments are schema literals (structural)
-        call = isinstance(value, dict) and "name" in value and (
-            "arguments" in value or "parameters" in value
+        call = (
+            isinstance(value, dict)
+            and "name" in value
+            and ("arguments" in value or "parameters" in value)
         )
         lex = list(JSON_LEX.finditer(text, i, end))
         for k, m in enumerate(lex):
@@ -150,7 +152,7 @@ def sentences(text: str) -> List[Tuple[int, int]]:
     out = []
     start = 0
     for m in re.finditer(r"[.!?。]+(?=\s|$)|\n", text):
-        if text[start:m.end()].strip():
+        if text[start : m.end()].strip():
             out.append((start, m.end()))
         start = m.end()
     if text[start:].strip():

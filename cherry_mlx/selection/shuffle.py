@@ -89,7 +89,9 @@ def shuffle_batch(batch: dict, seed: int = 0) -> dict:
         out_lv[b], out_cat[b] = lv[1:], ct[1:]
     out = dict(batch)
     out.update(
-        inputs=mx.array(out_in), targets=mx.array(out_tg), level=mx.array(out_lv),
+        inputs=mx.array(out_in),
+        targets=mx.array(out_tg),
+        level=mx.array(out_lv),
         category=mx.array(out_cat),
     )
     return out

@@ -39,8 +39,7 @@ def _patterns(category: str) -> List[str]:
 
 def _without(patterns: List[str], forbidden: List[str]) -> List[str]:
     """The patterns that fire on none of the ``forbidden`` texts."""
-    return [p for p in patterns
-            if not any(re.search(p, t, re.IGNORECASE) for t in forbidden)]
+    return [p for p in patterns if not any(re.search(p, t, re.IGNORECASE) for t in forbidden)]
 
 
 def _compile(patterns: List[str]) -> re.Pattern:

@@ -27,13 +27,16 @@ def format_table(report: Dict) -> str:
     for m in METRICS:
         arrow = "↑" if m.better == "higher" else "↓"
         cells = [report["overall"][m.name]] + [report["by_lang"][lg][m.name] for lg in langs]
-        lines.append(f"{m.name + ' ' + arrow:<31}"
-                     + "".join(f"{_cell(c):<{width}}" for c in cells).rstrip())
+        lines.append(
+            f"{m.name + ' ' + arrow:<31}" + "".join(f"{_cell(c):<{width}}" for c in cells).rstrip()
+        )
     g = report["generation"]
     kinds = ", ".join(f"{k} {sum(v.values())}" for k, v in report["counts"].items())
-    lines.append(f"{report['prompts']} prompts ({kinds}), "
-                 f"{g['tokens']} tokens at {g['tok_per_s']} tok/s, {g['hit_max_tokens']} hit "
-                 f"--max-tokens {report['max_tokens']}; rate [95% Wilson CI] k/n")
+    lines.append(
+        f"{report['prompts']} prompts ({kinds}), "
+        f"{g['tokens']} tokens at {g['tok_per_s']} tok/s, {g['hit_max_tokens']} hit "
+        f"--max-tokens {report['max_tokens']}; rate [95% Wilson CI] k/n"
+    )
     return "\n".join(lines)
 
 
@@ -95,8 +98,9 @@ def write_json(report: Dict, out) -> Path:
     return out
 
 
-def run_ssgt_eval(model: Optional[str], cfg: SSGTEvalConfig, json_out=None,
-                  show: int = 1, echo=print) -> Dict:
+def run_ssgt_eval(
+    model: Optional[str], cfg: SSGTEvalConfig, json_out=None, show: int = 1, echo=print
+) -> Dict:
     """``cherry-mlx ssgt-eval``: load MODEL (default: latest run), evaluate, print, save."""
     from ..data.paths import ssgt_prompts_path
     from ..decoding.session import default_model, load_for_serving

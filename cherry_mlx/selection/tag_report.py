@@ -46,9 +46,16 @@ class GTStats:
         return {c: n / max(self.gt, 1) for c, n in self.categories.items()}
 
     def to_dict(self) -> dict:
-        return {"units": self.units, "examples": self.examples, "response": self.response,
-                "gt": self.gt, "ratio": self.ratio, "levels": self.levels,
-                "shares": self.shares(), "examples_without_gt": self.without_gt}
+        return {
+            "units": self.units,
+            "examples": self.examples,
+            "response": self.response,
+            "gt": self.gt,
+            "ratio": self.ratio,
+            "levels": self.levels,
+            "shares": self.shares(),
+            "examples_without_gt": self.without_gt,
+        }
 
 
 def char_stats(examples: List[dict]) -> GTStats:
@@ -129,12 +136,14 @@ def tag_file(
     if has_spans(examples):
         rules = tag_examples(strip_spans(examples), cfg)
         res.scores = score(rules, examples)
-        res.rule_stats = token_stats(rules, tokenizer) if tokenizer is not None else char_stats(
-            rules
+        res.rule_stats = (
+            token_stats(rules, tokenizer) if tokenizer is not None else char_stats(rules)
         )
     res.seconds = time.time() - t0
-    log(f"tagged {len(examples)} examples in {res.seconds:.1f}s "
-        f"({len(examples) / max(res.seconds, 1e-9):.0f} examples/s)")
+    log(
+        f"tagged {len(examples)} examples in {res.seconds:.1f}s "
+        f"({len(examples) / max(res.seconds, 1e-9):.0f} examples/s)"
+    )
     if out is not None:
         res.out_path = write_jsonl(out, tagged)
         log(f"wrote {res.out_path}")
@@ -171,11 +180,15 @@ def format_stats(st: GTStats, title: str) -> str:
 
 
 def format_scores(scores: dict) -> str:
-    lines = ["rules vs known spans (non-whitespace characters, see tagger.score):",
-             "  category        precision  recall    F1    pred    gold"]
+    lines = [
+        "rules vs known spans (non-whitespace characters, see tagger.score):",
+        "  category        precision  recall    F1    pred    gold",
+    ]
     for k, r in scores.items():
-        lines.append(f"  {k:15s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} "
-                     f"{r['pred']:7d} {r['gold']:7d}")
+        lines.append(
+            f"  {k:15s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} "
+            f"{r['pred']:7d} {r['gold']:7d}"
+        )
     return "\n".join(lines)
 
 
@@ -209,10 +222,18 @@ def plot_report(res: TagResult, path: Path) -> Path:
     if res.scores is not None:
         ax = axes[0][1]
         keys = list(res.scores)
-        ax.bar([i - 0.2 for i in range(len(keys))],
-               [res.scores[k]["precision"] for k in keys], 0.4, label="precision")
-        ax.bar([i + 0.2 for i in range(len(keys))],
-               [res.scores[k]["recall"] for k in keys], 0.4, label="recall")
+        ax.bar(
+            [i - 0.2 for i in range(len(keys))],
+            [res.scores[k]["precision"] for k in keys],
+            0.4,
+            label="precision",
+        )
+        ax.bar(
+            [i + 0.2 for i in range(len(keys))],
+            [res.scores[k]["recall"] for k in keys],
+            0.4,
+            label="recall",
+        )
         ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_title("rules vs known spans")

@@ -120,9 +120,7 @@ def merge_spans(text: str, raw: Iterable[RawSpan]) -> List[dict]:
         end = j
         while end > i and text[end - 1].isspace():
             end -= 1
-        spans.append(
-            {"start": i, "end": end, "level": level[i], "category": PRIORITY[rank[i]]}
-        )
+        spans.append({"start": i, "end": end, "level": level[i], "category": PRIORITY[rank[i]]})
         i = j
     return spans
 

@@ -60,7 +60,10 @@ def _ratio(num: float, den: float) -> float:
 
 
 def split_losses(
-    model, batches: Iterable[dict], level: int = 1, categories: Optional[Sequence[str]] = None,
+    model,
+    batches: Iterable[dict],
+    level: int = 1,
+    categories: Optional[Sequence[str]] = None,
     max_batches: int = -1,
 ) -> SplitLoss:
     """Mean CE over all response / GT / non-GT positions of ``batches`` (the losses.py contract).
@@ -74,8 +77,12 @@ def split_losses(
     d = _split(model, batches, level=level, categories=categories, max_batches=max_batches)
     n = d["counts"]
     return SplitLoss(
-        total=d["total"], gt=d["gt"], non_gt=d["non_gt"],
-        n_total=n["total"], n_gt=n["gt"], n_non_gt=n["non_gt"],
+        total=d["total"],
+        gt=d["gt"],
+        non_gt=d["non_gt"],
+        n_total=n["total"],
+        n_gt=n["gt"],
+        n_non_gt=n["non_gt"],
         per_category=dict(d["per_category"]),
     )
 
@@ -87,9 +94,7 @@ def wave_factor(base: SplitLoss, now: SplitLoss) -> float:
 
 def normalised_wave_factor(base: SplitLoss, now: SplitLoss) -> float:
     """Eq. 4: ratio of fractional reductions, (ΔL_nonGT / L_nonGT(0)) / (ΔL_GT / L_GT(0))."""
-    return _ratio(
-        _ratio(base.non_gt - now.non_gt, base.non_gt), _ratio(base.gt - now.gt, base.gt)
-    )
+    return _ratio(_ratio(base.non_gt - now.non_gt, base.non_gt), _ratio(base.gt - now.gt, base.gt))
 
 
 def recovered_fraction(base: SplitLoss, sgt: SplitLoss, full: SplitLoss) -> float:

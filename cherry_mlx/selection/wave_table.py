@@ -19,27 +19,39 @@ def _fmt(x, nd=4) -> str:
 
 def format_result(result: EvalResult) -> str:
     """The terminal table: losses per class for each model, then W, W̃, R, ROI, γ̄."""
-    lines = [f"model    {result.model} (step {_fmt(result.step)})",
-             f"baseline {result.baseline}", f"full     {result.full or '-'}",
-             f"GT = response tokens with level >= {result.level}", *result.notes]
+    lines = [
+        f"model    {result.model} (step {_fmt(result.step)})",
+        f"baseline {result.baseline}",
+        f"full     {result.full or '-'}",
+        f"GT = response tokens with level >= {result.level}",
+        *result.notes,
+    ]
     for name, sec in result.sections.items():
         w = sec.wave
-        lines += ["", f"{'[' + name + ']':20s}{'total':>9s}{'GT':>9s}{'non-GT':>9s}{'ppl':>10s}"
-                  f"{'|G|/|T|':>9s}"]
+        lines += [
+            "",
+            f"{'[' + name + ']':20s}{'total':>9s}{'GT':>9s}{'non-GT':>9s}{'ppl':>10s}"
+            f"{'|G|/|T|':>9s}",
+        ]
         for label, s in (("model", w.now), ("baseline", w.base), ("full-seq", w.full)):
             if s is not None:
                 lines.append(_row(label, s))
         if w.base is not None:
             d = w.delta
-            lines.append("  " + "Δ = base - model".ljust(18)
-                         + "".join(f"{_fmt(d[k]):>9s}" for k in ("total", "gt", "non_gt")))
+            lines.append(
+                "  "
+                + "Δ = base - model".ljust(18)
+                + "".join(f"{_fmt(d[k]):>9s}" for k in ("total", "gt", "non_gt"))
+            )
         m = w.metrics()
         if m:
             keys = [("W", "W (Eq.3)"), ("W_norm", "W~ (Eq.4)"), ("R", "R"), ("ROI", "ROI")]
             lines.append("  " + "   ".join(f"{lab} = {_fmt(m[k], 3)}" for k, lab in keys if k in m))
         if w.now.per_category:
-            lines.append("  per category (GT loss): " + ", ".join(
-                f"{c} {_fmt(v, 3)}" for c, v in w.now.per_category.items()))
+            lines.append(
+                "  per category (GT loss): "
+                + ", ".join(f"{c} {_fmt(v, 3)}" for c, v in w.now.per_category.items())
+            )
         if sec.coupling:
             c = sec.coupling
             lines.append(
@@ -56,8 +68,10 @@ def format_result(result: EvalResult) -> str:
 
 
 def _row(label: str, s: SplitLoss) -> str:
-    return (f"  {label:18s}{_fmt(s.total):>9s}{_fmt(s.gt):>9s}{_fmt(s.non_gt):>9s}"
-            f"{_fmt(s.perplexity, 2):>10s}{_fmt(s.gt_fraction, 3):>9s}")
+    return (
+        f"  {label:18s}{_fmt(s.total):>9s}{_fmt(s.gt):>9s}{_fmt(s.non_gt):>9s}"
+        f"{_fmt(s.perplexity, 2):>10s}{_fmt(s.gt_fraction, 3):>9s}"
+    )
 
 
 def plot_result(result: EvalResult, path: str) -> str:
@@ -71,8 +85,15 @@ def plot_result(result: EvalResult, path: str) -> str:
     fig, axes = plt.subplots(1, len(secs), figsize=(5.5 * len(secs), 4), squeeze=False)
     classes = ("total", "gt", "non_gt")
     for ax, (name, sec) in zip(axes[0], secs):
-        rows = [(lab, s) for lab, s in (("baseline", sec.wave.base), ("model", sec.wave.now),
-                                         ("full-seq", sec.wave.full)) if s is not None]
+        rows = [
+            (lab, s)
+            for lab, s in (
+                ("baseline", sec.wave.base),
+                ("model", sec.wave.now),
+                ("full-seq", sec.wave.full),
+            )
+            if s is not None
+        ]
         width = 0.8 / len(rows)
         for i, (lab, s) in enumerate(rows):
             xs = [j + i * width for j in range(len(classes))]

@@ -26,5 +26,7 @@ def format_encoding(tok, text: str) -> str:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(ids)
     body = " ".join(f"{p}/{i}" for p, i in zip(pieces, ids))
-    return (f"{body}\n{len(ids)} tokens for {len(text)} characters, "
-            f"{byte_fallback_count(pieces)} byte-fallback pieces")
+    return (
+        f"{body}\n{len(ids)} tokens for {len(text)} characters, "
+        f"{byte_fallback_count(pieces)} byte-fallback pieces"
+    )

@@ -168,13 +168,19 @@ def train_tokenizer(
         corpus += builtin_english()
     n_chars = sum(len(t) for t in corpus)
     if verbose:
-        print(f"tokenizer corpus: {len(files)} files + builtin={english_builtin}, "
-              f"{n_chars:,} characters", file=sys.stderr)
+        print(
+            f"tokenizer corpus: {len(files)} files + builtin={english_builtin}, "
+            f"{n_chars:,} characters",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
     proto = train_sentencepiece(corpus, cfg)
     out = export_hf(proto, Path(out_dir), cfg.model_max_length)
     if verbose:
         dt = time.perf_counter() - t0
-        print(f"trained a {cfg.vocab_size}-piece BPE tokenizer in {dt:.1f}s "
-              f"({n_chars / max(dt, 1e-9):,.0f} chars/s) -> {out}", file=sys.stderr)
+        print(
+            f"trained a {cfg.vocab_size}-piece BPE tokenizer in {dt:.1f}s "
+            f"({n_chars / max(dt, 1e-9):,.0f} chars/s) -> {out}",
+            file=sys.stderr,
+        )
     return out

@@ -61,13 +61,19 @@ class TrainConfig:
     )
     reference: Optional[str] = _f(None, "Reference model for --select rho1 (directory or run).")
     # multi-token prediction heads (serving: self-speculative decoding; models/mtp.py)
-    mtp: int = _f(0, "Train K MTP heads (added if the model has none; 0 = off); best/ is then "
-                     "picked by the combined loss unless --best-metric says otherwise.")
+    mtp: int = _f(
+        0,
+        "Train K MTP heads (added if the model has none; 0 = off); best/ is then "
+        "picked by the combined loss unless --best-metric says otherwise.",
+    )
     mtp_weight: float = _f(0.3, "β of loss = trunk loss + β·mean MTP head loss.")
     freeze_trunk: bool = _f(False, "Train only the MTP heads (add heads to an existing model).")
-    mtp_targets: str = _f("data", "MTP head targets: data (true tokens, the paper's oracle MTP) "
-                                  "or trunk (the trunk's greedy tokens: self-distillation for "
-                                  "higher speculative acceptance).")
+    mtp_targets: str = _f(
+        "data",
+        "MTP head targets: data (true tokens, the paper's oracle MTP) "
+        "or trunk (the trunk's greedy tokens: self-distillation for "
+        "higher speculative acceptance).",
+    )
     # optimisation
     steps: int = _f(300, "Optimizer updates to run.")
     batch_size: int = _f(16, "Sequences per micro-batch.")

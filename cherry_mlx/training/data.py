@@ -73,8 +73,15 @@ def train_iterator(data, batch_size: int, max_len: int, seed: int):
         from ..data.batching import BatchIterator
 
         # Length bucketing: less padding, and the shapes the compiled step sees stay few.
-        return BatchIterator(list(data), batch_size, max_len, seed=seed, shuffle=True, bucket=True,
-                             pad_multiple=PAD_T)
+        return BatchIterator(
+            list(data),
+            batch_size,
+            max_len,
+            seed=seed,
+            shuffle=True,
+            bucket=True,
+            pad_multiple=PAD_T,
+        )
     return data  # already an iterator of batches
 
 

@@ -43,22 +43,28 @@ def qa_items(records: List[dict], limit: int = 40, seed: int = 0) -> List[dict]:
         msgs = rec.get("messages") or []
         if not rid.startswith("factual") or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
             continue
-        spans = [s for s in msgs[-1].get("gt", []) if s.get("level") == 2
-                 and s.get("category") == "factual"]
+        spans = [
+            s
+            for s in msgs[-1].get("gt", [])
+            if s.get("level") == 2 and s.get("category") == "factual"
+        ]
         if not spans:
             continue
         s = spans[0]
         content = msgs[-1]["content"]
         parts = rid.split(":")
-        items.append({
-            "prompt": msgs[:-1],
-            "prefix": content[: s["start"]],
-            "gold": content[s["start"]: s["end"]],
-            "group": parts[1].split(".")[0] if len(parts) > 1 else "",
-            "lang": parts[2] if len(parts) > 2 else "",
-            "question": next((m["content"] for m in reversed(msgs[:-1]) if m["role"] == "user"),
-                             ""),
-        })
+        items.append(
+            {
+                "prompt": msgs[:-1],
+                "prefix": content[: s["start"]],
+                "gold": content[s["start"] : s["end"]],
+                "group": parts[1].split(".")[0] if len(parts) > 1 else "",
+                "lang": parts[2] if len(parts) > 2 else "",
+                "question": next(
+                    (m["content"] for m in reversed(msgs[:-1]) if m["role"] == "user"), ""
+                ),
+            }
+        )
     rng = random.Random(seed)
     rng.shuffle(items)
     # one item per distinct question text keeps the set varied
@@ -71,8 +77,15 @@ def qa_items(records: List[dict], limit: int = 40, seed: int = 0) -> List[dict]:
 
 
 def _candidates(item: dict, pool: List[dict], rng: random.Random) -> List[str]:
-    others = sorted({p["gold"] for p in pool if p["group"] == item["group"]
-                     and p["lang"] == item["lang"] and p["gold"] != item["gold"]})
+    others = sorted(
+        {
+            p["gold"]
+            for p in pool
+            if p["group"] == item["group"]
+            and p["lang"] == item["lang"]
+            and p["gold"] != item["gold"]
+        }
+    )
     if len(others) < K_CANDIDATES - 1:
         others = sorted({p["gold"] for p in pool if p["gold"] != item["gold"]})
     return [item["gold"]] + rng.sample(others, min(K_CANDIDATES - 1, len(others)))
@@ -86,7 +99,7 @@ def _prompt_ids(tokenizer, messages) -> List[int]:
 def _logprob(model, context: List[int], cont: List[int]):
     """(sum of log p(cont | context), number of cont tokens that are the top-1 prediction)."""
     seq = mx.array([context + cont])
-    logits = model(seq[:, :-1])[0, len(context) - 1:].astype(mx.float32)  # (len(cont), V)
+    logits = model(seq[:, :-1])[0, len(context) - 1 :].astype(mx.float32)  # (len(cont), V)
     lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     target = mx.array(cont)
     total = mx.take_along_axis(lp, target[:, None], axis=1).sum()
@@ -120,8 +133,9 @@ def _found(text: str, gold: str, at_start: bool = False) -> bool:
     return re.search(pat, text) is not None
 
 
-def score_items(model, tokenizer, items: List[dict], pool: List[dict], seed: int = 0,
-                n_greedy: int = N_GREEDY) -> Dict:
+def score_items(
+    model, tokenizer, items: List[dict], pool: List[dict], seed: int = 0, n_greedy: int = N_GREEDY
+) -> Dict:
     """Ranking and answer-token accuracy on every item; greedy answers on the first few."""
     rng = random.Random(seed)
     stop = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
@@ -130,8 +144,7 @@ def score_items(model, tokenizer, items: List[dict], pool: List[dict], seed: int
     for i, it in enumerate(items):
         ctx = _prompt_ids(tokenizer, it["prompt"])
         pre = tokenizer.encode(it["prefix"], add_special_tokens=False) if it["prefix"] else []
-        cands = [tokenizer.encode(c, add_special_tokens=False)
-                 for c in _candidates(it, pool, rng)]
+        cands = [tokenizer.encode(c, add_special_tokens=False) for c in _candidates(it, pool, rng)]
         scored = [_logprob(model, ctx + pre, c) for c in cands]
         ranked += int(np.argmax([lp for lp, _ in scored]) == 0)
         hits, n_tok = hits + scored[0][1], n_tok + len(cands[0])
@@ -141,17 +154,38 @@ def score_items(model, tokenizer, items: List[dict], pool: List[dict], seed: int
             answer = tokenizer.decode(greedy(model, ctx, MAX_NEW, stop))
             ok_free = _found(answer, it["gold"])
             cloze, free = cloze + ok_cloze, free + ok_free
-            examples.append({"question": it["question"], "gold": it["gold"], "answer": answer,
-                             "cloze": cont, "match": bool(ok_cloze), "free_match": bool(ok_free)})
+            examples.append(
+                {
+                    "question": it["question"],
+                    "gold": it["gold"],
+                    "answer": answer,
+                    "cloze": cont,
+                    "match": bool(ok_cloze),
+                    "free_match": bool(ok_free),
+                }
+            )
     n, g = max(len(items), 1), max(min(n_greedy, len(items)), 1)
-    return {"n": len(items), "n_greedy": min(n_greedy, len(items)),
-            "cloze_exact_match": cloze / g, "free_exact_match": free / g,
-            "rank_accuracy": ranked / n, "rank_chance": 1.0 / K_CANDIDATES,
-            "answer_token_accuracy": hits / max(n_tok, 1), "examples": examples}
+    return {
+        "n": len(items),
+        "n_greedy": min(n_greedy, len(items)),
+        "cloze_exact_match": cloze / g,
+        "free_exact_match": free / g,
+        "rank_accuracy": ranked / n,
+        "rank_chance": 1.0 / K_CANDIDATES,
+        "answer_token_accuracy": hits / max(n_tok, 1),
+        "examples": examples,
+    }
 
 
-def run_demo(model, tokenizer, test_records, run_dir: Path, seed: int = 0,
-             train_records: Optional[List[dict]] = None, limit: int = 80) -> Optional[Dict]:
+def run_demo(
+    model,
+    tokenizer,
+    test_records,
+    run_dir: Path,
+    seed: int = 0,
+    train_records: Optional[List[dict]] = None,
+    limit: int = 80,
+) -> Optional[Dict]:
     """Score the trained model and a random-init baseline; write ``demo.json``; return a summary."""
     from ..models.loading import build_model, model_config
 
@@ -168,13 +202,22 @@ def run_demo(model, tokenizer, test_records, run_dir: Path, seed: int = 0,
     out: Dict = {}
     for name, items in sets.items():
         pool = items
-        out[name] = {"model": score_items(model, tokenizer, items, pool, seed),
-                     "random_init": score_items(baseline, tokenizer, items, pool, seed)}
+        out[name] = {
+            "model": score_items(model, tokenizer, items, pool, seed),
+            "random_init": score_items(baseline, tokenizer, items, pool, seed),
+        }
     (Path(run_dir) / "demo.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     key = "seen" if "seen" in out else "unseen"
     m = out[key]["model"]
     keys = ("cloze_exact_match", "free_exact_match", "rank_accuracy", "answer_token_accuracy")
-    return {"set": key, "n": m["n"], "n_greedy": m["n_greedy"], "rank_chance": m["rank_chance"],
-            "sets": {k: {w: {x: v[w][x] for x in keys} for w in ("model", "random_init")}
-                     for k, v in out.items()},
-            "examples": [{**e, "answer": e["cloze"]} for e in m["examples"]]}
+    return {
+        "set": key,
+        "n": m["n"],
+        "n_greedy": m["n_greedy"],
+        "rank_chance": m["rank_chance"],
+        "sets": {
+            k: {w: {x: v[w][x] for x in keys} for w in ("model", "random_init")}
+            for k, v in out.items()
+        },
+        "examples": [{**e, "answer": e["cloze"]} for e in m["examples"]],
+    }

@@ -28,8 +28,14 @@ class Progress:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=start, file=sys.stderr, unit="step",
-                                dynamic_ncols=True, leave=True)
+                self.bar = tqdm(
+                    total=total,
+                    initial=start,
+                    file=sys.stderr,
+                    unit="step",
+                    dynamic_ncols=True,
+                    leave=True,
+                )
             except ImportError:  # pragma: no cover - tqdm ships with mlx-lm
                 self.bar = None
 
@@ -111,8 +117,13 @@ def plot_curves(run_dir: Path, rows: List[Dict], evals: List[Dict], title: str =
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if rows:
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8, alpha=0.6,
-                label="train loss (objective)")
+        ax.plot(
+            [r["step"] for r in rows],
+            [r["loss"] for r in rows],
+            lw=0.8,
+            alpha=0.6,
+            label="train loss (objective)",
+        )
     for key, style in (("total", "-o"), ("gt", "-s"), ("non_gt", "-^")):
         pts = [(e["step"], e[key]) for e in evals if e.get(key) == e.get(key)]
         if pts:

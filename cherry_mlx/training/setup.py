@@ -82,8 +82,9 @@ def _apply_lora(model, cfg: TrainConfig) -> None:
 
     model.freeze()
     n = len(model.layers) if cfg.lora_layers < 0 else min(cfg.lora_layers, len(model.layers))
-    linear_to_lora_layers(model, n, {"rank": cfg.lora_rank, "scale": cfg.lora_scale,
-                                     "dropout": 0.0})
+    linear_to_lora_layers(
+        model, n, {"rank": cfg.lora_rank, "scale": cfg.lora_scale, "dropout": 0.0}
+    )
 
 
 def _enable_checkpointing(model) -> None:

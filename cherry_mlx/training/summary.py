@@ -14,8 +14,10 @@ def format_summary(result) -> str:
         for k in ("total", "gt", "non_gt"):
             lines.append(f"  {k:<14} {first[k]:>10.4f}   {final[k]:>10.4f}")
     if result.best:
-        lines.append(f"best: step {result.best['step']} total {result.best['total']:.4f} -> "
-                     f"{result.best_dir}")
+        lines.append(
+            f"best: step {result.best['step']} total {result.best['total']:.4f} -> "
+            f"{result.best_dir}"
+        )
     if result.last_checkpoint:
         lines.append(f"last checkpoint: {result.last_checkpoint}")
     if result.stopped_early:
@@ -27,19 +29,25 @@ def format_summary(result) -> str:
 
 
 def format_demo(d, run_dir) -> list:
-    lines = [f"factual questions ({d['n']} per set, greedy on {d['n_greedy']}; rank chance "
-             f"{d['rank_chance']:.0%}):",
-             "  set      who          rank acc  answer-token acc  cloze EM  free EM"]
+    lines = [
+        f"factual questions ({d['n']} per set, greedy on {d['n_greedy']}; rank chance "
+        f"{d['rank_chance']:.0%}):",
+        "  set      who          rank acc  answer-token acc  cloze EM  free EM",
+    ]
     for name, v in d["sets"].items():
         for who in ("model", "random_init"):
             m = v[who]
-            lines.append(f"  {name:<8} {who:<12} {m['rank_accuracy']:>8.1%} "
-                         f"{m['answer_token_accuracy']:>17.1%} {m['cloze_exact_match']:>9.1%} "
-                         f"{m['free_exact_match']:>8.1%}")
+            lines.append(
+                f"  {name:<8} {who:<12} {m['rank_accuracy']:>8.1%} "
+                f"{m['answer_token_accuracy']:>17.1%} {m['cloze_exact_match']:>9.1%} "
+                f"{m['free_exact_match']:>8.1%}"
+            )
     for ex in d.get("examples", [])[:5]:
         lines.append(f"  Q: {ex['question'][:70]}")
-        lines.append(f"     gold {ex['gold']!r}; model continues {ex['answer'][:40]!r} "
-                     f"{'OK' if ex['match'] else '--'}")
+        lines.append(
+            f"     gold {ex['gold']!r}; model continues {ex['answer'][:40]!r} "
+            f"{'OK' if ex['match'] else '--'}"
+        )
     lines.append(f"  details: {run_dir / 'demo.json'}")
     return lines
 

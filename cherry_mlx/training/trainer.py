@@ -131,8 +131,14 @@ def train(
         if not val:
             return
         model.eval()
-        row = split_losses(model, val, cfg.level_int, cfg.categories, cfg.eval_batches,
-                           loss_fn=_eval_loss(loss_fn, ref_model))
+        row = split_losses(
+            model,
+            val,
+            cfg.level_int,
+            cfg.categories,
+            cfg.eval_batches,
+            loss_fn=_eval_loss(loss_fn, ref_model),
+        )
         model.train()
         row = {"step": step, **row}
         evals.append(row)
@@ -152,10 +158,18 @@ def train(
         path = run_dir / "checkpoints" / f"step-{step}"
         data_state = train_it.state_dict() if hasattr(train_it, "state_dict") else None
         ckpt.save_checkpoint(
-            path, model, s.model_cfg, optimizer, cfg,
+            path,
+            model,
+            s.model_cfg,
+            optimizer,
+            cfg,
             {"step": step, "data": data_state, "seed": cfg.seed, "best": best},
-            meta={"step": step, "run": run_dir.name, "best": best,
-                  "last_loss": metrics.rows[-1]["loss"] if metrics.rows else None},
+            meta={
+                "step": step,
+                "run": run_dir.name,
+                "best": best,
+                "last_loss": metrics.rows[-1]["loss"] if metrics.rows else None,
+            },
             tokenizer_dir=s.tokenizer_dir,
         )
         ckpt.prune_checkpoints(run_dir, cfg.keep_checkpoints)
@@ -176,8 +190,11 @@ def train(
                 extra = {"key": mx.random.key(cfg.seed * 1_000_003 + step * 131 + micro)}
                 if ref_model is not None:
                     extra["ref_ce"] = mx.stop_gradient(
-                        per_token_ce(ref_model(mx.array(np.asarray(raw["inputs"]))),
-                                     mx.array(np.asarray(raw["targets"]))))
+                        per_token_ce(
+                            ref_model(mx.array(np.asarray(raw["inputs"]))),
+                            mx.array(np.asarray(raw["targets"])),
+                        )
+                    )
                 batch, st = prepare_batch(raw, loss_fn, extra)
                 if "ref_ce" in batch and batch["ref_ce"].shape != batch["targets"].shape:
                     pad = batch["targets"].shape[1] - batch["ref_ce"].shape[1]
@@ -219,14 +236,18 @@ def train(
     if cfg.mtp and val:  # per-head top-1 accuracy on held-out data
         from ..models.mtp import report_mtp_accuracy
 
-        progress.message(report_mtp_accuracy(model, val[: max(cfg.eval_batches, 1)]
-                                             if cfg.eval_batches > 0 else val, run_dir))
+        progress.message(
+            report_mtp_accuracy(
+                model, val[: max(cfg.eval_batches, 1)] if cfg.eval_batches > 0 else val, run_dir
+            )
+        )
     if cfg.demo and not result.stopped_early and s.demo_examples and s.tokenizer is not None:
         from .demo import run_demo
 
         progress.message("scoring held-out questions (demo) ...")
-        result.demo = run_demo(model, s.tokenizer, s.demo_examples, run_dir, cfg.seed,
-                               train_records=s.demo_train)
+        result.demo = run_demo(
+            model, s.tokenizer, s.demo_examples, run_dir, cfg.seed, train_records=s.demo_train
+        )
     return result
 
 
@@ -249,18 +270,26 @@ def _save_best(run_dir: Path, model, s, cfg: TrainConfig, best: Dict[str, Any]) 
 
     weights = ckpt.tree_unflatten(list(ckpt.export_weights(model).items()))
     save_model(
-        types.SimpleNamespace(parameters=lambda: weights), run_dir / "best", s.model_cfg,
+        types.SimpleNamespace(parameters=lambda: weights),
+        run_dir / "best",
+        s.model_cfg,
         s.tokenizer_dir,
-        extra_files={"meta.json": _dumps({"best": best, "run": run_dir.name}, indent=2) + "\n",
-                     "train_config.json": _dumps(cfg.to_dict(), indent=2) + "\n"},
+        extra_files={
+            "meta.json": _dumps({"best": best, "run": run_dir.name}, indent=2) + "\n",
+            "train_config.json": _dumps(cfg.to_dict(), indent=2) + "\n",
+        },
     )
 
 
 def _dumps(obj, indent=None) -> str:
     import json
 
-    return json.dumps(obj, indent=indent, ensure_ascii=False,
-                      default=lambda x: x.item() if hasattr(x, "item") else str(x))
+    return json.dumps(
+        obj,
+        indent=indent,
+        ensure_ascii=False,
+        default=lambda x: x.item() if hasattr(x, "item") else str(x),
+    )
 
 
 def _diverged_msg(run_dir: Path, step: int, cfg: TrainConfig) -> str:

@@ -35,8 +35,12 @@ class Response:
         assert level in (1, 2, 3), level
         assert text and text == text.strip(), repr(text)
         self.spans.append(
-            {"start": self.length, "end": self.length + len(text), "level": level,
-             "category": category}
+            {
+                "start": self.length,
+                "end": self.length + len(text),
+                "level": level,
+                "category": category,
+            }
         )
         return self.add(text)
 
@@ -46,7 +50,7 @@ class Response:
         pos = 0
         for m in _SLOT.finditer(template):
             if m.start() > pos:
-                self.add(template[pos:m.start()])
+                self.add(template[pos : m.start()])
             value = slots[m.group(1)]
             text = value if isinstance(value, str) else value[0]
             if isinstance(value, str):
@@ -86,8 +90,18 @@ _SLOT = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
 # ---- Korean particles ------------------------------------------------------------------------
 # Digits read as Sino-Korean numerals: does the reading end in a final consonant (batchim)?
-_DIGIT_FINAL = {"0": True, "1": True, "2": False, "3": True, "4": False, "5": False,
-                "6": True, "7": True, "8": True, "9": False}
+_DIGIT_FINAL = {
+    "0": True,
+    "1": True,
+    "2": False,
+    "3": True,
+    "4": False,
+    "5": False,
+    "6": True,
+    "7": True,
+    "8": True,
+    "9": False,
+}
 
 
 def _final(word: str) -> tuple[bool, bool]:
@@ -119,4 +133,4 @@ def josa(word: str, pair: str) -> str:
 
 def particle(word: str, pair: str) -> str:
     """Only the particle ``josa`` would attach to ``word`` (for text written after a GT span)."""
-    return josa(word, pair)[len(word):]
+    return josa(word, pair)[len(word) :]

@@ -14,8 +14,14 @@ from collections import Counter
 
 from .spans import CATEGORIES
 
-PAPER_SHARES = {"factual": 0.41, "structural": 0.23, "reasoning": 0.18, "self_correction": 0.08,
-                "guardrail": 0.06, "verification": 0.04}
+PAPER_SHARES = {
+    "factual": 0.41,
+    "structural": 0.23,
+    "reasoning": 0.18,
+    "self_correction": 0.08,
+    "guardrail": 0.06,
+    "verification": 0.04,
+}
 _WORD = re.compile(r"\S+")
 
 
@@ -80,5 +86,7 @@ def family_counts(records) -> dict:
 def format_stats(st: dict) -> str:
     cats = " ".join(f"{c} {st['category_share'][c]:.0%}" for c in CATEGORIES)
     lv = st["level_share"]
-    return (f"GT share {st['gt_share']:.1%} of {st['response_units']:,} response {st['unit']}s "
-            f"(super-GT {lv[2]:.1%}, SSGT {lv[3]:.2%}); categories: {cats}")
+    return (
+        f"GT share {st['gt_share']:.1%} of {st['response_units']:,} response {st['unit']}s "
+        f"(super-GT {lv[2]:.1%}, SSGT {lv[3]:.2%}); categories: {cats}"
+    )

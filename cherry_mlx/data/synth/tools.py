@@ -20,26 +20,50 @@ from .spans import Response, example, josa
 
 
 def _tool(name: str, desc: str, props: dict, required: list) -> dict:
-    return {"type": "function", "function": {
-        "name": name, "description": desc,
-        "parameters": {"type": "object", "properties": props, "required": required}}}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": desc,
+            "parameters": {"type": "object", "properties": props, "required": required},
+        },
+    }
 
 
 TOOLS = {  # compact schemas: every token of the tools list costs context in the tiny preset
-    "get_weather": _tool("get_weather", "Current weather in a city.", {
-        "city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}}, ["city"]),
-    "convert_currency": _tool("convert_currency", "Convert money between ISO currencies.", {
-        "amount": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string"}},
-        ["amount", "from", "to"]),
-    "calculate": _tool("calculate", "Evaluate arithmetic exactly.", {
-        "expression": {"type": "string"}}, ["expression"]),
-    "set_alarm": _tool("set_alarm", "Set an alarm (HH:MM, 24-hour).", {
-        "time": {"type": "string"}, "label": {"type": "string"}}, ["time"]),
+    "get_weather": _tool(
+        "get_weather",
+        "Current weather in a city.",
+        {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        ["city"],
+    ),
+    "convert_currency": _tool(
+        "convert_currency",
+        "Convert money between ISO currencies.",
+        {"amount": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string"}},
+        ["amount", "from", "to"],
+    ),
+    "calculate": _tool(
+        "calculate",
+        "Evaluate arithmetic exactly.",
+        {"expression": {"type": "string"}},
+        ["expression"],
+    ),
+    "set_alarm": _tool(
+        "set_alarm",
+        "Set an alarm (HH:MM, 24-hour).",
+        {"time": {"type": "string"}, "label": {"type": "string"}},
+        ["time"],
+    ),
 }
 
 CITIES = [(c[3], c[2]) for c in COUNTRIES if "D.C." not in c[3]]  # (en, ko) capitals
-CURRENCIES = [("USD", "달러", "US dollars"), ("EUR", "유로", "euros"), ("JPY", "엔", "yen"),
-              ("GBP", "파운드", "pounds")]
+CURRENCIES = [
+    ("USD", "달러", "US dollars"),
+    ("EUR", "유로", "euros"),
+    ("JPY", "엔", "yen"),
+    ("GBP", "파운드", "pounds"),
+]
 CONDITIONS = [("맑음", "sunny"), ("흐림", "cloudy"), ("비", "rain"), ("눈", "snow")]
 LABELS = [("기상", "wake up"), ("회의", "meeting"), ("운동", "workout"), ("약 먹기", "medicine")]
 
@@ -60,23 +84,52 @@ def call_turn(name: str, args: dict) -> Response:
 def _weather(rng, lang):
     en, ko = rng.choice(CITIES)
     temp, (cko, cen) = rng.randrange(-5, 33), rng.choice(CONDITIONS)
-    user = rng.choice([f"{ko} 날씨 어때?", f"지금 {ko} 날씨를 알려 주세요."]) if lang == "ko" else \
-        rng.choice([f"What's the weather like in {en}?", f"Tell me the current weather in {en}."])
+    user = (
+        rng.choice([f"{ko} 날씨 어때?", f"지금 {ko} 날씨를 알려 주세요."])
+        if lang == "ko"
+        else rng.choice(
+            [f"What's the weather like in {en}?", f"Tell me the current weather in {en}."]
+        )
+    )
     args = {"city": en, "unit": "celsius"}
     result = {"city": en, "temp_c": temp, "condition": cen}
     r = Response()
     if lang == "ko":
-        r.fill(f"현재 {ko}의 기온은 {{t}}도이고, 날씨는 {{c}}입니다. ", t=(str(temp), "factual", 2),
-               c=(cko, "factual", 1))
-        r.add(" ".join(rng.sample(["외출하실 때 옷차림을 참고하세요.", "날씨는 자주 바뀌니 나가기 "
-                                   "전에 한 번 더 확인해 보세요.", "조회한 시점의 정보라는 점도 "
-                                   "기억해 주세요."], k=rng.choice([1, 2]))))
+        r.fill(
+            f"현재 {ko}의 기온은 {{t}}도이고, 날씨는 {{c}}입니다. ",
+            t=(str(temp), "factual", 2),
+            c=(cko, "factual", 1),
+        )
+        r.add(
+            " ".join(
+                rng.sample(
+                    [
+                        "외출하실 때 옷차림을 참고하세요.",
+                        "날씨는 자주 바뀌니 나가기 전에 한 번 더 확인해 보세요.",
+                        "조회한 시점의 정보라는 점도 기억해 주세요.",
+                    ],
+                    k=rng.choice([1, 2]),
+                )
+            )
+        )
     else:
-        r.fill(f"It is currently {{t}}°C in {en}, and conditions are {{c}}. ",
-               t=(str(temp), "factual", 2), c=(cen, "factual", 1))
-        r.add(" ".join(rng.sample(["Dress accordingly if you head out.", "Weather changes "
-                                   "quickly, so check again before you leave.", "This is the "
-                                   "reading at the time of the request."], k=1)))
+        r.fill(
+            f"It is currently {{t}}°C in {en}, and conditions are {{c}}. ",
+            t=(str(temp), "factual", 2),
+            c=(cen, "factual", 1),
+        )
+        r.add(
+            " ".join(
+                rng.sample(
+                    [
+                        "Dress accordingly if you head out.",
+                        "Weather changes quickly, so check again before you leave.",
+                        "This is the reading at the time of the request.",
+                    ],
+                    k=1,
+                )
+            )
+        )
     return user, "get_weather", args, result, r, f"weather.{en.lower().replace(' ', '')}"
 
 
@@ -85,22 +138,43 @@ def _currency(rng, lang):
     code, ko, en = rng.choice(CURRENCIES)
     rate = {"USD": 1380, "EUR": 1490, "JPY": 9, "GBP": 1740}[code] + rng.randrange(-20, 21)
     won = amount * rate
-    user = f"{josa(f'{amount}{ko}', '은는')} 원화로 얼마예요?" if lang == "ko" else \
-        f"How much is {amount} {en} in Korean won?"
+    user = (
+        f"{josa(f'{amount}{ko}', '은는')} 원화로 얼마예요?"
+        if lang == "ko"
+        else f"How much is {amount} {en} in Korean won?"
+    )
     args = {"amount": amount, "from": code, "to": "KRW"}
     result = {"amount": won, "currency": "KRW", "rate": rate}
     r = Response()
     if lang == "ko":
-        r.fill(f"조회한 환율로 계산하면 {josa(f'{amount}{ko}', '은는')} 약 {{w}}원입니다. "
-               "적용된 환율은 {r}원입니다. ",
-               w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add(rng.choice(["실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다.",
-                          "환율은 시시각각 변하니 거래 직전에 다시 확인하세요."]))
+        r.fill(
+            f"조회한 환율로 계산하면 {josa(f'{amount}{ko}', '은는')} 약 {{w}}원입니다. "
+            "적용된 환율은 {r}원입니다. ",
+            w=(f"{won:,}", "factual", 2),
+            r=(f"{rate:,}", "factual", 1),
+        )
+        r.add(
+            rng.choice(
+                [
+                    "실제 환전할 때는 수수료 때문에 금액이 조금 달라질 수 있습니다.",
+                    "환율은 시시각각 변하니 거래 직전에 다시 확인하세요.",
+                ]
+            )
+        )
     else:
-        r.fill(f"At the current rate, {amount} {en} is about {{w}} won. The rate used was {{r}} "
-               "won. ", w=(f"{won:,}", "factual", 2), r=(f"{rate:,}", "factual", 1))
-        r.add(rng.choice(["Banks add fees, so the amount you get may differ a little.",
-                          "Rates move all the time, so check again before you exchange."]))
+        r.fill(
+            f"At the current rate, {amount} {en} is about {{w}} won. The rate used was {{r}} won. ",
+            w=(f"{won:,}", "factual", 2),
+            r=(f"{rate:,}", "factual", 1),
+        )
+        r.add(
+            rng.choice(
+                [
+                    "Banks add fees, so the amount you get may differ a little.",
+                    "Rates move all the time, so check again before you exchange.",
+                ]
+            )
+        )
     return user, "convert_currency", args, result, r, f"currency.{amount}-{code}"
 
 
@@ -108,17 +182,24 @@ def _calculate(rng, lang):
     a, b, c = rng.randrange(100, 999), rng.randrange(10, 99), rng.randrange(2, 9)
     expr = f"{a} * {b} + {c}"
     val = a * b + c
-    user = f"{a} 곱하기 {b} 더하기 {josa(str(c), '을를')} 정확히 계산해 줘." if lang == "ko" else \
-        f"Compute {a} times {b} plus {c} exactly."
+    user = (
+        f"{a} 곱하기 {b} 더하기 {josa(str(c), '을를')} 정확히 계산해 줘."
+        if lang == "ko"
+        else f"Compute {a} times {b} plus {c} exactly."
+    )
     r = Response()
     if lang == "ko":
         r.fill("계산기 도구로 확인한 결과 값은 {v}입니다. ", v=(f"{val:,}", "factual", 2))
-        r.add("큰 수의 곱셈은 직접 하면 실수하기 쉬워서 도구를 사용했습니다. 곱셈을 먼저 하고 "
-              "덧셈을 나중에 하는 순서도 그대로 지켰습니다.")
+        r.add(
+            "큰 수의 곱셈은 직접 하면 실수하기 쉬워서 도구를 사용했습니다. 곱셈을 먼저 하고 "
+            "덧셈을 나중에 하는 순서도 그대로 지켰습니다."
+        )
     else:
         r.fill("The calculator returned {v}. ", v=(f"{val:,}", "factual", 2))
-        r.add("Multiplying large numbers by hand is error-prone, so I used the tool. It also "
-              "applies the usual order: multiplication before addition.")
+        r.add(
+            "Multiplying large numbers by hand is error-prone, so I used the tool. It also "
+            "applies the usual order: multiplication before addition."
+        )
     return user, "calculate", {"expression": expr}, {"result": val}, r, f"calc.{a}-{b}-{c}"
 
 
@@ -127,8 +208,11 @@ def _alarm(rng, lang):
     (lko, len_) = rng.choice(LABELS)
     t = f"{hh:02d}:{mm:02d}"
     when = f"{hh}시 {mm}분" if mm else f"{hh}시"
-    user = f"{when}에 {josa(lko, '으로')} 알람 맞춰 줘." if lang == "ko" else \
-        f"Set a {len_} alarm for {t}."
+    user = (
+        f"{when}에 {josa(lko, '으로')} 알람 맞춰 줘."
+        if lang == "ko"
+        else f"Set a {len_} alarm for {t}."
+    )
     args = {"time": t, "label": lko if lang == "ko" else len_}
     r = Response()
     if lang == "ko":
@@ -136,16 +220,26 @@ def _alarm(rng, lang):
         r.add("시간이 되면 알려 드릴게요. 알람을 바꾸거나 끄고 싶으면 언제든 말씀해 주세요.")
     else:
         r.fill("Done, the alarm is set for {t}. ", t=(t, "factual", 2))
-        r.add("I will remind you when it goes off. Tell me any time if you want to change or "
-              "cancel it.")
+        r.add(
+            "I will remind you when it goes off. Tell me any time if you want to change or "
+            "cancel it."
+        )
     return user, "set_alarm", args, {"status": "ok", "time": t}, r, f"alarm.{hh}-{mm}-{len_[:4]}"
 
 
 KINDS = (_weather, _currency, _calculate, _alarm)
-LEAD = {"ko": ["도구로 조회한 결과를 알려 드릴게요. ", "확인해 봤습니다. ",
-               "요청하신 내용을 처리했습니다. "],
-        "en": ["Here is what the tool returned. ", "I checked it for you. ",
-               "I have taken care of it. "]}
+LEAD = {
+    "ko": [
+        "도구로 조회한 결과를 알려 드릴게요. ",
+        "확인해 봤습니다. ",
+        "요청하신 내용을 처리했습니다. ",
+    ],
+    "en": [
+        "Here is what the tool returned. ",
+        "I checked it for you. ",
+        "I have taken care of it. ",
+    ],
+}
 
 
 def gen_tools(rng: random.Random, n: int) -> list[dict]:
@@ -159,12 +253,21 @@ def gen_tools(rng: random.Random, n: int) -> list[dict]:
         offered = [name]
         if rng.random() < 0.8:
             answer.parts.insert(0, rng.choice(LEAD[lang]))  # shift the spans with it
-            answer.spans = [dict(sp, start=sp["start"] + len(answer.parts[0]),
-                                 end=sp["end"] + len(answer.parts[0])) for sp in answer.spans]
+            answer.spans = [
+                dict(
+                    sp,
+                    start=sp["start"] + len(answer.parts[0]),
+                    end=sp["end"] + len(answer.parts[0]),
+                )
+                for sp in answer.spans
+            ]
             answer.length += len(answer.parts[0])
         answer.add(rng.choice(OUTRO[lang]))
-        msgs = [{"role": "user", "content": user}, call_turn(name, args).message(),
-                {"role": "tool", "name": name, "content": json.dumps(result, ensure_ascii=False)},
-                answer.message()]
+        msgs = [
+            {"role": "user", "content": user},
+            call_turn(name, args).message(),
+            {"role": "tool", "name": name, "content": json.dumps(result, ensure_ascii=False)},
+            answer.message(),
+        ]
         out.append(example("tools", "tool." + qid, lang, msgs, [TOOLS[t] for t in offered]))
     return out

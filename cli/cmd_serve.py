@@ -24,26 +24,36 @@ def _load(model: Optional[str]):
     return load_for_serving(model)
 
 
+# Sampling options shared by `generate` and `chat` (typer reads the same OptionInfo in both).
+TEMP = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy).")
+TOP_P = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off).")
+TOP_K = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = off).")
+MIN_P = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off).")
+REPETITION_PENALTY = typer.Option(1.0, "--repetition-penalty", help="1 = off.")
+SPECULATIVE = typer.Option(
+    None,
+    "--speculative/--no-speculative",
+    help="Self-speculative decoding with the MTP heads (default: on when the model has them).",
+)
+NUM_DRAFT = typer.Option(None, "--num-draft", help="Heads used to draft.")
+SEED = typer.Option(None, "--seed", help="Random seed for sampling.")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def generate(
         model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
         prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt text ('-' reads stdin)."),
         max_tokens: int = typer.Option(256, "--max-tokens", "-m", help="Tokens to generate."),
-        temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
-        top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
-        top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = off)."),
-        min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
-        repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
-        speculative: Optional[bool] = typer.Option(
-            None,
-            "--speculative/--no-speculative",
-            help="Self-speculative decoding with the MTP heads (default: on when the model has "
-            "them).",
-        ),
-        num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
+        temp: float = TEMP,
+        top_p: float = TOP_P,
+        top_k: int = TOP_K,
+        min_p: float = MIN_P,
+        repetition_penalty: float = REPETITION_PENALTY,
+        speculative: Optional[bool] = SPECULATIVE,
+        num_draft: Optional[int] = NUM_DRAFT,
         raw: bool = typer.Option(False, "--raw", help="Do not apply the chat template."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+        seed: Optional[int] = SEED,
     ):
         """Generate a completion for one prompt, streaming, then print speed (and acceptance)."""
         from cherry_mlx.decoding.session import generate_text
@@ -72,19 +82,14 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
         system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
         max_tokens: int = typer.Option(512, "--max-tokens", "-m", help="Tokens per answer."),
-        temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
-        top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
-        top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = off)."),
-        min_p: float = typer.Option(0.0, "--min-p", help="Min-p filter (0 = off)."),
-        repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="1 = off."),
-        speculative: Optional[bool] = typer.Option(
-            None,
-            "--speculative/--no-speculative",
-            help="Self-speculative decoding with the MTP heads (default: on when the model has "
-            "them).",
-        ),
-        num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Heads used to draft."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+        temp: float = TEMP,
+        top_p: float = TOP_P,
+        top_k: int = TOP_K,
+        min_p: float = MIN_P,
+        repetition_penalty: float = REPETITION_PENALTY,
+        speculative: Optional[bool] = SPECULATIVE,
+        num_draft: Optional[int] = NUM_DRAFT,
+        seed: Optional[int] = SEED,
     ):
         """Interactive chat with the model's chat template; the KV cache is kept across turns.
         Commands: /reset (new conversation), /stats (tokens/s, acceptance), /quit. Ctrl-C stops

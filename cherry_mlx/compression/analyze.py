@@ -121,7 +121,7 @@ def run_analysis(cfg, r: Optional[int] = None, out_dir=None, log=print) -> Layer
     from .heal import Data, source_name
     from .merge import plan_groups
 
-    model_name = cfg.model or latest_run()
+    model_name = cfg.model or latest_run(require_model=True)
     if model_name is None:
         raise FileNotFoundError("no model given and no runs/ yet: pass MODEL or train first")
     model_dir = resolve(model_name)

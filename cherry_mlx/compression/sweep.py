@@ -56,7 +56,7 @@ def sweep(
     from ..training.runs import RUNS_DIR, latest_run
     from .report import plot_sweep, sweep_table
 
-    model_name = cfg.model or latest_run()
+    model_name = cfg.model or latest_run(require_model=True)
     if model_name is None:
         raise FileNotFoundError("no model given and no runs/ yet: pass MODEL or train first")
     model_dir = resolve(model_name)

@@ -16,7 +16,7 @@ from .speculative import speculative_generate_tokens
 def default_model() -> str:
     from ..training.runs import latest_run
 
-    run = latest_run()
+    run = latest_run(require_model=True)
     if run is None:
         raise ValueError(
             "no model given and no run under runs/: pass MODEL (a directory, run or "

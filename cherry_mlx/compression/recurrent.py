@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
-import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..models.loading import build_model
+from .stack import restacked_weights
 
 
 @dataclass(frozen=True)
@@ -101,15 +101,7 @@ def untie(model: nn.Module, config: Dict[str, Any]) -> Tuple[nn.Module, Dict[str
     cfg.pop("recurrence", None)
     cfg.pop("layer_types", None)
     cfg["num_hidden_layers"] = len(schedule)
-    flat = dict(tree_flatten(model.parameters()))
-    weights = [(k, v) for k, v in flat.items() if not k.startswith("model.layers.")]
-    for step, idx in enumerate(schedule):
-        prefix = f"model.layers.{idx}."
-        weights += [
-            (f"model.layers.{step}.{k[len(prefix) :]}", mx.array(v))
-            for k, v in flat.items()
-            if k.startswith(prefix)
-        ]
+    weights = restacked_weights(model, schedule)
     twin = build_model(cfg)
     twin.load_weights(weights, strict=True)
     return twin, cfg

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..models.loading import build_model
 from .merge import parse_depth
+from .stack import restacked_weights
 
 OVERLAP_MODES = ("drop", "duplicate")
 
@@ -59,14 +59,7 @@ def upscale_model(
     flat = dict(tree_flatten(model.parameters()))
     if config.get("quantization") or any(k.endswith(".scales") for k in flat):
         raise ValueError("cannot up-scale quantised weights; up-scale in full precision first")
-    weights = [(k, v) for k, v in flat.items() if not k.startswith("model.layers.")]
-    for j, src in enumerate(plan):
-        prefix = f"model.layers.{src}."
-        weights += [
-            (f"model.layers.{j}.{k[len(prefix) :]}", mx.array(v))
-            for k, v in flat.items()
-            if k.startswith(prefix)
-        ]
+    weights = restacked_weights(model, plan)
     cfg = dict(config)
     cfg["num_hidden_layers"] = len(plan)
     cfg.pop("layer_types", None)

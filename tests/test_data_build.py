@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from cherry_mlx.data.build import BuildConfig, build, generate, split_by_question
+from cherry_mlx.data.jsonl import assistant_pieces, tool_call_text
 from cherry_mlx.data.paths import DEFAULT_DATA_DIR, default_data_paths, ssgt_prompts_path
 from cherry_mlx.data.synth.knowledge import COUNTRIES, ELEMENTS, EVENTS, KOREAN_CITIES, PLANETS
 from cherry_mlx.data.synth.spans import CATEGORIES, josa, qid_of
@@ -45,6 +46,13 @@ def _assistant_turns(records):
         for m in r["messages"]:
             if m["role"] == "assistant":
                 yield r, m
+
+
+def _annotated(records):
+    """(record, text, spans) of every assistant content and tool call (its canonical text)."""
+    for r, m in _assistant_turns(records):
+        for text, gt in assistant_pieces(m):
+            yield r, text, gt or []
 
 
 def test_build_is_byte_deterministic_and_seed_sensitive(tmp_path):
@@ -77,9 +85,9 @@ def test_bundled_files_are_what_the_generator_writes(tmp_path):
 
 def test_spans_are_well_formed(small):
     n = 0
-    for _, m in _assistant_turns(small):
-        text, prev_end = m["content"], 0
-        for sp in sorted(m["gt"], key=lambda s: s["start"]):
+    for _, text, gt in _annotated(small):
+        prev_end = 0
+        for sp in sorted(gt, key=lambda s: s["start"]):
             piece = text[sp["start"] : sp["end"]]
             assert piece and piece == piece.strip(), (piece, text)
             assert sp["start"] >= prev_end, "spans overlap"
@@ -96,17 +104,24 @@ def _spans(m, **want):
     ]
 
 
-def test_tool_call_spans_match_the_parsed_json(small):
-    calls = [m for r, m in _assistant_turns(small) if r.get("tools") and m["content"][:1] == "{"]
-    assert len(calls) > 20
+def test_tool_calls_are_real_tool_calls_with_spans_matching_the_parsed_json(small):
+    """Calls are ``tool_calls`` entries (the template wraps them in its tool markers), and their
+    spans, read off the canonical text, are the keys and values the JSON parser finds."""
+    turns = [m for r, m in _assistant_turns(small) if r.get("tools")]
+    calls = [m for m in turns if m.get("tool_calls")]
+    assert len(calls) > 20 and len(calls) * 2 == len(turns)  # a call turn, then an answer turn
     for m in calls:
-        call = json.loads(m["content"])
-        assert _spans(m, level=2) == [call["name"]]
-        assert _spans(m, category="verification") == [call["name"]]
+        assert m["content"] == "" and "gt" not in m and len(m["tool_calls"]) == 1
+        tc = m["tool_calls"][0]
+        text = tool_call_text(tc)
+        call = json.loads(text)
+        assert call == {k: tc["function"][k] for k in ("name", "arguments")}
+        spans = [(text[s["start"] : s["end"]], s["level"], s["category"]) for s in tc["gt"]]
+        assert [p for p, lvl, _ in spans if lvl == 2] == [call["name"]]
+        assert [p for p, _, c in spans if c == "verification"] == [call["name"]]
         keys = ["name", "arguments"] + list(call["arguments"])
         values = [v if isinstance(v, str) else json.dumps(v) for v in call["arguments"].values()]
-        structural = _spans(m, category="structural")
-        assert structural == ["name", "arguments"] + [
+        assert [p for p, _, c in spans if c == "structural"] == ["name", "arguments"] + [
             x for kv in zip(keys[2:], values) for x in kv
         ] + ["}}"]
 
@@ -129,10 +144,10 @@ def test_every_computed_number_is_right(small):
     """A reasoning or self-correction number written after "A op B =" equals Python's result."""
     checked = 0
     expr_before = re.compile(r"([\d,]+(?:\s*[-+×÷−]\s*[\d,]+%?)+)\s*=\s*$")
-    for _, m in _assistant_turns(small):
-        for s in m["gt"]:
-            piece = m["content"][s["start"] : s["end"]]
-            hit = expr_before.search(m["content"][: s["start"]])
+    for _, text, gt in _annotated(small):
+        for s in gt:
+            piece = text[s["start"] : s["end"]]
+            hit = expr_before.search(text[: s["start"]])
             if s["category"] in ("reasoning", "self_correction") and hit and piece[0].isdigit():
                 expr = re.sub(r"([\d]+)%", r"(\1/100)", hit.group(1).translate(_OPS))
                 assert eval(expr) == int(piece.replace(",", "")), (expr, piece)

@@ -10,9 +10,15 @@ Where each assistant turn lies in the rendered string is found the way mlx-lm ma
 turn is what rendering ``messages[:i+1]`` adds to rendering ``messages[:i]`` with the generation
 prompt (the assistant header), trailing whitespace dropped. So the turn's reasoning, content, tool
 calls and its end-of-turn token are response; the header and everything else are context. Templates
-that rewrite history (e.g. drop old reasoning) fail that prefix check; then the assistant content is
-searched for in the rendered string and the special token right after it (end of turn) is added.
-GT spans are offsets into the message ``content`` and are shifted to wherever the content landed.
+that rewrite history (e.g. drop old reasoning) fail that prefix check; then the assistant content
+and tool calls are searched for in the rendered string and the special token right after the last
+of them (end of turn, or the template's end-of-call marker) is added.
+GT spans are offsets into the message ``content`` or into a tool call's canonical text
+(``jsonl.tool_call_text``: what a template renders between its tool-call markers, e.g.
+``<|spartan_tool|>{"name": ..., "arguments": {...}}<|spartan_tool_end|>``); within the turn the
+content is searched for first, then each call in order after it, and every piece's spans are
+shifted to wherever it landed. A piece the template renders differently is not found: its spans
+count as unmapped (``EncodeStats.spans_unmapped``), never silently misplaced.
 
 Per-token arrays (length n, aligned with ``tokens``; batching shifts them onto targets):
     response  token is part of an assistant turn (all of them, not only the last), its
@@ -30,6 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..selection.losses import CATEGORIES
+from .jsonl import assistant_pieces
 
 
 @dataclass
@@ -133,6 +140,18 @@ def _render_plain(tok, prompt: str, completion: str, gt) -> Rendered:
     return Rendered(text, [(start, len(text), False)], _shift_spans(gt, start))
 
 
+def _find_in_order(full: str, pieces: list, lo: int, hi: int) -> list:
+    """Start of each piece text in ``full[lo:hi]``, each after the previous one found (-1: not
+    found)."""
+    out = []
+    for text, _ in pieces:
+        at = full.find(text, lo, hi) if text else -1
+        out.append(at)
+        if at >= 0:
+            lo = at + len(text)
+    return out
+
+
 def _render_chat(tok, messages: list, tools) -> Rendered:
     full = _render(tok, messages, tools, False)
     out = Rendered(full, [], [])
@@ -140,7 +159,8 @@ def _render_chat(tok, messages: list, tools) -> Rendered:
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        content = m.get("content") or ""
+        pieces = assistant_pieces(m)  # [(content or call text, gt)], in rendering order
+        n_spans = sum(len(gt or []) for _, gt in pieces)
         try:
             pre = _render(tok, messages[:i], tools, True)
             turn = _render(tok, messages[: i + 1], tools, False)
@@ -149,20 +169,23 @@ def _render_chat(tok, messages: list, tools) -> Rendered:
         consistent = pre is not None and turn.startswith(pre) and full.startswith(turn)
         if consistent and len(pre) >= cursor:
             start, end, extend = len(pre), len(turn.rstrip()), False
+            found = _find_in_order(full, pieces, start, end)
         else:
-            start = full.find(content, cursor) if content else -1
-            if start < 0:
+            found = _find_in_order(full, pieces, cursor, len(full))
+            hits = [(at, at + len(t)) for at, (t, _) in zip(found, pieces) if at >= 0]
+            if not hits:
                 out.turns_unlocated += 1
-                out.spans_unmapped += len(m.get("gt") or [])
+                out.spans_unmapped += n_spans
                 continue
-            end, extend = start + len(content), True
+            start, end, extend = hits[0][0], hits[-1][1], True
         out.response.append((start, end, extend))
-        if m.get("gt"):
-            at = full.find(content, start, end) if content else -1
+        for at, (_, gt) in zip(found, pieces):
+            if not gt:
+                continue
             if at < 0:
-                out.spans_unmapped += len(m["gt"])
+                out.spans_unmapped += len(gt)
             else:
-                out.spans += _shift_spans(m["gt"], at)
+                out.spans += _shift_spans(gt, at)
         cursor = end
     return out
 

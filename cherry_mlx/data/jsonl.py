@@ -6,8 +6,25 @@ One JSON object per line, in one of three shapes (as ``mlx_lm.tuner.datasets``):
     {"text": "..."}
 GT annotations (SPEC.md) are character spans on the supervised text, so they survive any
 tokenizer: ``"gt": [{"start": 10, "end": 15, "level": 1, "category": "factual"}]`` on an assistant
-message (offsets into its ``content``), or at the top level of a prompt/completion example (into
+message (offsets into its ``content``), on one of its tool calls (offsets into that call's
+canonical text, see ``tool_call_text``), or at the top level of a prompt/completion example (into
 ``completion``) or a text example (into ``text``).
+
+Tool calls are written as mlx-lm / OpenAI do, so the chat template wraps them in its own tool-call
+markers (ours: ``<|spartan_tool|>...<|spartan_tool_end|>``)::
+
+    {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+      "function": {"name": "get_weather", "arguments": {"city": "Seoul"}},
+      "gt": [{"start": 10, "end": 21, "level": 2, "category": "verification"}]}]}
+
+A call's ``gt`` sits beside ``function`` (templates render ``function`` only, so the spans never
+reach the rendered text). Its offsets index the canonical serialisation of the call,
+``{"name": NAME, "arguments": ARGS}`` as ``json.dumps(..., ensure_ascii=False)`` writes it (string
+``arguments`` are inserted verbatim): exactly what our template renders between the markers, and
+what ``transformers``' ``tojson`` filter gives in other templates that render the call as one JSON
+object. Above, ``[10, 21)`` is ``get_weather``. Keeping the spans off the template's own markers
+keeps them tokenizer- and template-independent; the encoder finds the call text in the rendered
+conversation the way it finds ``content`` (``cherry_mlx.data.encode``).
 
 Every problem is reported as ``FILE:LINE: field F: problem; fix`` through ``DataError``, a
 ``ValueError`` so the CLI prints it as one line. Blank lines are skipped.
@@ -78,6 +95,68 @@ def validate_spans(spans: Any, text: str, where: str, field: str) -> None:
             )
 
 
+def tool_call_text(tc: dict) -> str:
+    """The canonical text of one tool call, the text its ``gt`` offsets index.
+
+    Mirrors ``tool_json`` in our chat template: ``tc["function"]`` if present (else ``tc``
+    itself), rendered as ``{"name": NAME, "arguments": ARGS}`` with ``transformers``' ``tojson``
+    (``json.dumps`` with ``ensure_ascii=False``, default separators, keys in their given order);
+    string ``arguments`` (already JSON, OpenAI style) are inserted as they are."""
+    f = tc.get("function", tc)
+    name, args = f.get("name"), f.get("arguments")
+    if isinstance(args, str):
+        return '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": ' + args + "}"
+    return json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+
+
+def assistant_pieces(m: dict) -> list[tuple[str, list | None]]:
+    """``(text, gt)`` of each annotatable piece of an assistant message, in rendering order: its
+    ``content`` (when non-empty), then the canonical text of each tool call."""
+    out = []
+    if m.get("content"):
+        out.append((m["content"], m.get("gt")))
+    for tc in m.get("tool_calls") or []:
+        out.append((tool_call_text(tc), tc.get("gt")))
+    return out
+
+
+def validate_tool_calls(calls: Any, role: str, where: str, field: str) -> None:
+    """Check a ``tool_calls`` list: objects with a string ``name`` and object or string
+    ``arguments`` (under ``function`` or at the top), and valid ``gt`` spans on the call text."""
+    if not isinstance(calls, list):
+        _fail(where, field, "expected a list", "list the calls")
+    for j, tc in enumerate(calls):
+        f = f"{field}[{j}]"
+        if not isinstance(tc, dict):
+            _fail(
+                where,
+                f,
+                f"expected an object, got {type(tc).__name__}",
+                'write {"type": "function", "function": {"name": ..., "arguments": {...}}}',
+            )
+        fn, ff = (tc["function"], f"{f}.function") if "function" in tc else (tc, f)
+        if not isinstance(fn, dict):
+            _fail(where, ff, f"expected an object, got {type(fn).__name__}", "give name/arguments")
+        if not isinstance(fn.get("name"), str):
+            _fail(where, f"{ff}.name", f"{fn.get('name')!r} is not a string", "name the tool")
+        if not isinstance(fn.get("arguments"), (dict, str)):
+            _fail(
+                where,
+                f"{ff}.arguments",
+                f"expected an object or a JSON string, got {type(fn.get('arguments')).__name__}",
+                'write "arguments": {} when the tool takes none',
+            )
+        if "gt" in tc:
+            if role != "assistant":
+                _fail(
+                    where,
+                    f"{f}.gt",
+                    f"GT spans on a {role} turn",
+                    "annotate assistant turns only (other turns are never supervised)",
+                )
+            validate_spans(tc["gt"], tool_call_text(tc), where, f"{f}.gt")
+
+
 def _check_str(obj: dict, key: str, where: str, field: str, optional: bool = False) -> None:
     val = obj.get(key)
     if val is None and optional:
@@ -125,8 +204,8 @@ def validate_example(ex: Any, where: str) -> dict:
                         "annotate assistant turns only (other turns are never supervised)",
                     )
                 validate_spans(m["gt"], m.get("content") or "", where, f"{f}.gt")
-            if "tool_calls" in m and not isinstance(m["tool_calls"], list):
-                _fail(where, f"{f}.tool_calls", "expected a list", "list the calls")
+            if "tool_calls" in m:
+                validate_tool_calls(m["tool_calls"], m["role"], where, f"{f}.tool_calls")
         if not any(m["role"] == "assistant" for m in msgs):
             _fail(where, "messages", "no assistant turn", "add the assistant's response")
         if "tools" in ex and not isinstance(ex["tools"], list):
@@ -181,7 +260,7 @@ def example_texts(ex: dict) -> Iterable[str]:
                 if isinstance(m.get(key), str):
                     yield m[key]
             for tc in m.get("tool_calls") or []:
-                yield json.dumps(tc.get("function", tc), ensure_ascii=False)
+                yield tool_call_text(tc)
         if ex.get("tools"):
             yield json.dumps(ex["tools"], ensure_ascii=False)
     elif "prompt" in ex:

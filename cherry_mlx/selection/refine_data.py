@@ -56,13 +56,13 @@ def word_starts(text: str, offs: np.ndarray, ids, specials: set) -> np.ndarray:
 
 
 def _content_starts(ex: dict, text: str) -> list:
-    """(holder, key, start in the rendered text) of each supervised text, in order."""
+    """(holder, supervised text, start in the rendered text) of each supervised text, in order
+    (assistant contents and tool calls, see ``tagger.supervised_texts``)."""
     out, cursor = [], 0
-    for holder, key in supervised_texts(ex):
-        content = holder[key]
+    for holder, content in supervised_texts(ex):
         at = text.find(content, cursor) if content else -1
         if at >= 0:
-            out.append((holder, key, at))
+            out.append((holder, content, at))
             cursor = at + len(content)
     return out
 
@@ -73,8 +73,7 @@ def _promote_spans(ex: dict, text: str, offs: np.ndarray, positions: np.ndarray)
     starts = _content_starts(ex, text)
     for p in positions:
         a, b = int(offs[p, 0]), int(offs[p, 1])
-        for holder, key, at in starts:
-            content = holder[key]
+        for holder, content, at in starts:
             if at <= a < at + len(content):
                 s, e = a - at, min(b, at + len(content)) - at
                 while s < e and content[s].isspace():

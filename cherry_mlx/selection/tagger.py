@@ -2,6 +2,7 @@
 
 Annotations are SPEC's character spans on the assistant text, ``{"start", "end", "level",
 "category"}`` (level 1 GT, 2 super-GT, 3 SSGT), stored on each assistant message as ``"gt"`` (on
+each of its ``tool_calls``, offsets into the call's canonical text ``jsonl.tool_call_text``; on
 the record for ``prompt``/``completion`` and ``text`` data). Tagging works on the text so the spans
 stay tokenizer-independent; the *statistics* are measured on the token sequence the model sees
 (chat template and special tokens included) through the data pipeline's encoder
@@ -26,6 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from cherry_mlx.data.jsonl import tool_call_text
 from cherry_mlx.selection import answer, markers, rules_en, rules_ko, rules_math, rules_struct
 from cherry_mlx.selection.losses import CATEGORIES
 
@@ -130,6 +132,13 @@ def tag_text(text: str, cfg: TagConfig = TagConfig(), question: Optional[str] = 
     return merge_spans(text, seed_spans(text, cfg, question))
 
 
+def _assistant_holders(m: dict) -> List[Tuple[dict, str]]:
+    """(holder, text) of an assistant message: its content (when a string), then each tool call
+    (its spans live on the call, offsets into ``tool_call_text``)."""
+    out = [(m, m["content"])] if isinstance(m.get("content"), str) else []
+    return out + [(tc, tool_call_text(tc)) for tc in m.get("tool_calls") or []]
+
+
 def questions(example: dict) -> List[Optional[str]]:
     """The user turn each supervised text answers (aligned with ``supervised_texts``)."""
     if "messages" in example:
@@ -137,8 +146,8 @@ def questions(example: dict) -> List[Optional[str]]:
         for m in example["messages"]:
             if m.get("role") == "user":
                 last = m.get("content")
-            elif m.get("role") == "assistant" and isinstance(m.get("content"), str):
-                out.append(last)
+            elif m.get("role") == "assistant":
+                out += [last] * len(_assistant_holders(m))
         return out
     if "completion" in example:
         return [example.get("prompt")]
@@ -146,21 +155,24 @@ def questions(example: dict) -> List[Optional[str]]:
 
 
 def supervised_texts(example: dict) -> List[Tuple[dict, str]]:
-    """(holder, key) of every supervised text of an example, its spans living in holder["gt"].
+    """(holder, text) of every supervised text of an example, its spans living in holder["gt"].
 
-    ``messages``: every assistant turn's ``content`` (all turns are supervised, issue item 6);
-    ``prompt``/``completion``: the completion; ``text``: the whole text.
+    ``messages``: every assistant turn's ``content`` (all turns are supervised, issue item 6) and
+    each of its ``tool_calls`` (holder: the call; text: its canonical rendering,
+    ``cherry_mlx.data.jsonl.tool_call_text``); ``prompt``/``completion``: the completion;
+    ``text``: the whole text.
     """
     if "messages" in example:
         return [
-            (m, "content")
+            pair
             for m in example["messages"]
-            if m.get("role") == "assistant" and isinstance(m.get("content"), str)
+            if m.get("role") == "assistant"
+            for pair in _assistant_holders(m)
         ]
     if "completion" in example:
-        return [(example, "completion")]
+        return [(example, example["completion"])]
     if "text" in example:
-        return [(example, "text")]
+        return [(example, example["text"])]
     return []
 
 
@@ -168,13 +180,14 @@ def tag_example(example: dict, cfg: TagConfig = TagConfig()) -> dict:
     """A copy of ``example`` with spans added to every supervised text that has none.
 
     A text that already has a ``"gt"`` list (even an empty one: "annotated, nothing is GT") keeps
-    it unless ``cfg.overwrite``.
+    it unless ``cfg.overwrite``. A tool call is tagged as the JSON object it renders as (keys and
+    literal values structural, the tool name verification super-GT, see ``rules_struct``).
     """
     out = json.loads(json.dumps(example))  # deep copy, JSON types only
-    for (holder, key), q in zip(supervised_texts(out), questions(out)):
+    for (holder, text), q in zip(supervised_texts(out), questions(out)):
         if "gt" in holder and not cfg.overwrite:
             continue
-        holder["gt"] = tag_text(holder[key], cfg, q)
+        holder["gt"] = tag_text(text, cfg, q)
     return out
 
 
@@ -185,8 +198,7 @@ def tag_examples(examples: List[dict], cfg: TagConfig = TagConfig()) -> List[dic
 def char_masks(example: dict) -> List[Tuple[str, List[int], List[int]]]:
     """(text, level per char, category index per char or -1) for every supervised text."""
     out = []
-    for holder, key in supervised_texts(example):
-        text = holder[key]
+    for holder, text in supervised_texts(example):
         lvl = [0] * len(text)
         cat = [-1] * len(text)
         for sp in holder.get("gt") or []:

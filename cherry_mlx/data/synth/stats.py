@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from ..jsonl import assistant_pieces
 from .spans import CATEGORIES
 
 PAPER_SHARES = {
@@ -44,19 +45,20 @@ def _label(span_list, s: int, e: int):
 
 
 def gt_stats(records, unit: str = "char", tokenizer=None) -> dict:
-    """Counts over every assistant turn of ``records`` (dicts in the ``messages`` shape)."""
+    """Counts over every assistant turn of ``records`` (dicts in the ``messages`` shape): its
+    content and the canonical text of each of its tool calls (``jsonl.tool_call_text``)."""
     total, levels, cats = 0, Counter(), Counter()
     for rec in records:
         for m in rec["messages"]:
             if m["role"] != "assistant":
                 continue
-            spans = m.get("gt", [])
-            for s, e in _units(m["content"], unit, tokenizer):
-                total += 1
-                sp = _label(spans, s, e)
-                if sp is not None:
-                    levels[sp["level"]] += 1
-                    cats[sp["category"]] += 1
+            for text, spans in assistant_pieces(m):  # content, then each tool call
+                for s, e in _units(text, unit, tokenizer):
+                    total += 1
+                    sp = _label(spans or [], s, e)
+                    if sp is not None:
+                        levels[sp["level"]] += 1
+                        cats[sp["category"]] += 1
     n_gt = sum(levels.values())
     return {
         "unit": unit,

@@ -1,8 +1,11 @@
 """Tool calls in JSON: a ``tools`` list, an assistant turn that calls one, the tool's result, and
 the assistant's answer from it.
 
-The call turn's ``content`` is the call itself as JSON text, ``{"name": ..., "arguments": {...}}``
-(so that GT character spans apply to it; a chat template may wrap it in its tool-call markers).
+The call turn is an mlx-lm / OpenAI style ``tool_calls`` entry with empty ``content``, so the chat
+template renders it in its tool-call markers (ours: ``<|spartan_tool|>...<|spartan_tool_end|>``)
+and a model trained on it learns the format it must produce at chat time. The call's GT spans are
+its ``gt`` list, offsets into the canonical call text ``{"name": ..., "arguments": {...}}`` that
+the template renders (``cherry_mlx.data.jsonl.tool_call_text``).
 GT by construction: schema keys, literal argument values and the closing braces are structural
 GT; the invoked tool name is the super-GT span of the call (verification: the paper's Table 2
 files tool-call invocations there). In the answer turn the value read from the result is the
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 
+from ..jsonl import tool_call_text
 from .knowledge import COUNTRIES
 from .prose import OUTRO
 from .spans import Response, example, josa
@@ -68,8 +72,9 @@ CONDITIONS = [("맑음", "sunny"), ("흐림", "cloudy"), ("비", "rain"), ("눈"
 LABELS = [("기상", "wake up"), ("회의", "meeting"), ("운동", "workout"), ("약 먹기", "medicine")]
 
 
-def call_turn(name: str, args: dict) -> Response:
-    """The call as JSON text with structural spans on keys, literal values and closing braces."""
+def call_spans(name: str, args: dict) -> Response:
+    """The canonical call text with structural spans on keys, literal values and closing braces
+    and the verification super-GT span on the tool name."""
     r = Response().add('{"').gt("name", "structural").add('": "').gt(name, "verification", 2)
     r.add('", "').gt("arguments", "structural").add('": {')
     for i, (k, v) in enumerate(args.items()):
@@ -79,6 +84,15 @@ def call_turn(name: str, args: dict) -> Response:
         else:
             r.gt(json.dumps(v), "structural")
     return r.gt("}}", "structural")
+
+
+def call_turn(name: str, args: dict) -> dict:
+    """The assistant message that calls ``name``: one ``tool_calls`` entry carrying its spans."""
+    call = {"type": "function", "function": {"name": name, "arguments": args}}
+    r = call_spans(name, args)
+    # the spans index the text the template renders; the values above need no JSON escaping
+    assert "".join(r.parts) == tool_call_text(call), (r.parts, tool_call_text(call))
+    return {"role": "assistant", "content": "", "tool_calls": [dict(call, gt=r.spans)]}
 
 
 def _weather(rng, lang):
@@ -265,7 +279,7 @@ def gen_tools(rng: random.Random, n: int) -> list[dict]:
         answer.add(rng.choice(OUTRO[lang]))
         msgs = [
             {"role": "user", "content": user},
-            call_turn(name, args).message(),
+            call_turn(name, args),
             {"role": "tool", "name": name, "content": json.dumps(result, ensure_ascii=False)},
             answer.message(),
         ]

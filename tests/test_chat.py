@@ -176,3 +176,20 @@ def model_config_of(model):
     from cherry_mlx.models.loading import model_config
 
     return model_config(model)
+
+
+@pytest.mark.parametrize("speculative", [False, True])
+def test_streamed_text_is_the_decoded_answer(served, speculative):
+    """What chat and generate print is exactly the tokenizer's decoding of the tokens generated
+    (a random model's answer is non-empty gibberish, never silently dropped)."""
+    from cherry_mlx.decoding.session import generate_text
+
+    model, tok, _ = served
+    s = ChatSession(model, tok, ChatConfig(max_tokens=12, speculative=speculative))
+    text = _answer(s, "hello")
+    answer = [t for t in s.last_tokens if t not in tok.eos_token_ids]
+    assert answer and text == tok.decode(answer)
+    pieces = [p for p, _ in generate_text(model, tok, "hello", max_tokens=12, speculative=False)]
+    ids = render(tok, [{"role": "user", "content": "hello"}])
+    plain = [t for t in _uncached(model, ids, 12) if t not in tok.eos_token_ids]
+    assert "".join(pieces) == tok.decode(plain)

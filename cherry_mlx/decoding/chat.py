@@ -144,11 +144,12 @@ class ChatSession:
                 if tok in self.stop:
                     break
                 detok.add_token(tok)
-                if detok.last_segment:
-                    yield detok.last_segment
+                # last_segment consumes what it returns: read it once per token
+                if piece := detok.last_segment:
+                    yield piece
             detok.finalize()
-            if detok.last_segment:
-                yield detok.last_segment
+            if piece := detok.last_segment:
+                yield piece
         finally:
             gen.close()
             # The cache may hold fewer (last token not fed) or more (verified drafts past a stop)

@@ -86,7 +86,8 @@ def generate_text(
         if tok in stop:
             break
         detok.add_token(tok)
-        if detok.last_segment:
-            yield detok.last_segment, stats
+        # last_segment consumes what it returns: read it once per token
+        if piece := detok.last_segment:
+            yield piece, stats
     detok.finalize()
     yield detok.last_segment, stats

@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
         rep, _ = run_fuse(cfg)
         typer.echo(json.dumps({k: rep[k] for k in ("eval", "routing", "cost")}, indent=2))
         if rep.get("out"):
-            typer.echo(f"fused model written to {rep['out']}")
+            typer.echo(f"fused model written to {rep['out']} (fuse_report.json)")
+        if rep.get("run_dir"):
+            typer.echo(f"training run (metrics, curves, checkpoints): {rep['run_dir']}")
 
     @app.command()
     def distill(

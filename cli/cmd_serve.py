@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Optional
 
@@ -19,8 +20,11 @@ def _sampling(temp, top_p, top_k, min_p, repetition_penalty):
 
 
 def _load(model: Optional[str]):
-    from cherry_mlx.decoding.session import load_for_serving
+    from cherry_mlx.decoding.session import default_model, load_for_serving
 
+    if model is None:  # say which run "the latest" is: it may be one still training
+        model = default_model()
+        typer.echo(f"model: {model} (the latest run; pass MODEL to choose)", err=True)
     return load_for_serving(model)
 
 
@@ -106,6 +110,8 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         session = ChatSession(model_obj, tokenizer, cfg)
+        context = getattr(getattr(model_obj, "args", None), "max_position_embeddings", None)
+        warned = False
         mode = "self-speculative (MTP heads)" if session.speculative else "plain decoding"
         typer.echo(f"cherry-mlx chat: {mode}. /reset, /stats, /quit; Ctrl-C stops an answer.")
         while True:
@@ -126,6 +132,9 @@ def register(app: typer.Typer) -> None:
             if cmd == "/stats":
                 typer.echo(session.stats_text())
                 continue
+            if re.fullmatch(r"/[A-Za-z_-]+", cmd):  # a mistyped command, not a message
+                typer.echo(f"unknown command {cmd}: use /reset, /stats or /quit")
+                continue
             stream = session.send(line)
             try:
                 for piece in stream:
@@ -136,3 +145,10 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.write(" [stopped]")
             sys.stdout.write("\n")
             sys.stdout.flush()
+            if context and not warned and len(session.fed) > context:
+                warned = True
+                typer.echo(
+                    f"[note: the conversation ({len(session.fed)} tokens) is longer than the "
+                    f"model's context of {context}; answers degrade from here, /reset starts over]",
+                    err=True,
+                )

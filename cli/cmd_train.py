@@ -67,8 +67,37 @@ def train_command(**kwargs):
 
     config_file = kwargs.pop("config", None)
     cfg = resolve_config(kwargs, config_file)
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        _interrupted(cfg)
+        raise typer.Exit(130) from None
     print_summary(result)
+
+
+def _interrupted(cfg) -> None:
+    """Ctrl-C: say where the run stands and how to continue it (one line each, no traceback)."""
+    import sys
+    from pathlib import Path
+
+    from cherry_mlx.training.checkpoint import list_checkpoints
+    from cherry_mlx.training.runs import RUNS_DIR
+
+    if not cfg.name:
+        print("\ninterrupted before the run started", file=sys.stderr)
+        return
+    run_dir = (Path(cfg.runs_dir) if cfg.runs_dir else RUNS_DIR) / cfg.name
+    if cfg.resume and cfg.resume != "latest" and Path(cfg.resume).is_dir():
+        run_dir = Path(cfg.resume)
+    found = list_checkpoints(run_dir)
+    if not found:
+        print(f"\ninterrupted: {run_dir} has no checkpoint yet; start it again", file=sys.stderr)
+        return
+    print(
+        f"\ninterrupted: last checkpoint {found[-1]} (later steps are not kept); "
+        f"continue with: cherry-mlx train --resume {run_dir}",
+        file=sys.stderr,
+    )
 
 
 train_command.__signature__ = _build_signature()

@@ -193,3 +193,59 @@ def test_streamed_text_is_the_decoded_answer(served, speculative):
     ids = render(tok, [{"role": "user", "content": "hello"}])
     plain = [t for t in _uncached(model, ids, 12) if t not in tok.eos_token_ids]
     assert "".join(pieces) == tok.decode(plain)
+
+
+def test_chat_unknown_command_and_context_note(served, tmp_path):
+    # a mistyped /command used to be sent to the model as a message; a conversation running past
+    # the trained context used to go on without a word
+    from cherry_mlx_cli.main import app
+
+    model, _, _ = served
+    cfg = {**dict(model.args.__dict__), "max_position_embeddings": 16}
+    cfg = {k: v for k, v in cfg.items() if k not in ("layer_types",)}
+    small = build_model(cfg)
+    mx.eval(small.parameters())
+    path = save_model(small, tmp_path / "short", cfg, tokenizer_dir=TOKENIZER_DIR)
+    res = CliRunner().invoke(
+        app,
+        ["chat", str(path), "--no-speculative", "-m", "12"],
+        input="/stat\nhello\nagain\n/stats\n",
+    )
+    assert res.exit_code == 0, res.output
+    assert "unknown command /stat: use /reset, /stats or /quit" in res.output
+    assert res.output.count("longer than the model's context of 16") == 1
+
+
+def test_generate_without_model_names_the_run_it_picked(served, tmp_path, monkeypatch):
+    # without MODEL the latest run is used (possibly one still training): say which
+    import shutil
+
+    from cherry_mlx_cli.main import app
+
+    _, _, path = served
+    shutil.copytree(path, tmp_path / "runs" / "picked")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["generate", "-p", "hi", "-m", "2", "--no-speculative"])
+    assert res.exit_code == 0, res.output
+    assert "model: runs/picked (the latest run" in res.output
+
+
+def test_serving_options_checked(served, tiny_config, tmp_path):
+    # -m 0 used to generate one token, --num-draft on a model without MTP heads was ignored
+    from cherry_mlx_cli.main import app
+
+    _, _, path = served
+    plain = build_model(tiny_config)
+    mx.eval(plain.parameters())
+    ppath = save_model(plain, tmp_path / "plain", tiny_config, tokenizer_dir=TOKENIZER_DIR)
+    runner = CliRunner()
+    for args, message in [
+        ([str(path), "-p", "hi", "-m", "0"], "--max-tokens 0 must be >= 1"),
+        ([str(ppath), "-p", "hi", "--num-draft", "1"], "--num-draft 1 needs a model with MTP"),
+        ([str(path), "-p", "hi", "--top-k", "-1"], "--top-k -1 must be >= 0"),
+    ]:
+        res = runner.invoke(app, ["generate", *args])  # main() prints it as one line
+        assert isinstance(res.exception, ValueError) and message in str(res.exception)
+    res = runner.invoke(app, ["chat", str(path), "-m", "0"], input="hi\n")
+    assert isinstance(res.exception, ValueError)
+    assert "--max-tokens 0 must be >= 1" in str(res.exception)

@@ -138,3 +138,19 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     table = (tmp_path / "sw" / "sweep.md").read_text()
     assert "| 2Lx3 P0Q0 | 2 | 6 |" in table and "source (no merge)" in table
     assert (tmp_path / "sw" / "sweep.png").stat().st_size > 1000
+
+
+def test_bad_recurrence_plan_fails_before_any_healing(tiny_config, tmp_path):
+    # --prelude/--coda leaving no core used to be found only after stage-1 healing had run
+    cfg = dict(tiny_config, num_hidden_layers=4)
+    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
+    batches = _batches(cfg["vocab_size"], n=1)
+    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    ccfg = CompressConfig(
+        model=str(src_dir), out=str(tmp_path / "out"), factor=2, loops=3, prelude=1, coda=1
+    )
+    logged = []
+    with pytest.raises(ValueError, match="leave no core layer"):
+        compress(ccfg, log=logged.append, data=data)
+    assert logged == []  # nothing evaluated, merged or healed
+    assert not list((tmp_path / "out").glob("heal-*"))

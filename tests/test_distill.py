@@ -131,3 +131,13 @@ def test_distill_run_lowers_kl(tmp_path, tiny_config):
     rep = distill(cfg, CycleBatches(batches), batches)
     assert [r["step"] for r in rep["kd"]] == [0, 10]
     assert rep["kd"][-1]["kd"] < 0.8 * rep["kd"][0]["kd"]
+
+
+def test_kd_log_names_the_distilled_positions(capsys):
+    """--positions all must not be reported as a GT-only KL (the log and plot said 'GT')."""
+    from cherry_mlx.fusion.distill import _KDLog, make_distill_loss
+
+    for positions, label in (("gt", "KL(GT, per example)"), ("all", "KL(all, per example)")):
+        log = _KDLog(None, [], make_distill_loss(positions=positions))
+        log.on_eval(0, {"total": 1.0, "gt": 1.0, "non_gt": 1.0})
+        assert label in capsys.readouterr().out

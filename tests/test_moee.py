@@ -1,6 +1,7 @@
 """MoEE: gate maths vs numpy, reduction to one expert, balance loss, save/load/generate."""
 
 import json
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -214,3 +215,58 @@ def test_fuse_trains_router_through_trainer(tmp_path, tiny_config):
     x = mx.array([[3, 4, 5, 6]])
     np.testing.assert_allclose(np.array(saved(x)), np.array(model(x)), atol=1e-5)
     assert report["cost"]["flops_per_token"] > report["cost"]["active_params"] * 2
+
+
+@pytest.mark.parametrize("granularity", ["model", "layer"])
+def test_cost_counts_mtp_head_parameters(tiny_config, granularity):
+    """The reported params include the MTP heads the saved model holds (they were left out:
+    a 1.70M report for a 2.12M checkpoint); norms are not counted anywhere in the cost."""
+    from mlx.utils import tree_flatten
+
+    from cherry_mlx.fusion.flops import format_cost, moee_cost
+
+    experts = [_expert(tiny_config, s) for s in (1, 2)]
+    sizes = {}
+    for heads in (0, 2):
+        model, cfg = assemble(experts, [tiny_config] * 2, granularity, 1, True, heads)
+        n = sum(v.size for k, v in tree_flatten(model.parameters()) if "norm" not in k)
+        cost = moee_cost(cfg, 32)
+        assert cost["params"] == n, (heads, cost["params"], n)
+        sizes[heads] = cost
+    assert sizes[2]["mtp_params"] > 0 and sizes[0]["mtp_params"] == 0
+    assert sizes[2]["active_params"] == sizes[0]["active_params"]
+    assert "MTP heads" in format_cost(sizes[2]) and "MTP" not in format_cost(sizes[0])
+
+
+def test_fuse_names_its_run_and_ablation_keeps_rungs_inside(tmp_path, tiny_config, monkeypatch):
+    """Without --name the trainer run of `fuse` is called moee-..., not the trainer's default
+    cherry-tiny-gt-... (which `generate` would then pick as the newest cherry-tiny run); the
+    ablation's rung runs live in the ablation folder, not loose under runs/."""
+    import cherry_mlx.fusion.run as run_mod
+    from cherry_mlx.fusion.run import FuseConfig, fuse
+    from cherry_mlx.training.data import CycleBatches
+
+    paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
+             for s in (1, 2)]  # fmt: skip
+    runs = tmp_path / "runs"
+    cfg = FuseConfig(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs))
+    train = CycleBatches([_np_batch(i) for i in range(2)])
+    report, _ = fuse(cfg, train, [_np_batch(10)])
+    assert Path(report["run_dir"]).parent == runs
+    assert Path(report["run_dir"]).name.startswith("moee-model-")
+
+    seen = []
+    real = run_mod.fuse
+
+    def spy(rung, *a, **k):
+        seen.append(rung.runs_dir)
+        return real(rung, *a, **k)
+
+    monkeypatch.setattr(run_mod, "fuse", spy)
+    out = tmp_path / "abl"
+    cfg = FuseConfig(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs),
+                     out=str(out))  # fmt: skip
+    run_mod.ablate(cfg, CycleBatches([_np_batch(i) for i in range(2)]), [_np_batch(10)])
+    assert seen and all(s == str(out) for s in seen)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"abl-rung{i}" for i in range(4)]
+    assert sorted(p.name for p in runs.iterdir()) == [Path(report["run_dir"]).name]

@@ -158,3 +158,18 @@ def test_quantize_command(tiny_config, tmp_path):
     loaded, cfg = load_model(tmp_path / "q")
     assert "scales" not in loaded.lm_head and "scales" in loaded.layers[0].mlp.up_proj
     assert cfg["quantization"]["mode"] == "nvfp4"
+
+
+def test_keep_typo_is_an_error_and_tied_lm_head_keeps_embedding(tiny_config):
+    # a --keep item that names no layer used to be accepted silently (and reported as "kept")
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    with pytest.raises(ValueError, match="--keep 'atn' matches no layer"):
+        quantize_model(model, dict(tiny_config), "nvfp4", keep=["atn"])
+    # in a tied model the LM head is the embedding matrix: --keep lm_head keeps it
+    cfg = {**tiny_config, "tie_word_embeddings": True}
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    qmodel, qcfg = quantize_model(model, cfg, "nvfp4", keep=["lm_head"])
+    assert "scales" not in qmodel.model.embed_tokens
+    assert "scales" in qmodel.model.layers[0].mlp.up_proj

@@ -236,3 +236,15 @@ def test_greedy_speculative_on_fused_moee(tiny_config, granularity):
     mx.eval(fused.parameters())
     plain = list(generate_tokens(fused, PROMPT, max_tokens=24))
     assert list(speculative_generate_tokens(fused, PROMPT, max_tokens=24)) == plain
+
+
+def test_num_draft_must_name_existing_heads(tiny_config):
+    """--num-draft beyond the model's heads (or < 1) is a clear error, not silently clamped
+    (5 on a 3-head model drafted 3) or misread (-1 sliced heads[:-1], 0 meant all)."""
+    from cherry_mlx.decoding.speculative import MTPDrafter
+
+    model = _model(tiny_config)
+    assert MTPDrafter(model).K == 3 and MTPDrafter(model, 2).K == 2
+    for bad in (0, -1, 4):
+        with pytest.raises(ValueError, match=rf"--num-draft {bad}: the model has 3 MTP heads"):
+            MTPDrafter(model, bad)

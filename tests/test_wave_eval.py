@@ -97,6 +97,12 @@ def test_config_errors():
         EvalConfig(level="mega")
     with pytest.raises(ValueError, match="--categories 'facts'"):
         EvalConfig(categories=["facts"])
+    # --max-batches 0 used to surface as "valid.jsonl gave no batches" (blaming the data).
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"--max-batches {bad}: use N >= 1, or -1"):
+            EvalConfig(max_batches=bad)
+    with pytest.raises(ValueError, match="--coupling-batches 0"):
+        EvalConfig(coupling_batches=0)
 
 
 def write_data(path, n=6):
@@ -192,3 +198,40 @@ def test_default_target_is_newest_trained_run(tmp_path, tiny_config, monkeypatch
     os.utime(tmp_path / "older", (1, 1))
     t = resolve_target(None)
     assert t.run == tmp_path / "older" and t.step == 5
+
+
+def test_init_check_uses_the_trainers_eval_batches(tmp_path, tiny_config):
+    """The rebuilt-init check compares with the trainer's step-0 eval on the trainer's own
+    held-out batches (its batch size, length and eval_batches), not on this eval's batches: a
+    faithful rebuild must read "reproduces" whatever --batch-size / --max-batches the user picks."""
+    from cherry_mlx.models.loading import WEIGHTS_DIR, load_tokenizer
+    from cherry_mlx.selection.measure import InitOf, heldout_batches, run_eval
+    from cherry_mlx.selection.wave import split_losses
+
+    tok = WEIGHTS_DIR / "cherry-tiny"
+    cfg = dict(tiny_config, vocab_size=4096)
+    (tmp_path / "weights").mkdir()
+    preset = tmp_path / "weights" / "p"
+    save_model(build_model(cfg), preset, cfg)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_model(build_model(cfg), run / "checkpoints" / "step-3", cfg, tokenizer_dir=tok)
+    (run / "checkpoints" / "step-3" / "meta.json").write_text('{"step": 3}')
+    data = write_data(tmp_path / "valid.jsonl", n=12)
+    trainer = {"preset": str(preset), "seed": 7, "data": str(data), "batch_size": 2,
+               "seq_len": 64, "eval_batches": 1}  # fmt: skip
+    (run / "train_config.json").write_text(json.dumps(trainer))
+    # The trainer's step-0 row: the init on its first batch of 2 examples.
+    init = InitOf(run, str(preset), 7)
+    ref_cfg = EvalConfig(data=str(data), batch_size=2, seq_len=64, max_batches=1)
+    ref = split_losses(init.build(), heldout_batches(ref_cfg, load_tokenizer(tok)))
+    (run / "evals.jsonl").write_text(json.dumps({"step": 0, "total": ref.total}) + "\n")
+    res = run_eval(EvalConfig(model=str(run), data=str(data), batch_size=4, seq_len=64))
+    assert res.sections["coherent"].wave.base.total != pytest.approx(ref.total, rel=1e-4)
+    note = res.notes[-1]
+    assert "reproduces" in note and "DOES NOT" not in note, note
+    assert "1 held-out batches of 2x64" in note
+    # A rebuild that does not match (another seed) is still reported.
+    (run / "train_config.json").write_text(json.dumps({**trainer, "seed": 8}))
+    res = run_eval(EvalConfig(model=str(run), data=str(data), batch_size=4, seq_len=64))
+    assert "DOES NOT reproduce" in res.notes[-1]

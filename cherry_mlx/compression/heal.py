@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .merge import merge_model, plan_groups
+from .merge import _check_mergeable, merge_model, plan_groups
 from .recurrent import current_recurrence, plan_recurrence, unroll
 
 
@@ -235,6 +235,10 @@ def run_pipeline(
     merged-and-healed model (sweeps over loop counts share it)."""
     res = CompressResult(out_dir=Path(out_dir))
     out_dir = Path(out_dir)
+    if merged_state is None:  # check the whole plan before spending time on evaluation/healing
+        _check_mergeable(source_cfg, {})
+        groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
+        plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
     src = source_stage or evaluate(source, data, "source", cfg.eval_batches)
     res.stages.append(src)
     log(f"source: {src.unique_layers} layers, loss {src.loss:.4f}")

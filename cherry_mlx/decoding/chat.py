@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 from ..models.mtp import has_mtp
-from .generate import GenerationStats, SamplingConfig, generate_tokens
+from .generate import GenerationStats, SamplingConfig, check_serving_options, generate_tokens
 from .speculative import speculative_generate_tokens
 
 
@@ -66,8 +66,7 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, cfg: Optional[ChatConfig] = None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg or ChatConfig()
-        if self.cfg.speculative and not has_mtp(model):
-            raise ValueError("--speculative needs a model with MTP heads (config key 'mtp')")
+        check_serving_options(model, self.cfg.max_tokens, self.cfg.speculative, self.cfg.num_draft)
         self.speculative = has_mtp(model) if self.cfg.speculative is None else self.cfg.speculative
         self.stop = set(tokenizer.eos_token_ids)
         self.total = GenerationStats()

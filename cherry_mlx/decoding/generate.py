@@ -38,8 +38,12 @@ class SamplingConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temp}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0 or self.repetition_penalty <= 0:
-            raise ValueError("top_k must be >= 0 and repetition_penalty > 0")
+        if self.top_k < 0:
+            raise ValueError(f"--top-k {self.top_k} must be >= 0 (0 = off)")
+        if self.repetition_penalty <= 0:
+            raise ValueError(
+                f"--repetition-penalty {self.repetition_penalty} must be > 0 (1 = off)"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -192,3 +196,19 @@ def generate_tokens(
             y = nxt
     finally:
         stats.decode_s += time.perf_counter() - t0
+
+
+def check_serving_options(model, max_tokens: int, speculative, num_draft) -> None:
+    """Options of `generate` / `chat` that would otherwise be ignored or misread, as one error."""
+    from ..models.mtp import has_mtp
+
+    if max_tokens < 1:
+        raise ValueError(f"--max-tokens {max_tokens} must be >= 1")
+    if (speculative or num_draft is not None) and not has_mtp(model):
+        flag = "--speculative" if speculative else f"--num-draft {num_draft}"
+        raise ValueError(f"{flag} needs a model with MTP heads (config key 'mtp')")
+    if num_draft is not None and speculative is False:
+        raise ValueError(
+            f"--num-draft {num_draft} drafts for speculative decoding: drop it or "
+            "drop --no-speculative"
+        )

@@ -9,7 +9,12 @@ from mlx.utils import tree_map
 
 from ..models.mtp import has_mtp
 from .chat import render
-from .generate import GenerationStats, SamplingConfig, generate_tokens
+from .generate import (
+    GenerationStats,
+    SamplingConfig,
+    check_serving_options,
+    generate_tokens,
+)
 from .speculative import speculative_generate_tokens
 
 
@@ -64,8 +69,7 @@ def generate_text(
 ) -> Iterator[Tuple[str, GenerationStats]]:
     """Stream (text piece, running stats) for one prompt, rendered with the chat template unless
     ``raw``; stops at an end-of-turn token (not shown) or ``max_tokens``."""
-    if speculative and not has_mtp(model):
-        raise ValueError("--speculative needs a model with MTP heads (config key 'mtp')")
+    check_serving_options(model, max_tokens, speculative, num_draft)
     speculative = has_mtp(model) if speculative is None else speculative
     if seed is not None:
         mx.random.seed(seed)

@@ -45,7 +45,10 @@ class MTPDrafter:
         if not has_mtp(model):
             raise ValueError("model has no MTP heads (config key 'mtp'): use plain decoding")
         self.model = model
-        self.heads = model.mtp.heads[: num_draft or model.mtp.num_heads]
+        k = model.mtp.num_heads
+        if num_draft is not None and not 1 <= num_draft <= k:
+            raise ValueError(f"--num-draft {num_draft}: the model has {k} MTP heads, use 1..{k}")
+        self.heads = model.mtp.heads[: num_draft or k]
         self.K = len(self.heads)
         self.reset(0)
 

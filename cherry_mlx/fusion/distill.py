@@ -127,6 +127,7 @@ def make_distill_loss(
         return loss + beta * kd_loss(model, h, batch, teacher, positions, level), ntoks
 
     loss_fn.needed = lambda np_batch: position_mask(np_batch, positions, level)
+    loss_fn.positions = positions
     return loss_fn
 
 
@@ -178,7 +179,8 @@ class _KDLog:
         row = {"step": step, "kd": tot / max(n, 1), "total": metrics.get("total"),
                "gt": metrics.get("gt"), "non_gt": metrics.get("non_gt")}  # fmt: skip
         self.rows.append(row)
-        print(f"[distill {step}] KL(GT, per example) {row['kd']:.4f}")
+        where = "GT" if getattr(self.kd, "positions", "gt") == "gt" else "all"
+        print(f"[distill {step}] KL({where}, per example) {row['kd']:.4f}")
 
 
 def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None):
@@ -216,11 +218,11 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
                    train_data=train_data, valid_data=val, callbacks=[log])  # fmt: skip
     report = {"config": asdict(cfg), "kd": log.rows, "run_dir": str(result.run_dir)}
     (Path(result.run_dir) / "distill_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_kd(log.rows, Path(result.run_dir) / "distill.png")
+    plot_kd(log.rows, Path(result.run_dir) / "distill.png", cfg.positions)
     return report
 
 
-def plot_kd(rows, path: Path) -> Optional[Path]:
+def plot_kd(rows, path: Path, positions: str = "gt") -> Optional[Path]:
     """KL over steps next to the student's GT / non-GT held-out loss."""
     if not rows:
         return None
@@ -232,7 +234,8 @@ def plot_kd(rows, path: Path) -> Optional[Path]:
     steps = [r["step"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(steps, [r["kd"] for r in rows], marker="o")
-    a.set_title("Σ_GT KL(teacher ‖ student) per example")
+    where = "GT" if positions == "gt" else "response"
+    a.set_title(f"Σ over {where} positions of KL(teacher ‖ student), per example")
     for key in ("total", "gt", "non_gt"):
         b.plot(steps, [r[key] for r in rows], marker="o", label=key)
     b.set_title("student held-out loss")

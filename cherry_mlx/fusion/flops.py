@@ -94,12 +94,22 @@ def moee_cost(config: Dict[str, Any], seq_len: int = 256) -> Dict[str, Any]:
         per_call = 2 * (attn + k * ffn + d * n) + 4 * hd_all * ctx
         spent = minimum = calls * per_call + 2 * head
         note = "one attention and k of N FFNs per block call"
+    # MTP heads (stored, used by the loss and the drafter, never by the trunk's forward pass):
+    # per head a 2D -> D projection and one dense block of the base shape (norms not counted,
+    # as everywhere here).
+    k_mtp = int((config.get("mtp") or {}).get("num_heads", 0))
+    mtp_params = 0
+    if k_mtp:
+        d, _, attn_b, ffn_b = _block(config)  # the fused config keeps the base shape
+        mtp_params = k_mtp * (2 * d * d + attn_b + ffn_b)
+    params += mtp_params
     return {
         "granularity": m.get("granularity", "model"),
         "num_experts": n,
         "top_k": k,
         "seq_len": seq_len,
         "params": int(params),
+        "mtp_params": int(mtp_params),
         "active_params": int(active),
         "flops_per_token": float(spent),
         "flops_per_token_min": float(minimum),
@@ -111,7 +121,9 @@ def format_cost(cost: Dict[str, Any]) -> str:
     """One line: params, active params and FLOPs per token, side by side."""
     return (
         f"{cost['granularity']}-level MoEE, {cost['num_experts']} experts, top-{cost['top_k']}: "
-        f"params {cost['params'] / 1e6:.2f}M, active {cost['active_params'] / 1e6:.2f}M, "
+        f"params {cost['params'] / 1e6:.2f}M"
+        + (f" (MTP heads {cost['mtp_params'] / 1e6:.2f}M)" if cost.get("mtp_params") else "")
+        + f", active {cost['active_params'] / 1e6:.2f}M, "
         f"FLOPs/token {cost['flops_per_token'] / 1e6:.2f}M "
         f"(needed {cost['flops_per_token_min'] / 1e6:.2f}M) at context {cost['seq_len']}: "
         f"{cost['note']}"

@@ -6,6 +6,7 @@ Table 7 ablation ladder (``--ablate``).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -134,7 +135,9 @@ def fuse(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None, expe
     if cfg.steps > 0:
         from ..training.trainer import train
 
-        tcfg = _train_config(cfg, tok_dir, cfg.name)
+        # Name the run after what it is (the trainer's default would say "cherry-tiny-gt").
+        name = cfg.name or time.strftime(f"moee-{cfg.granularity}-%Y%m%d-%H%M%S")
+        tcfg = _train_config(cfg, tok_dir, name)
         result = train(tcfg, model=model, tokenizer=tokenizer, loss_fn=make_loss(obj),
                        train_data=train_data, valid_data=valid_data)  # fmt: skip
         run_dir = result.run_dir
@@ -171,7 +174,10 @@ def ablate(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None) ->
     rows = []
     out = Path(cfg.out or Path(cfg.runs_dir or "runs") / (cfg.name or "moee-ablation"))
     for i, (label, change) in enumerate(LADDER):
-        rung = replace(cfg, mtp_heads=mtp, balance=balance, out=None, shared=True)
+        # Each rung's trainer run lives inside the ablation folder, not loose under runs/.
+        rung = replace(
+            cfg, mtp_heads=mtp, balance=balance, out=None, shared=True, runs_dir=str(out)
+        )
         rung = replace(rung, **change, name=f"{out.name}-rung{i}")
         print(f"== rung {i}: {label}")
         rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts)

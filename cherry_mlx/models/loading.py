@@ -87,7 +87,12 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                 )
             )
         except Exception as err:  # offline, unknown repo, gated ...
-            raise ModelNotFound(f"could not fetch {name!r} from the hub: {err}") from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelNotFound(
+                f"{name!r} is not a local directory, and fetching it from the hub failed "
+                f"({first}); pass an existing model/run directory, a preset "
+                f"({', '.join(list_presets())}) or a reachable hub id"
+            ) from None
     raise ModelNotFound(
         f"unknown model {name!r}: not a directory, and known presets are "
         f"{', '.join(list_presets())}"

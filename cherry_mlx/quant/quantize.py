@@ -51,6 +51,23 @@ def keep_predicate(keep: Sequence[str]):
     return lambda path: any(t(path) for t in tests)
 
 
+def _check_keep(model, keep: Sequence[str]) -> None:
+    """Every --keep item must name at least one quantisable layer (a typo would silently keep
+    nothing)."""
+    paths = [p for p, m in model.named_modules() if hasattr(m, "to_quantized")]
+    for k in keep:
+        test = KEEP_ALIASES.get(k, lambda p, k=k: k in p)
+        if not any(test(p) for p in paths):
+            if k == "lm_head":
+                continue  # tied: covered by embed
+            raise ValueError(
+                f"--keep {k!r} matches no layer of this model; use one of "
+                f"{', '.join(KEEP_ALIASES)} or a path fragment such as 'layers.0.'"
+                if paths
+                else f"--keep {k!r}: this model has no quantisable layer"
+            )
+
+
 def _kept_paths(model, kept) -> List[str]:
     return [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and kept(p)]
 
@@ -70,6 +87,11 @@ def quantize_model(
     from mlx_lm.utils import quantize_model as mlx_lm_quantize
 
     mlx_mode, group, bits = MODES[mode]
+    keep = list(keep)
+    if "lm_head" in keep and config.get("tie_word_embeddings", False):
+        # a tied LM head is the embedding matrix: keeping the head keeps the embedding
+        keep = keep + ["embed"] if "embed" not in keep else keep
+    _check_keep(model, keep)
     kept = keep_predicate(keep)
     folded = {}
     if fold and mlx_mode == "nvfp4":

@@ -52,6 +52,10 @@ class EvalConfig:
             raise ValueError(f"--level {self.level!r}: use one of {tuple(LEVELS)}")
         if self.batch_size < 1 or self.seq_len < 2:
             raise ValueError("--batch-size must be >= 1 and --seq-len >= 2")
+        if self.max_batches == 0 or self.max_batches < -1:
+            raise ValueError(f"--max-batches {self.max_batches}: use N >= 1, or -1 for all")
+        if self.coupling_batches < 1:
+            raise ValueError(f"--coupling-batches {self.coupling_batches}: must be >= 1")
         for c in self.categories or []:
             if c not in CATEGORIES:
                 raise ValueError(f"--categories {c!r}: unknown, use some of {','.join(CATEGORIES)}")
@@ -318,7 +322,9 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             supervised_fraction=cfg.supervised_fraction,
         )
     if isinstance(base_path, InitOf):
-        result.notes.append(_check_init(base_path, result.sections["coherent"].wave.base))
+        result.notes.append(
+            _check_init(base_path, result.sections["coherent"].wave.base, cfg, base, tokenizer)
+        )
     if cfg.json_out:
         Path(cfg.json_out).write_text(json.dumps(json_clean(result.to_dict()), indent=2) + "\n")
     plot = cfg.plot or (str(target.run / "eval_wave.png") if target.run else None)
@@ -329,8 +335,28 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     return result
 
 
-def _check_init(init: InitOf, measured: SplitLoss) -> str:
-    """Compare the rebuilt init with the trainer's own step-0 eval (same data: same numbers)."""
+def _trainer_eval_settings(run: Path) -> Optional[dict]:
+    """(data, batch_size, seq_len, eval_batches) the trainer evaluated ``run`` with, or None."""
+    f = run / "train_config.json"
+    if not f.is_file():
+        return None
+    try:
+        tc = json.loads(f.read_text())
+        return {
+            "data": tc.get("data"),
+            "batch_size": int(tc["batch_size"]),
+            "seq_len": int(tc["seq_len"]),
+            "max_batches": int(tc.get("eval_batches", -1)),
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_init(init: InitOf, measured: SplitLoss, cfg=None, model=None, tokenizer=None) -> str:
+    """Compare the rebuilt init with the trainer's own step-0 eval. The trainer evaluated its
+    first ``eval_batches`` held-out batches at its own batch size and length; when this eval used
+    other settings the init is measured again on exactly those batches, so that a "differs" means
+    the weights (preset, seed) or the data changed, never just a different sample of examples."""
     rows = []
     f = init.run / "evals.jsonl"
     if f.is_file():
@@ -338,11 +364,32 @@ def _check_init(init: InitOf, measured: SplitLoss) -> str:
     zero = next((r for r in rows if r.get("step") == 0), None)
     if zero is None:
         return f"baseline: {init} (no step-0 eval in the run to check it against)"
-    same = math.isclose(zero["total"], measured.total, rel_tol=1e-4)
-    verdict = "matches" if same else "DIFFERS from (other data or settings?)"
+    total, where = measured.total, "on this eval's batches"
+    trainer = _trainer_eval_settings(init.run)
+    mine = None
+    if cfg is not None:
+        mine = dict(
+            data=cfg.data, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+            max_batches=cfg.max_batches,
+        )  # fmt: skip
+    if trainer is not None and mine is not None and trainer != mine and model is not None:
+        try:
+            batches = heldout_batches(EvalConfig(split=cfg.split, **trainer), tokenizer)
+        except (FileNotFoundError, ValueError):
+            batches = None  # e.g. a run whose held-out set was cut from train.jsonl
+        if batches:
+            total = split_losses(model, batches, LEVELS[cfg.level]).total
+            where = (
+                f"on the trainer's {len(batches)} held-out batches of {trainer['batch_size']}"
+                f"x{trainer['seq_len']}"
+            )
+    same = math.isclose(zero["total"], total, rel_tol=1e-4)
+    verdict = (
+        "reproduces" if same else "DOES NOT reproduce (preset, seed or data changed since the run?)"
+    )
     return (
-        f"baseline: {init}; its total loss {measured.total:.4f} {verdict} the trainer's "
-        f"step-0 eval {zero['total']:.4f}"
+        f"baseline: {init}; rebuilt, it {verdict} the trainer's step-0 eval: total loss "
+        f"{total:.4f} vs {zero['total']:.4f} {where}"
     )
 
 

@@ -61,7 +61,8 @@ def split_losses(
     out: Dict[str, object] = {k: mean(sums[k], counts[k]) for k in ("total", "gt", "non_gt")}
     if loss_fn is not None:
         out["loss"] = mean(sums["loss"], counts["loss"])
-    out["ppl"] = math.exp(out["total"]) if out["total"] == out["total"] else float("nan")
+    total = out["total"]
+    out["ppl"] = math.exp(min(total, 700.0)) if total == total else float("nan")  # no overflow
     out["per_category"] = {
         c: mean(cat_sums[c], cat_counts[c]) for c in CATEGORIES if cat_counts[c].item() > 0
     }

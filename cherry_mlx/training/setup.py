@@ -50,9 +50,20 @@ def setup_run(cfg: TrainConfig):
             if run_dir is None:
                 raise FileNotFoundError(f"--resume latest: no runs in {runs_dir}")
         else:
-            run_dir = Path(cfg.resume)
+            run_dir = Path(cfg.resume).expanduser()
             if not run_dir.is_dir():
                 run_dir = runs_dir / cfg.resume
+            if not run_dir.is_dir():
+                raise FileNotFoundError(
+                    f"--resume {cfg.resume}: no such run directory; pass runs/NAME, NAME "
+                    f"(under {runs_dir}/) or 'latest'"
+                )
+        live = live_trainer(run_dir)
+        if live is not None:
+            raise ValueError(
+                f"--resume {cfg.resume}: {run_dir} is still being trained by process {live}; "
+                "wait for it or stop it (Ctrl-C / kill) first, or name the run to resume"
+            )
         found = ckpt.list_checkpoints(run_dir)
         if not found:
             raise FileNotFoundError(
@@ -70,6 +81,29 @@ def setup_run(cfg: TrainConfig):
         )
     cfg.name = name  # the directory is created once model and data are ready (no empty runs)
     return run_dir, None
+
+
+PID_FILE = "train.pid"  # present while a trainer process writes the run
+
+
+def live_trainer(run_dir: Path) -> Optional[int]:
+    """The id of another live process training ``run_dir`` (from its ``train.pid``), else None.
+    A pid file left by a killed run names a dead process and is ignored."""
+    import os
+
+    try:
+        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, owned by someone else
+        return pid
+    return pid
 
 
 def _slug(cfg: TrainConfig) -> str:
@@ -97,7 +131,24 @@ def _enable_checkpointing(model) -> None:
         grad_checkpoint(model.layers[0])
 
 
+def _has_tokenizer(path: Path) -> bool:
+    return (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()
+
+
 def _tokenizer_dir(cfg: TrainConfig) -> Optional[Path]:
+    if cfg.tokenizer:  # explicit: a tokenizer-only folder (`tokenizer train -o`) or a model/run
+        direct = Path(cfg.tokenizer).expanduser()
+        if direct.is_dir() and _has_tokenizer(direct):
+            return direct
+        if direct.is_dir() and _has_tokenizer(direct / "tokenizer"):  # a run's own copy
+            return direct / "tokenizer"
+        try:
+            resolve(cfg.tokenizer)
+        except ValueError as err:
+            raise FileNotFoundError(
+                f"--tokenizer {cfg.tokenizer}: {err}; pass a folder with tokenizer.json or "
+                "tokenizer.model (e.g. from `cherry-mlx tokenizer train -o DIR`)"
+            ) from None
     for cand in (cfg.tokenizer, cfg.model, DEFAULT_TOKENIZER):
         if not cand:
             continue
@@ -105,7 +156,7 @@ def _tokenizer_dir(cfg: TrainConfig) -> Optional[Path]:
             path = resolve(cand)
         except ValueError:
             continue
-        if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file():
+        if _has_tokenizer(path):
             return path
         if cand == cfg.tokenizer:
             raise FileNotFoundError(f"--tokenizer {cand}: {path} has no tokenizer files")
@@ -139,6 +190,24 @@ def keep_tokenizer_copy(src: Optional[Path], run_dir: Path) -> Optional[Path]:
         if (Path(src) / name).is_file():
             shutil.copy2(Path(src) / name, own / name)
     return own
+
+
+def _check_vocab(tokenizer, tokenizer_dir, model_cfg: dict) -> None:
+    """A tokenizer with more ids than the model's embedding rows would index past the table
+    (garbage losses, overflowing perplexity): fail before training, naming both sizes."""
+    rows = model_cfg.get("vocab_size")
+    if tokenizer is None or not rows:
+        return
+    try:
+        n = len(getattr(tokenizer, "_tokenizer", tokenizer))
+    except TypeError:
+        return
+    if n > int(rows):
+        raise ValueError(
+            f"tokenizer {tokenizer_dir} has {n:,} tokens but the model has vocab_size "
+            f"{int(rows):,}: train the tokenizer with --vocab-size <= {int(rows)} or use a "
+            f"model/preset whose config.json has vocab_size >= {n}"
+        )
 
 
 def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> Setup:
@@ -186,6 +255,7 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
 
             s.tokenizer = mlx_lm_load_tokenizer(s.tokenizer_dir)
     if train_data is None:
+        _check_vocab(s.tokenizer, s.tokenizer_dir, model_cfg)  # it encodes the data
         if s.tokenizer is None:
             raise FileNotFoundError(
                 f"no tokenizer to encode the data: pass --tokenizer DIR (the default "

@@ -10,6 +10,7 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .config import TrainConfig
 from .data import next_batch, prepare_batch, train_iterator, valid_batches
 from .evaluate import split_losses
 from .report import MetricsLog, Progress, plot_curves, read_jsonl_rows
-from .setup import keep_tokenizer_copy, setup_model, setup_run
+from .setup import PID_FILE, keep_tokenizer_copy, setup_model, setup_run
 from .step import make_optimizer, make_step
 
 
@@ -97,6 +98,7 @@ def train(
         if cfg.best_metric == "total":  # heads do not move the trunk's loss: pick best/ by both
             cfg.best_metric = "loss"
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
     s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
@@ -225,6 +227,7 @@ def train(
                 save(step)
             t_report += time.perf_counter() - t_other  # tokens/s counts training time only
     finally:
+        (run_dir / PID_FILE).unlink(missing_ok=True)
         metrics.flush()
         progress.close()
         if metrics.rows or evals:

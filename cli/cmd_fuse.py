@@ -59,6 +59,15 @@ def register(app: typer.Typer) -> None:
             return
         rep, _ = run_fuse(cfg)
         typer.echo(json.dumps({k: rep[k] for k in ("eval", "routing", "cost")}, indent=2))
+        ev = rep["eval"]
+        typer.echo(
+            f"held-out loss: fused {ev['total']:.4f} (GT {ev['gt']:.4f}, non-GT {ev['non_gt']:.4f})"
+        )
+        for e in rep.get("experts_eval") or []:
+            typer.echo(
+                f"  expert alone {e['total']:.4f} (GT {e['gt']:.4f}, non-GT {e['non_gt']:.4f})"
+                f"  {e['expert']}"
+            )
         if rep.get("out"):
             typer.echo(f"fused model written to {rep['out']} (fuse_report.json)")
         if rep.get("run_dir"):

@@ -270,3 +270,27 @@ def test_fuse_names_its_run_and_ablation_keeps_rungs_inside(tmp_path, tiny_confi
     assert seen and all(s == str(out) for s in seen)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"abl-rung{i}" for i in range(4)]
     assert sorted(p.name for p in runs.iterdir()) == [Path(report["run_dir"]).name]
+
+
+def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
+    """The report puts every expert's own held-out loss beside the mixture's (a fused model
+    worse than its best expert was invisible); one expert fused top-1 scores as itself."""
+    from cherry_mlx.fusion.run import FuseConfig, fuse
+    from cherry_mlx.training.data import CycleBatches
+    from cherry_mlx.training.evaluate import split_losses
+
+    paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
+             for s in (1, 2)]  # fmt: skip
+    val = [_np_batch(10)]
+    cfg = FuseConfig(experts=paths, steps=0, seq_len=32, batch_size=4, out=str(tmp_path / "f"))
+    report, _ = fuse(cfg, CycleBatches([_np_batch(0)]), val)
+    got = report["experts_eval"]
+    assert [e["expert"] for e in got] == paths
+    for e, p in zip(got, paths):
+        ref = split_losses(load_model(p)[0], val)
+        assert e["total"] == pytest.approx(ref["total"], rel=1e-5)
+    one_cfg = FuseConfig(experts=paths[:1], steps=0, seq_len=32, batch_size=4)
+    one, _ = fuse(one_cfg, CycleBatches([_np_batch(0)]), val)
+    assert one["eval"]["total"] == pytest.approx(one["experts_eval"][0]["total"], rel=1e-5)
+    saved = json.loads((tmp_path / "f" / "fuse_report.json").read_text())
+    assert len(saved["experts_eval"]) == 2

@@ -325,3 +325,23 @@ def test_split_losses_against_numpy(tiny_config):
         assert abs(out["non_gt"] - ce[resp & ~gt].mean()) < 1e-4
         assert abs(out["per_category"]["reasoning"] - ce[resp & gt & (cat == 2)].mean()) < 1e-4
         assert out["counts"]["gt"] == int((resp & gt).sum())
+
+
+def test_truncation_is_reported_not_silent(tmp_path, tiny_config, capfd):
+    """An example longer than the context is truncated and the count is printed when training."""
+    data = tmp_path / "data"
+    data.mkdir()
+    long_answer = "서울은 한국의 수도입니다. " * 40
+    rows = [
+        {"prompt": "한국의 수도는?", "completion": long_answer},
+        {"prompt": "What is 2+2?", "completion": "It is 4."},
+        {"text": "A short piece of prose."},
+    ]
+    (data / "train.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
+    (data / "valid.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    cfg = base_cfg(tmp_path, steps=1, eval_every=1, save_every=1, data=str(data), seq_len=32)
+    train(cfg, model=build_model({**tiny_config, "vocab_size": 4096}))
+    err = capfd.readouterr().err
+    assert "[data] train" in err and "truncated 1" in err

@@ -114,8 +114,18 @@ def evaluate_moee(model, batches, level: int = 1) -> Dict[str, Any]:
     return {"eval": {k: losses[k] for k in ("total", "gt", "non_gt")}, "routing": routing}
 
 
-def fuse(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None, experts=None):
-    """Assemble, train and report. ``experts``: preloaded (models, configs, paths) (ablation)."""
+def fuse(
+    cfg: FuseConfig,
+    train_data=None,
+    valid_data=None,
+    tokenizer=None,
+    experts=None,
+    compare: bool = True,
+):
+    """Assemble, train and report. ``experts``: preloaded (models, configs, paths) (ablation).
+
+    With ``compare`` each expert alone is evaluated on the same held-out batches
+    (``report["experts_eval"]``), so a mixture worse than its best expert is visible."""
     models, configs, paths = experts or load_experts(cfg.experts)
     mx.random.seed(cfg.seed)
     model, mcfg = assemble(
@@ -149,6 +159,16 @@ def fuse(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None, expe
     val = valid_batches(valid_data, cfg.batch_size, cfg.seq_len)
     model.eval()
     report.update(evaluate_moee(model, val))
+    if compare:
+        from ..training.evaluate import split_losses
+
+        report["experts_eval"] = []
+        for m, p in zip(models, paths):
+            m.eval()
+            e = split_losses(m, val)
+            report["experts_eval"].append(
+                {"expert": str(p), **{k: e[k] for k in ("total", "gt", "non_gt")}}
+            )
     out = Path(cfg.out) if cfg.out else (Path(run_dir) / "fused" if run_dir else None)
     if out is not None:
         save_model(model, out, mcfg, tok_dir)
@@ -180,7 +200,7 @@ def ablate(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None) ->
         )
         rung = replace(rung, **change, name=f"{out.name}-rung{i}")
         print(f"== rung {i}: {label}")
-        rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts)
+        rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts, compare=False)
         r = rep["routing"] or {}
         rows.append({
             "rung": label, "eval_total": rep["eval"]["total"], "eval_gt": rep["eval"]["gt"],

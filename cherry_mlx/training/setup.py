@@ -264,6 +264,7 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
         from .data import load_splits
 
         splits = load_splits(cfg.data, s.tokenizer, cfg.seq_len)
+        _print_data_summary(splits)
         s.train_data = splits["train"]
         if valid_data is None:
             s.valid_data = splits["valid"]
@@ -274,3 +275,19 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
         s.reference.freeze()
         s.reference.eval()
     return s
+
+
+def _print_data_summary(splits) -> None:
+    """Say what was loaded, and how many examples were truncated or dropped (never silently)."""
+    import sys
+
+    for name in ("train", "valid"):
+        stats = splits.get(f"{name}_stats")
+        if stats is not None:
+            text = stats.summary().replace("\n", "\n  ")
+            print(f"[data] {name} ({splits['data_dir']}):\n  {text}", file=sys.stderr)
+    if splits.get("valid_stats") is None:
+        print(
+            f"[data] no valid.jsonl: holding out {len(splits['valid'])} train examples",
+            file=sys.stderr,
+        )

@@ -276,7 +276,7 @@ def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
     """The report puts every expert's own held-out loss beside the mixture's (a fused model
     worse than its best expert was invisible); one expert fused top-1 scores as itself."""
     from cherry_mlx.fusion.run import FuseConfig, fuse
-    from cherry_mlx.training.data import CycleBatches
+    from cherry_mlx.training.data import CycleBatches, valid_batches
     from cherry_mlx.training.evaluate import split_losses
 
     paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
@@ -287,7 +287,7 @@ def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
     got = report["experts_eval"]
     assert [e["expert"] for e in got] == paths
     for e, p in zip(got, paths):
-        ref = split_losses(load_model(p)[0], val)
+        ref = split_losses(load_model(p)[0], valid_batches(val, 4, 32))
         assert e["total"] == pytest.approx(ref["total"], rel=1e-5)
     one_cfg = FuseConfig(experts=paths[:1], steps=0, seq_len=32, batch_size=4)
     one, _ = fuse(one_cfg, CycleBatches([_np_batch(0)]), val)

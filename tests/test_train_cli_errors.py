@@ -116,3 +116,12 @@ def test_resume_refuses_a_run_another_process_is_training(tmp_path):
     # the trainer died (SIGKILL leaves its pid file): resuming is allowed again
     run_dir, found = setup_run(TrainConfig(resume="latest", runs_dir=str(tmp_path / "runs")))
     assert run_dir == run and found.name == "step-2"
+
+
+def test_reference_without_rho1_is_an_error_not_ignored():
+    import pytest
+
+    from cherry_mlx.training import TrainConfig
+
+    with pytest.raises(ValueError, match="only used by --select rho1"):
+        TrainConfig(select="gt", reference="runs/x").validate()

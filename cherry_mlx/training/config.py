@@ -134,6 +134,10 @@ class TrainConfig:
                 self.select != "rho1" or bool(self.reference),
                 "--select rho1 needs --reference MODEL (the reference checkpoint)",
             ),
+            (
+                self.select == "rho1" or not self.reference,
+                f"--reference is only used by --select rho1 (got --select {self.select}); drop it",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -1,6 +1,7 @@
 """The compress pipeline end to end on a tiny random model and a learnable synthetic batch."""
 
 import json
+import math
 from pathlib import Path
 
 import mlx.core as mx
@@ -104,6 +105,7 @@ def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
     assert [s.name for s in res.stages] == ["source", "merged", "unrolled"]
     assert not list(Path(ccfg.out).glob("heal-*"))
     assert res.model.args.effective_depth == 8
+    assert math.isnan(res.recovered)  # nothing healed, nothing recovered: reported as n/a
 
 
 def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):

@@ -273,7 +273,8 @@ def run_pipeline(
         control = control_stage(source, source_cfg, cfg, data, out_dir, log)
     res.control = control
     merged_loss = res.stage("merged").loss
-    res.recovered = recovered_fraction(src.loss, merged_loss, res.stages[-1].loss)
+    if cfg.heal:  # without healing nothing was recovered: the fraction stays NaN ("n/a")
+        res.recovered = recovered_fraction(src.loss, merged_loss, res.stages[-1].loss)
     if any(s.name == "merged-healed" for s in res.stages):
         res.recovered_pre_unroll = recovered_fraction(
             src.loss, merged_loss, res.stage("merged-healed").loss

@@ -249,3 +249,16 @@ def test_serving_options_checked(served, tiny_config, tmp_path):
     res = runner.invoke(app, ["chat", str(path), "-m", "0"], input="hi\n")
     assert isinstance(res.exception, ValueError)
     assert "--max-tokens 0 must be >= 1" in str(res.exception)
+
+
+def test_reset_clears_last_turn_but_keeps_session_totals(served):
+    from cherry_mlx.decoding.generate import GenerationStats
+
+    model, tok, _ = served
+    s = ChatSession(model, tok, ChatConfig(max_tokens=6, speculative=False))
+    _answer(s, "hello")
+    generated = s.total.generated
+    assert s.last.generated > 0 and generated >= s.last.generated
+    s.reset()
+    assert s.last == GenerationStats() and len(s.fed) == 0
+    assert s.total.generated == generated  # the session's totals survive /reset

@@ -83,6 +83,7 @@ class ChatSession:
         self.history: List[int] = []  # every token of the conversation the model has seen
         self.last_prompt: List[int] = []
         self.last_tokens: List[int] = []
+        self.last = GenerationStats()  # "last turn" belongs to the conversation; totals do not
 
     def _sync(self, prompt: List[int]) -> int:
         """Trim the caches to the longest common prefix of the cached tokens and ``prompt`` (at

@@ -33,6 +33,14 @@ def _batches(vocab, n=2, B=2, T=16):
     return out
 
 
+def _source_and_data(tiny_config, tmp_path, layers, n):
+    """A random ``layers``-layer source model saved in tmp_path/src, and learnable batches."""
+    cfg = dict(tiny_config, num_hidden_layers=layers)
+    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
+    batches = _batches(cfg["vocab_size"], n=n)
+    return src_dir, Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+
+
 def test_recovered_fraction_matches_paper_table():
     # paper Table C.1, 24Lx2: pre 13.19, post 2.93, source 0.994 -> 84%
     assert recovered_fraction(0.994, 13.19, 2.93) == pytest.approx(0.841, abs=1e-3)
@@ -40,10 +48,7 @@ def test_recovered_fraction_matches_paper_table():
 
 
 def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
-    cfg = dict(tiny_config, num_hidden_layers=6)
-    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
-    batches = _batches(cfg["vocab_size"])
-    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=6, n=2)
     ccfg = CompressConfig(
         model=str(src_dir),
         out=str(tmp_path / "out"),
@@ -83,15 +88,12 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
     back, bcfg = load_model(out / "model")
     assert bcfg["recurrence"] == {"prelude": 1, "core": 1, "coda": 1, "loops": 3}
     assert bcfg["merge_map"] == [[0, 1], [2, 3], [4, 5]]
-    x = mx.array(batches[0]["inputs"])
+    x = mx.array(data.valid[0]["inputs"])
     np.testing.assert_allclose(np.array(back(x)), np.array(res.model(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
-    cfg = dict(tiny_config, num_hidden_layers=4)
-    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
-    batches = _batches(cfg["vocab_size"], n=1)
-    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig(
         model=str(src_dir),
         out=str(tmp_path / "out"),
@@ -115,10 +117,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     assert parse_list("4L,2", "--sweep-to", depth=True) == [4, 2]
     with pytest.raises(ValueError, match="comma list"):
         parse_list("4,x", "--sweep-loops")
-    cfg = dict(tiny_config, num_hidden_layers=4)
-    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
-    batches = _batches(cfg["vocab_size"], n=1)
-    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig(
         model=str(src_dir),
         out=str(tmp_path / "sw"),
@@ -144,10 +143,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
 
 def test_bad_recurrence_plan_fails_before_any_healing(tiny_config, tmp_path):
     # --prelude/--coda leaving no core used to be found only after stage-1 healing had run
-    cfg = dict(tiny_config, num_hidden_layers=4)
-    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
-    batches = _batches(cfg["vocab_size"], n=1)
-    data = Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig(
         model=str(src_dir), out=str(tmp_path / "out"), factor=2, loops=3, prelude=1, coda=1
     )

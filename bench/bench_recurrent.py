@@ -2,7 +2,7 @@
 
 Both have the same width and the same effective depth, so they do the same FLOPs; the looped one
 holds 6 layers of weights. Each is measured with and without per-block ``mx.checkpoint``, side by
-side in one process (figures vary ~25% between processes on this machine, see MEASURED.md).
+side in one process (figures vary ~25% between processes on this machine).
 
 Peak memory is split into a floor (weights + their gradients, which no checkpointing can remove)
 and the rest (activations and temporaries), which is what checkpointing acts on. The untied model's

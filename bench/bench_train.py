@@ -12,7 +12,7 @@ AdamW, compiled steps in both. Rows:
 Tokens/s counts every input token (B·T) per second over the steps after the first report
 window (compilation excluded), for every row alike. MFU is model FLOPs per second (6·N per token for
 the matmul parameters including the LM head, plus 6·L·T·D for causal attention) over the measured
-fp32 matmul throughput of this machine. Figures vary ~25% between processes (MEASURED.md), so only
+fp32 matmul throughput of this machine. Figures vary ~25% between processes, so only
 the ratios within one run mean anything.
 
     python bench/bench_train.py                  # ~2 minutes on 2 cores

@@ -56,7 +56,7 @@ def parse():
 
 
 def split_of(row):
-    from cherry_mlx.selection.wave import SplitLoss
+    from cherry_mlx.evaluation.wave import SplitLoss
 
     c = row["counts"]
     return SplitLoss(
@@ -71,7 +71,7 @@ def split_of(row):
 
 
 def coupling_of(model, batches):
-    from cherry_mlx.selection.coupling import measure_coupling
+    from cherry_mlx.evaluation.coupling import measure_coupling
 
     c = measure_coupling(model, batches)
     mid = c.checks[1]
@@ -90,9 +90,9 @@ def coupling_of(model, batches):
 def main():
     args = parse()
     from cherry_mlx.models.loading import load_tokenizer, resolve
-    from cherry_mlx.selection.measure import InitOf, json_clean
-    from cherry_mlx.selection.shuffle import shuffle_encoded
-    from cherry_mlx.selection.wave import (
+    from cherry_mlx.evaluation.measure import InitOf, json_clean
+    from cherry_mlx.data.shuffle import shuffle_encoded
+    from cherry_mlx.evaluation.wave import (
         normalised_wave_factor,
         recovered_fraction,
         roi,

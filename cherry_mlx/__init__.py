@@ -4,7 +4,7 @@ Importing the package first makes MLX use a fast BLAS on Linux (see ``_blas``), 
 point (CLI, tests, benchmarks) imports ``cherry_mlx`` before ``mlx``.
 """
 
-from ._blas import ensure_fast_blas
+from cherry_mlx._blas import ensure_fast_blas
 
 ensure_fast_blas()
 

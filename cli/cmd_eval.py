@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
     ):
         """Measure what SGT did: loss on GT and non-GT tokens against the baseline, the wave
         factor W and W̃, recovered fraction R and ROI, gradient coupling γ̄."""
-        from cherry_mlx.selection.measure import EvalConfig, run_eval
-        from cherry_mlx.selection.wave_table import format_result
+        from cherry_mlx.evaluation.measure import EvalConfig, run_eval
+        from cherry_mlx.evaluation.wave_table import format_result
 
         cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
         cfg = EvalConfig(

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ):
         """Parameters by component, effective depth and weight memory (nothing is allocated)."""
-        from cherry_mlx.info import describe, format_table
+        from cherry_mlx.models.info import describe, format_table
 
         report = describe(model)
         if json_out:

@@ -40,9 +40,9 @@ def register(app: typer.Typer) -> None:
         from pathlib import Path
 
         from cherry_mlx.decoding.session import default_model
+        from cherry_mlx.evaluation.quantization import heldout_batches
+        from cherry_mlx.evaluation.quantization import quantize as run
         from cherry_mlx.models.loading import resolve
-        from cherry_mlx.quant.quantize import heldout_batches
-        from cherry_mlx.quant.quantize import quantize as run
 
         model = model or default_model()
         src = resolve(model)

@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
         """Generate on held-out prompts and score the SSGT moments with keyword classifiers
         (paper 3.2.5, Table 12): rates with 95% Wilson intervals and counts, overall and per
         language."""
-        from cherry_mlx.selection.ssgt_eval import SSGTEvalConfig
-        from cherry_mlx.selection.ssgt_report import run_ssgt_eval
+        from cherry_mlx.evaluation.ssgt_eval import SSGTEvalConfig
+        from cherry_mlx.evaluation.ssgt_report import run_ssgt_eval
 
         cfg = SSGTEvalConfig(
             prompts=prompts, max_tokens=max_tokens, temp=temp, seed=seed, limit=limit

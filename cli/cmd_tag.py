@@ -50,11 +50,13 @@ def register(app: typer.Typer) -> None:
         res = tag_file(data, out, cfg, tokenizer=tok, plot=plot, log=typer.echo)
         report = {"stats": res.stats.to_dict(), "scores": res.scores}
         if refine is not None:
+            from cherry_mlx.models.loading import load_model, load_tokenizer
             from cherry_mlx.selection.refine import RefineConfig
             from cherry_mlx.selection.refine_data import format_refine, refine_file
 
             rcfg = RefineConfig(layer=layer, tau=tau, max_examples=max_examples)
-            rres = refine_file(res, refine, rcfg, out=out, log=typer.echo)
+            model, _ = load_model(refine)
+            rres = refine_file(res, model, load_tokenizer(refine), rcfg, out=out, log=typer.echo)
             report["refine"] = rres.summary
             if not json_out:
                 typer.echo(format_refine(rres))

@@ -40,6 +40,7 @@ def train(
 
     Example: cherry-mlx tokenizer train --vocab-size 4096 -o weights/cherry-tiny
     """
+    from cherry_mlx.data.corpus import default_corpus_files, read_corpus
     from cherry_mlx.tokenizer import TokenizerConfig, train_tokenizer
 
     cfg = TokenizerConfig(
@@ -47,7 +48,10 @@ def train(
         required_hangul=not no_required_hangul,
         model_max_length=model_max_length,
     )
-    train_tokenizer(data or None, out, cfg, english_builtin=builtin_english)
+    files = list(data) if data else default_corpus_files()
+    # pydoc English by default only when there is no other corpus (a fresh checkout)
+    english = (not files) if builtin_english is None else builtin_english
+    train_tokenizer(read_corpus(files), out, cfg, english, source=f"{len(files)} files")
 
 
 @tokenizer_app.command("encode")
@@ -61,9 +65,12 @@ def encode(
 
     Example: cherry-mlx tokenizer encode '<|spartan_think|>서울은 수도'
     """
+    from cherry_mlx.models.loading import resolve
     from cherry_mlx.tokenizer.inspect import format_encoding, load_any_tokenizer
+    from cherry_mlx.training.prepare import find_tokenizer
 
-    typer.echo(format_encoding(load_any_tokenizer(tokenizer), text))
+    path = find_tokenizer(tokenizer) or resolve(tokenizer)
+    typer.echo(format_encoding(load_any_tokenizer(path), text))
 
 
 @tokenizer_app.command("specials")

@@ -62,13 +62,21 @@ def _build_signature():
 def train_command(**kwargs):
     """Train with the SGT loss: `cherry-mlx train` alone trains cherry-tiny from scratch on the
     bundled data in a few minutes. Runs go to runs/NAME/ (checkpoints, best/, metrics, curves)."""
-    from cherry_mlx.training import resolve_config, train
+    from dataclasses import replace
+
+    from cherry_mlx import training
+    from cherry_mlx.evaluation.demo import Demo
+    from cherry_mlx.evaluation.mtp import MTPAccuracyReport
+    from cherry_mlx.training.setup import default_run_name
     from cherry_mlx.training.summary import print_summary
 
     config_file = kwargs.pop("config", None)
-    cfg = resolve_config(kwargs, config_file)
+    cfg = training.resolve_config(kwargs, config_file)
+    if not cfg.name and not cfg.resume:  # named here, so Ctrl-C can say which run to resume
+        cfg = replace(cfg, name=default_run_name(cfg))
+    callbacks = ([Demo()] if cfg.demo else []) + ([MTPAccuracyReport()] if cfg.mtp else [])
     try:
-        result = train(cfg)
+        result = training.train(cfg, callbacks=callbacks)
     except KeyboardInterrupt:
         _interrupted(cfg)
         raise typer.Exit(130) from None
@@ -80,8 +88,7 @@ def _interrupted(cfg) -> None:
     import sys
     from pathlib import Path
 
-    from cherry_mlx.training.checkpoint import list_checkpoints
-    from cherry_mlx.training.runs import RUNS_DIR
+    from cherry_mlx.models.runs import RUNS_DIR, list_checkpoints
 
     if not cfg.name:
         print("\ninterrupted before the run started", file=sys.stderr)

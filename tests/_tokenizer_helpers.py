@@ -19,5 +19,5 @@ def train_small(out_dir: Path, vocab_size: int = 3200) -> Path:
     """Sovereign tokenizer on CPython's English docs plus a little Korean (deterministic)."""
     cfg = TokenizerConfig(vocab_size=vocab_size, num_threads=1)
     return train_tokenizer(
-        files=[], out_dir=out_dir, cfg=cfg, texts=KOREAN * 20, english_builtin=True, verbose=False
+        KOREAN * 20, out_dir=out_dir, cfg=cfg, english_builtin=True, verbose=False
     )

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
+from cherry_mlx.evaluation.coupling import measure_coupling, split_gradients, tree_dot
+from cherry_mlx.evaluation.wave import split_losses
 from cherry_mlx.models import build_model
-from cherry_mlx.selection.coupling import measure_coupling, split_gradients, tree_dot
-from cherry_mlx.selection.wave import split_losses
 
 
 def make_batch(B=2, T=24, vocab=256, seed=3):

@@ -11,6 +11,7 @@ from _tokenizer_helpers import train_small
 from transformers import AutoTokenizer
 
 from cherry_mlx.data.batching import BatchIterator
+from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.data.encode import (
     Encoded,
     Rendered,
@@ -19,7 +20,6 @@ from cherry_mlx.data.encode import (
     masks_from_offsets,
 )
 from cherry_mlx.data.jsonl import DataError, read_jsonl
-from cherry_mlx.selection.losses import CATEGORIES
 
 FACT, REASON = CATEGORIES.index("factual"), CATEGORIES.index("reasoning")
 

@@ -2,7 +2,7 @@
 
 import mlx.core as mx
 
-from cherry_mlx.info import describe
+from cherry_mlx.models.info import describe
 
 
 def test_cherry_1_8b_matches_paper_table_without_allocating():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cherry_mlx.fusion.assemble import assemble, set_trainable
-from cherry_mlx.fusion.gate import balance_loss, dense_weights, topk_gate
 from cherry_mlx.fusion.objective import MoEEObjective, make_loss
+from cherry_mlx.models.gate import balance_loss, dense_weights, topk_gate
 from cherry_mlx.models.loading import build_model, load_model, save_model
 
 
@@ -151,9 +151,9 @@ def test_fused_model_trains_gate_only_and_balance_term(tiny_config):
     base = make_loss(MoEEObjective(alpha=0.0, beta=0.0))(fused, batch)[0]
     h, aux = fused.route(batch["inputs"])
     bal = balance_loss(*aux[0], batch["response"])
-    from cherry_mlx.fusion.objective import mtp_loss
+    from cherry_mlx.training.mtp import mtp_head_loss
 
-    mtp = mtp_loss(fused, h, batch, 0.7, 1)
+    mtp = mtp_head_loss(fused, h, batch, 0.7, 1)
     assert float(loss) == pytest.approx(float(base) + 0.5 * float(bal) + 0.3 * float(mtp), rel=1e-5)
 
 

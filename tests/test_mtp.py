@@ -8,14 +8,11 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
+from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.models import build_model, load_model, save_model
-from cherry_mlx.models.mtp import (
-    add_mtp_heads,
-    freeze_for_mtp,
-    mtp_accuracy,
-    mtp_loss,
-)
+from cherry_mlx.models.mtp import add_mtp_heads, freeze_for_mtp
 from cherry_mlx.selection.losses import sgt_loss
+from cherry_mlx.training.mtp import mtp_loss
 
 
 def _batch(inputs, targets, response=None):
@@ -116,7 +113,7 @@ def test_frozen_trunk_heads_learn_a_pattern(tiny_config):
 
 
 def test_info_counts_head_parameters_and_roundtrip(tiny_config, tmp_path):
-    from cherry_mlx.info import describe
+    from cherry_mlx.models.info import describe
 
     cfg = {**tiny_config, "mtp": {"num_heads": 3}}
     model = build_model(cfg)
@@ -139,8 +136,8 @@ def test_info_counts_head_parameters_and_roundtrip(tiny_config, tmp_path):
 def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
     """MTPLoss around the trainer's SGTLoss (one trunk pass shared with the heads) equals the
     stand-alone mtp_loss, and β = 0 gives back the trunk loss exactly."""
-    from cherry_mlx.models.mtp import MTPLoss
     from cherry_mlx.selection.select import make_loss
+    from cherry_mlx.training.mtp import MTPLoss
 
     model = build_model({**tiny_config, "mtp": {"num_heads": 3}})
     mx.eval(model.parameters())
@@ -159,8 +156,8 @@ def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
 
 
 def test_self_distilled_head_targets_are_the_trunks_greedy_tokens(tiny_config):
-    from cherry_mlx.models.mtp import MTPLoss
     from cherry_mlx.selection.select import make_loss
+    from cherry_mlx.training.mtp import MTPLoss
 
     model = build_model({**tiny_config, "mtp": {"num_heads": 2}})
     mx.eval(model.parameters())

@@ -3,7 +3,7 @@
 import os
 import time
 
-from cherry_mlx.training.runs import latest_run, resolve_run_checkpoint
+from cherry_mlx.models.runs import latest_run, resolve_run_checkpoint
 
 
 def _model_dir(path):

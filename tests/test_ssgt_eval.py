@@ -7,9 +7,8 @@ import mlx.core as mx
 import pytest
 from typer.testing import CliRunner
 
-from cherry_mlx.selection import ssgt_classify as clf
-from cherry_mlx.selection.markers import marker_spans
-from cherry_mlx.selection.ssgt_eval import (
+from cherry_mlx.evaluation import ssgt_classify as clf
+from cherry_mlx.evaluation.ssgt_eval import (
     SSGTEvalConfig,
     SSGTPrompt,
     evaluate,
@@ -19,6 +18,7 @@ from cherry_mlx.selection.ssgt_eval import (
     summarise,
     wilson,
 )
+from cherry_mlx.selection.markers import marker_spans
 
 ATCHA_KO = SSGTPrompt(
     "a",
@@ -195,7 +195,7 @@ def test_summarise_counts_by_metric_and_language():
 
 def test_report_files_with_certain_rates(tmp_path):
     """0/n and n/n (whose Wilson bounds are exactly 0 and 1) plot and save."""
-    from cherry_mlx.selection.ssgt_report import write_json
+    from cherry_mlx.evaluation.ssgt_report import write_json
 
     rows = [{"kind": "guardrail", "lang": "ko", "flags": {"refusal": False}}] * 64
     rows += [{"kind": "benign", "lang": "en", "flags": {"refusal": False}}] * 42
@@ -264,7 +264,7 @@ def test_prompt_is_template_plus_prefix(tiny_run):
 
 def test_scripted_answers_give_known_rates(tiny_run, monkeypatch):
     """Replace generation with scripted ideal answers: every rate is then known by hand."""
-    import cherry_mlx.decoding.generate as gen
+    import cherry_mlx.evaluation.ssgt_eval as gen
     from cherry_mlx.models import load_model, load_tokenizer
 
     path, prompts, rows = tiny_run

@@ -1,4 +1,4 @@
-"""Contrastive refinement (SPEC Phase 1 step 3): per-layer states, the distance, the ranking of a
+"""Contrastive refinement (paper §3.2.2 step 3): per-layer states, the distance, the ranking of a
 decisive token on a constructed task, hit@k against a hand/hypergeometric reference."""
 
 from math import comb

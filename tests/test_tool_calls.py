@@ -10,6 +10,7 @@ import pytest
 from _tokenizer_helpers import train_small
 from transformers import AutoTokenizer
 
+from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.data.encode import encode_dataset, encode_example, render_example
 from cherry_mlx.data.jsonl import (
     DataError,
@@ -18,7 +19,6 @@ from cherry_mlx.data.jsonl import (
     read_jsonl,
     tool_call_text,
 )
-from cherry_mlx.selection.losses import CATEGORIES
 
 STRUCT, VERIF, FACT = (CATEGORIES.index(c) for c in ("structural", "verification", "factual"))
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from cherry_mlx.models.loading import WEIGHTS_DIR, resolve
 from cherry_mlx.training import TrainConfig
 from cherry_mlx.training.evaluate import split_losses
-from cherry_mlx.training.setup import _check_vocab, _tokenizer_dir, setup_run
+from cherry_mlx.training.prepare import find_tokenizer
+from cherry_mlx.training.setup import _check_vocab, setup_run
 
 
 def test_tokenizer_only_folder_is_used_not_silently_replaced(tmp_path):
@@ -18,12 +19,12 @@ def test_tokenizer_only_folder_is_used_not_silently_replaced(tmp_path):
     tok = tmp_path / "my_tok"
     tok.mkdir()
     shutil.copy(WEIGHTS_DIR / "cherry-tiny" / "tokenizer.json", tok / "tokenizer.json")
-    assert _tokenizer_dir(TrainConfig(tokenizer=str(tok))) == tok
+    assert find_tokenizer(TrainConfig(tokenizer=str(tok)).tokenizer) == tok
 
 
 def test_missing_tokenizer_is_an_error_not_the_default(tmp_path):
     with pytest.raises(FileNotFoundError, match="--tokenizer"):
-        _tokenizer_dir(TrainConfig(tokenizer=str(tmp_path / "nope")))
+        find_tokenizer(TrainConfig(tokenizer=str(tmp_path / "nope")).tokenizer)
 
 
 def test_resume_of_a_missing_run_names_it_once(tmp_path):
@@ -81,7 +82,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
     import cherry_mlx.training as training
     from cli.main import app
 
-    def interrupted(cfg):
+    def interrupted(cfg, **kwargs):
         cfg.name = "r"
         step = tmp_path / "r" / "checkpoints" / "step-7"
         step.mkdir(parents=True)
@@ -99,7 +100,7 @@ def test_resume_refuses_a_run_another_process_is_training(tmp_path):
     import subprocess
     import sys
 
-    from cherry_mlx.training.setup import PID_FILE
+    from cherry_mlx.models.runs import PID_FILE
 
     run = tmp_path / "runs" / "busy"
     (run / "checkpoints" / "step-2").mkdir(parents=True)

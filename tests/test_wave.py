@@ -1,4 +1,4 @@
-"""W, W̃, R, ROI (SPEC Eq. 3-4) from their definitions on hand-built 'checkpoints'.
+"""W, W̃, R, ROI (paper Eq. 3-4) from their definitions on hand-built 'checkpoints'.
 
 Each checkpoint is a stub model whose per-token cross-entropy is set by hand: vocab 2, target 0,
 logits [log p, log(1-p)] with p = exp(-c) give CE exactly c. Expected numbers are computed by hand
@@ -11,8 +11,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from cherry_mlx.selection.losses import CATEGORIES
-from cherry_mlx.selection.wave import (
+from cherry_mlx.data.categories import CATEGORIES
+from cherry_mlx.evaluation.wave import (
     SplitLoss,
     WaveReport,
     normalised_wave_factor,

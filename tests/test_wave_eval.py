@@ -8,8 +8,7 @@ import pytest
 from mlx.utils import tree_map
 from test_wave import BASE, FULL, SGT, batch
 
-from cherry_mlx.models import build_model, save_model
-from cherry_mlx.selection.measure import (
+from cherry_mlx.evaluation.measure import (
     EvalConfig,
     EvalResult,
     checkpoint_step,
@@ -20,7 +19,8 @@ from cherry_mlx.selection.measure import (
     resolve_target,
     step_checkpoint,
 )
-from cherry_mlx.selection.wave_table import format_result, plot_result
+from cherry_mlx.evaluation.wave_table import format_result, plot_result
+from cherry_mlx.models import build_model, save_model
 
 
 def save_step(run, step, cfg, scale=1.0):
@@ -137,8 +137,8 @@ def write_data(path, n=6):
 
 def test_run_eval_end_to_end(tmp_path, tiny_config):
     """A from-scratch 'run' (no step-0 checkpoint) and a full-sequence run, through run_eval."""
+    from cherry_mlx.evaluation.measure import InitOf, run_eval
     from cherry_mlx.models.loading import WEIGHTS_DIR
-    from cherry_mlx.selection.measure import InitOf, run_eval
 
     tok = WEIGHTS_DIR / "cherry-tiny"
     cfg = dict(tiny_config, vocab_size=4096)
@@ -190,7 +190,7 @@ def test_run_eval_end_to_end(tmp_path, tiny_config):
 def test_default_target_is_newest_trained_run(tmp_path, tiny_config, monkeypatch):
     import os
 
-    import cherry_mlx.training.runs as runs_mod
+    import cherry_mlx.models.runs as runs_mod
 
     monkeypatch.setattr(runs_mod, "RUNS_DIR", tmp_path)
     save_step(tmp_path / "older", 5, tiny_config)
@@ -204,9 +204,9 @@ def test_init_check_uses_the_trainers_eval_batches(tmp_path, tiny_config):
     """The rebuilt-init check compares with the trainer's step-0 eval on the trainer's own
     held-out batches (its batch size, length and eval_batches), not on this eval's batches: a
     faithful rebuild must read "reproduces" whatever --batch-size / --max-batches the user picks."""
+    from cherry_mlx.evaluation.measure import InitOf, heldout_batches, run_eval
+    from cherry_mlx.evaluation.wave import split_losses
     from cherry_mlx.models.loading import WEIGHTS_DIR, load_tokenizer
-    from cherry_mlx.selection.measure import InitOf, heldout_batches, run_eval
-    from cherry_mlx.selection.wave import split_losses
 
     tok = WEIGHTS_DIR / "cherry-tiny"
     cfg = dict(tiny_config, vocab_size=4096)

@@ -7,7 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from cherry_mlx.selection.shuffle import (
+from cherry_mlx.data.shuffle import (
     response_runs,
     shuffle_batch,
     shuffle_encoded,

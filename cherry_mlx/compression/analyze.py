@@ -22,6 +22,11 @@ from typing import Dict, Iterable, List, Optional
 import mlx.core as mx
 from mlx_lm.models.base import create_attention_mask
 
+from cherry_mlx.compression.heal import Data, source_name
+from cherry_mlx.compression.merge import plan_groups
+from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.models.runs import RUNS_DIR, latest_run
+
 
 def block_states(model, inputs: mx.array) -> List[mx.array]:
     """Residual stream before each block call and after the last one: ``depth + 1`` x (B, T, D)."""
@@ -115,11 +120,6 @@ def run_analysis(cfg, r: Optional[int] = None, out_dir=None, log=print) -> Layer
     """``compress --analyze``: diagnostics of ``cfg.model`` on its held-out split; ``r`` defaults
     to the merge factor that ``cfg`` asks for (``--to``/``--factor``), else 2."""
     from pathlib import Path
-
-    from ..models.loading import load_model, resolve
-    from ..training.runs import RUNS_DIR, latest_run
-    from .heal import Data, source_name
-    from .merge import plan_groups
 
     model_name = cfg.model or latest_run(require_model=True)
     if model_name is None:

@@ -22,8 +22,16 @@ from typing import Any, Dict, List, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .merge import _check_mergeable, merge_model, plan_groups
-from .recurrent import current_recurrence, plan_recurrence, unroll
+from cherry_mlx.compression.merge import _check_mergeable, merge_model, plan_groups
+from cherry_mlx.compression.recurrent import current_recurrence, plan_recurrence, unroll
+from cherry_mlx.compression.report import write_report
+from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
+from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.data import valid_batches
+from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.prepare import prepare
+from cherry_mlx.training.trainer import train
 
 
 @dataclass
@@ -105,14 +113,6 @@ def recovered_fraction(source: float, merged: float, healed: float) -> float:
     return (merged - healed) / gap if gap > 0 else float("nan")
 
 
-def source_name(model_dir) -> str:
-    """Readable name of a model directory: a run's name for runs/NAME/best or .../step-N."""
-    p = Path(model_dir).resolve()
-    if p.name == "best" or p.name.startswith("step-"):
-        p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
-    return p.name
-
-
 def param_count(model) -> int:
     return sum(v.size for _, v in tree_flatten(model.parameters()))
 
@@ -129,40 +129,20 @@ class Data:
         batch_size: int = 16,
         seq_len: int = 256,
     ):
-        from ..training.data import valid_batches
-
         self.tokenizer, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.train, self.valid = train, valid
         self.batches = valid_batches(valid, batch_size, seq_len)
 
     @classmethod
     def load(cls, cfg: CompressConfig, model_dir: Optional[Path]) -> "Data":
-        from ..models.loading import load_tokenizer, resolve
-        from ..training.data import load_splits
-
-        tok_dir = None
-        for cand in (cfg.tokenizer, model_dir, "cherry-tiny"):
-            if cand is None:
-                continue
-            path = resolve(cand)
-            if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file():
-                tok_dir = path
-                break
-        if tok_dir is None:
-            raise FileNotFoundError(
-                "no tokenizer for the healing data: pass --tokenizer DIR (the model directory "
-                "and weights/cherry-tiny have no tokenizer files)"
-            )
-        tokenizer = load_tokenizer(tok_dir)
-        splits = load_splits(cfg.data, tokenizer, cfg.seq_len)
+        prep = prepare(cfg.data, cfg.seq_len, cfg.tokenizer, [str(model_dir)], verbose=False)
         return cls(
-            tokenizer, tok_dir, splits["train"], splits["valid"], cfg.batch_size, cfg.seq_len
+            prep.tokenizer, prep.tokenizer_dir, prep.train, prep.valid, cfg.batch_size, cfg.seq_len
         )
 
 
 def evaluate(model, data: Data, name: str, eval_batches: int = -1, seconds: float = 0.0) -> Stage:
     """Held-out loss on response tokens (total, GT, non-GT) of ``model`` as a named stage."""
-    from ..training.evaluate import split_losses
 
     model.eval()
     row = split_losses(model, data.batches, max_batches=eval_batches)
@@ -183,8 +163,6 @@ def evaluate(model, data: Data, name: str, eval_batches: int = -1, seconds: floa
 
 def heal(model, cfg: CompressConfig, data: Data, steps: int, run_dir: Path, name: str):
     """``steps`` SGT updates of ``model`` in place through the project trainer; returns seconds."""
-    from ..training.config import TrainConfig
-    from ..training.trainer import train
 
     tcfg = TrainConfig(
         model=None,
@@ -286,7 +264,6 @@ def control_stage(source, source_cfg, cfg: CompressConfig, data: Data, out_dir: 
     """The uncompressed source trained for the same total SGT steps as the two healing stages
     (one schedule over all steps): what the compressed model should be compared with when the
     source itself is still improving."""
-    from ..models.loading import build_model
 
     steps = cfg.pre_unroll_steps + cfg.heal_steps
     copy = build_model(source_cfg)
@@ -317,9 +294,6 @@ def merge_and_heal(source, source_cfg, cfg: CompressConfig, data: Data, out_dir:
 
 def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> CompressResult:
     """The ``cherry-mlx compress`` job: load, merge/heal/unroll/heal, save model + report."""
-    from ..models.loading import load_model, resolve, save_model
-    from ..training.runs import RUNS_DIR, latest_run
-    from .report import write_report
 
     model_name = cfg.model or latest_run(require_model=True)
     if model_name is None:

@@ -1,4 +1,4 @@
-"""Adjacent-layer merging (SPEC Phase 2, paper Section 3.3.1).
+"""Adjacent-layer merging (paper §3.3.1).
 
 ``W'_j = (1/r) * sum_{i in group j} W_i`` for *every* parameter of a block (attention and MLP
 projections, both RMSNorm weights, biases if any). Groups are runs of adjacent layers: either
@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..models.loading import build_model
+from cherry_mlx.models.loading import build_model
 
 Groups = List[List[int]]
 

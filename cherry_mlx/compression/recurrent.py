@@ -19,8 +19,8 @@ from typing import Any, Dict, Tuple
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..models.loading import build_model
-from .stack import restacked_weights
+from cherry_mlx.compression.stack import restacked_weights
+from cherry_mlx.models.loading import build_model
 
 
 @dataclass(frozen=True)

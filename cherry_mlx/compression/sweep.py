@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .heal import (
+from cherry_mlx.compression.heal import (
     CompressConfig,
     Data,
     control_stage,
@@ -22,7 +22,10 @@ from .heal import (
     run_pipeline,
     source_name,
 )
-from .merge import parse_depth
+from cherry_mlx.compression.merge import parse_depth
+from cherry_mlx.compression.report import plot_sweep, sweep_table
+from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.models.runs import RUNS_DIR, latest_run
 
 
 def parse_list(text: Optional[str], what: str, depth: bool = False) -> Optional[List[int]]:
@@ -52,9 +55,6 @@ def sweep(
     data: Optional[Data] = None,
 ) -> Dict:
     """Run the grid and write ``sweep.md``, ``sweep.json`` and ``sweep.png`` to the output dir."""
-    from ..models.loading import load_model, resolve
-    from ..training.runs import RUNS_DIR, latest_run
-    from .report import plot_sweep, sweep_table
 
     model_name = cfg.model or latest_run(require_model=True)
     if model_name is None:

@@ -20,9 +20,11 @@ from typing import Any, Dict, List, Tuple
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..models.loading import build_model
-from .merge import parse_depth
-from .stack import restacked_weights
+from cherry_mlx.compression.heal import source_name
+from cherry_mlx.compression.merge import parse_depth
+from cherry_mlx.compression.stack import restacked_weights
+from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
+from cherry_mlx.models.runs import RUNS_DIR
 
 OVERLAP_MODES = ("drop", "duplicate")
 
@@ -74,10 +76,6 @@ def upscale_model(
 def upscale(model: str, to: str | int, overlap: str = "drop", out=None, log=print):
     """``cherry-mlx upscale``: load, DUS, save (with tokenizer files); returns the output dir."""
     from pathlib import Path
-
-    from ..models.loading import load_model, resolve, save_model
-    from ..training.runs import RUNS_DIR
-    from .heal import source_name
 
     src = resolve(model)
     source, cfg = load_model(src)

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 
-from .encode import Encoded
+from cherry_mlx.data.encode import Encoded
 
 _BUCKET_SALT = 7_919  # separates the batch-order stream from the epoch permutations
 

@@ -26,11 +26,11 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from .synth import factual, moments, reasoning, tools
-from .synth.corpus import prose_records
-from .synth.spans import qid_of
-from .synth.ssgt import ssgt_prompts
-from .synth.stats import family_counts, format_stats, gt_stats, load_hf_tokenizer
+from cherry_mlx.data.synth import factual, moments, reasoning, tools
+from cherry_mlx.data.synth.corpus import prose_records
+from cherry_mlx.data.synth.spans import qid_of
+from cherry_mlx.data.synth.ssgt import ssgt_prompts
+from cherry_mlx.data.synth.stats import family_counts, format_stats, gt_stats, load_hf_tokenizer
 
 # (family, generator, examples at scale 1). Shares chosen so GT categories come out near the
 # paper's 41/23/18/8/6/4% and the GT share of response tokens near its 15.3%.

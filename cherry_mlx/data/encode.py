@@ -1,6 +1,6 @@
 """Chat-template-aware encoding: one example -> the exact token sequence the model sees, with masks.
 
-SPEC 3.2.2 step 1: GT identification and supervision operate on the tokens the model meets at
+Paper §3.2.2 step 1: GT identification and supervision operate on the tokens the model meets at
 inference, special tokens included. So an example is rendered to one string with the tokenizer's
 own chat template, that string is tokenized once with an offsets mapping, and character ranges
 (assistant turns, GT spans) become per-token arrays by overlap. Nothing here knows our template:
@@ -35,8 +35,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..selection.losses import CATEGORIES
-from .jsonl import assistant_pieces
+from cherry_mlx.data.categories import CATEGORIES
+from cherry_mlx.data.jsonl import assistant_pieces
 
 
 @dataclass

@@ -4,7 +4,7 @@ One JSON object per line, in one of three shapes (as ``mlx_lm.tuner.datasets``):
     {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}   (tools optional)
     {"prompt": "...", "completion": "..."}
     {"text": "..."}
-GT annotations (SPEC.md) are character spans on the supervised text, so they survive any
+GT annotations are character spans on the supervised text, so they survive any
 tokenizer: ``"gt": [{"start": 10, "end": 15, "level": 1, "category": "factual"}]`` on an assistant
 message (offsets into its ``content``), on one of its tool calls (offsets into that call's
 canonical text, see ``tool_call_text``), or at the top level of a prompt/completion example (into
@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..selection.losses import CATEGORIES
+from cherry_mlx.data.categories import CATEGORIES
 
 ROLES = ("system", "user", "assistant", "tool")
 

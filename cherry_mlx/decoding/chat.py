@@ -20,9 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
-from ..models.mtp import has_mtp
-from .generate import GenerationStats, SamplingConfig, check_serving_options, generate_tokens
-from .speculative import speculative_generate_tokens
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    SamplingConfig,
+    check_serving_options,
+    generate_tokens,
+)
+from cherry_mlx.decoding.speculative import speculative_generate_tokens
+from cherry_mlx.models.mtp import has_mtp
 
 
 @dataclass

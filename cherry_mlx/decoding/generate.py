@@ -19,6 +19,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, make_repetition_penalty
 
+from cherry_mlx.models.mtp import has_mtp
+
 PREFILL_STEP = 512
 
 
@@ -200,7 +202,6 @@ def generate_tokens(
 
 def check_serving_options(model, max_tokens: int, speculative, num_draft) -> None:
     """Options of `generate` / `chat` that would otherwise be ignored or misread, as one error."""
-    from ..models.mtp import has_mtp
 
     if max_tokens < 1:
         raise ValueError(f"--max-tokens {max_tokens} must be >= 1")

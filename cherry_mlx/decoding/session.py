@@ -7,20 +7,20 @@ from typing import Iterator, Optional, Tuple
 import mlx.core as mx
 from mlx.utils import tree_map
 
-from ..models.mtp import has_mtp
-from .chat import render
-from .generate import (
+from cherry_mlx.decoding.chat import render
+from cherry_mlx.decoding.generate import (
     GenerationStats,
     SamplingConfig,
     check_serving_options,
     generate_tokens,
 )
-from .speculative import speculative_generate_tokens
+from cherry_mlx.decoding.speculative import speculative_generate_tokens
+from cherry_mlx.models.loading import load_model, load_tokenizer
+from cherry_mlx.models.mtp import has_mtp
+from cherry_mlx.models.runs import latest_run
 
 
 def default_model() -> str:
-    from ..training.runs import latest_run
-
     run = latest_run(require_model=True)
     if run is None:
         raise ValueError(
@@ -31,8 +31,8 @@ def default_model() -> str:
 
 
 def to_float32_on_cpu(model) -> None:
-    """bf16/fp16 matmuls are ~40x slower than fp32 on MLX's CPU backend (MEASURED.md): serve in
-    fp32 there. Quantised weights and their uint8 scales are left alone."""
+    """bf16/fp16 matmuls are ~40x slower than fp32 on MLX's CPU backend (measured on a 2-core
+    x86 CPU): serve in fp32 there. Quantised weights and their uint8 scales are left alone."""
     if mx.default_device() != mx.cpu:
         return
 
@@ -46,7 +46,6 @@ def to_float32_on_cpu(model) -> None:
 
 def load_for_serving(name: Optional[str]):
     """(model, tokenizer) ready to decode; MODEL defaults to the latest run."""
-    from ..models.loading import load_model, load_tokenizer
 
     name = name or default_model()
     model, _ = load_model(name)

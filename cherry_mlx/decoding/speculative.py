@@ -1,4 +1,4 @@
-"""Self-speculative decoding with the model's own MTP heads (SPEC Phase 3).
+"""Self-speculative decoding with the model's own MTP heads (paper §3.4.2, §5.3).
 
 One round, with committed tokens x_0..x_{T+1} (x_{T+1} sampled but not yet fed to the trunk) and
 trunk states known through position T:
@@ -34,8 +34,14 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import mlx.core as mx
 import numpy as np
 
-from ..models.mtp import has_mtp
-from .generate import GenerationStats, SamplingConfig, prefill, sample, target_logprobs
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    SamplingConfig,
+    prefill,
+    sample,
+    target_logprobs,
+)
+from cherry_mlx.models.mtp import has_mtp
 
 
 class MTPDrafter:

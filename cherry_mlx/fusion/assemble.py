@@ -16,8 +16,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..models.loading import build_model, load_model, model_config, resolve
-from .moee import GRANULARITIES
+from cherry_mlx.models.loading import build_model, load_model, model_config, resolve
+from cherry_mlx.models.moee import GRANULARITIES
 
 # Tokenizer files whose content must agree between experts (same vocabulary, same ids).
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")

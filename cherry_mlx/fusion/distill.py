@@ -1,4 +1,4 @@
-"""SGT distillation (SPEC Phase 3, paper Eq. 11) from a frozen, possibly quantised teacher.
+"""SGT distillation (paper §3.4.3, Eq. 11) from a frozen, possibly quantised teacher.
 
 ``L = L_SGT(student) + β·L_KD``,  ``L_KD = Σ_{t∈G} KL(p_teacher(·|y_<t) ‖ p_student(·|y_<t))``
 
@@ -25,7 +25,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
+from cherry_mlx.fusion.assemble import check_same_tokenizer
+from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.data import valid_batches
+from cherry_mlx.training.prepare import find_tokenizer, prepare
+from cherry_mlx.training.trainer import train
 
 POSITIONS = ("gt", "all")
 
@@ -185,11 +191,6 @@ class _KDLog:
 
 def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None):
     """Train the student with L_SGT + β·L_KD against a frozen (optionally quantised) teacher."""
-    from ..models.loading import load_model, load_tokenizer, resolve
-    from ..training.config import TrainConfig
-    from ..training.data import load_splits, valid_batches
-    from ..training.trainer import train
-    from .assemble import check_same_tokenizer
 
     t_path, s_path = resolve(cfg.teacher), resolve(cfg.student)
     teacher, t_cfg = load_model(t_path)
@@ -198,11 +199,11 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
     teacher.freeze()
     teacher.eval()
     quantize_teacher(teacher, cfg.teacher_quant)
-    tok_dir = s_path if (s_path / "tokenizer.json").is_file() else None
+    tok_dir = find_tokenizer(None, [str(s_path)], default=None)
     if train_data is None:
-        tokenizer = tokenizer or load_tokenizer(s_path)
-        splits = load_splits(cfg.data, tokenizer, cfg.seq_len)
-        train_data, valid_data = splits["train"], splits["valid"]
+        prep = prepare(cfg.data, cfg.seq_len, tokenizer_obj=tokenizer, tokenizer_dir=tok_dir,
+                       verbose=False)  # fmt: skip
+        tokenizer, train_data, valid_data = prep.tokenizer, prep.train, prep.valid
     val = [attach_teacher(b, teacher, cfg.positions) for b in
            valid_batches(valid_data, cfg.batch_size, cfg.seq_len)]  # fmt: skip
     loss_fn = make_distill_loss(cfg.lam, cfg.beta, 1, teacher, cfg.positions)

@@ -6,8 +6,8 @@
   "experts alone" rung).
 - The balance term averages over routing decisions: one for model granularity, one per block call
   for layer granularity (a looped core layer routes once per loop).
-- MTP head k predicts target t+k from position t (see ``models/mtp.py``); its loss uses the same
-  Eq. 2 weights on the shifted response/GT masks.
+- MTP head k predicts target t+k+1 from position t: the one MTP loss of ``training.mtp`` (the
+  same Eq. 2 weights on the shifted response/GT masks).
 All terms keep the ``(loss, ntoks)`` contract: normalised by response tokens, float32.
 """
 
@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import mlx.core as mx
-
-from ..selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
-from .gate import balance_loss
+from cherry_mlx.models.gate import balance_loss
+from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
+from cherry_mlx.training.mtp import mtp_head_loss
 
 
 @dataclass
@@ -40,18 +39,6 @@ def route(model, inputs):
     return model.hidden(inputs), []
 
 
-def mtp_loss(model, h0: mx.array, batch, lam: float, level: int) -> mx.array:
-    """Mean over heads of Eq. 2 on head k's predictions of targets[t+k]. h0: (B, L, D)."""
-    states = model.mtp.sequence_states(model, h0, batch["inputs"])
-    gt = gt_mask(batch, level)
-    total = mx.array(0.0)
-    for k, s in enumerate(states, start=1):  # s: (B, L-k, D) predicts targets[:, k:]
-        ce = per_token_ce(model.logits(s), batch["targets"][:, k:])
-        loss, _ = sgt_loss_from_ce(ce, batch["response"][:, k:], gt[:, k:], lam)
-        total = total + loss
-    return total / max(len(states), 1)
-
-
 def make_loss(obj: MoEEObjective) -> Callable:
     """``loss_fn(model, batch) -> (loss, ntoks)`` for the trainer's compiled step."""
     lam = obj.lam if obj.sgt else 0.0
@@ -64,7 +51,7 @@ def make_loss(obj: MoEEObjective) -> Callable:
             bal = sum(balance_loss(p, i, batch["response"], 1.0) for p, i in aux) / len(aux)
             loss = loss + obj.alpha * bal
         if obj.beta and getattr(model, "mtp", None) is not None:
-            loss = loss + obj.beta * mtp_loss(model, h, batch, lam, obj.level)
+            loss = loss + obj.beta * mtp_head_loss(model, h, batch, lam, obj.level)
         return loss, ntoks
 
     return loss_fn

@@ -14,12 +14,17 @@ from typing import Any, Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
-from ..models.loading import load_tokenizer, save_model
-from ..selection.losses import CATEGORIES
-from .assemble import assemble, load_experts, set_trainable
-from .flops import format_cost, moee_cost
-from .gate import routing_report
-from .objective import MoEEObjective, make_loss
+from cherry_mlx.data.categories import CATEGORIES
+from cherry_mlx.fusion.assemble import assemble, load_experts, set_trainable
+from cherry_mlx.fusion.flops import format_cost, moee_cost
+from cherry_mlx.fusion.objective import MoEEObjective, make_loss
+from cherry_mlx.models.gate import routing_report
+from cherry_mlx.models.loading import save_model
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.data import valid_batches
+from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.prepare import find_tokenizer, prepare
+from cherry_mlx.training.trainer import train
 
 
 @dataclass
@@ -50,8 +55,6 @@ class FuseConfig:
 
 
 def _train_config(cfg: FuseConfig, tokenizer_dir: Optional[Path], name: Optional[str]):
-    from ..training.config import TrainConfig
-
     return TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
         learning_rate=cfg.learning_rate, warmup=min(10, cfg.steps // 10), data=cfg.data,
@@ -61,30 +64,22 @@ def _train_config(cfg: FuseConfig, tokenizer_dir: Optional[Path], name: Optional
     )  # fmt: skip
 
 
-def _tokenizer_dir(cfg: FuseConfig, paths) -> Optional[Path]:
-    for cand in [cfg.tokenizer, *paths]:
-        if cand and ((Path(cand) / "tokenizer.json").is_file() or
-                     (Path(cand) / "tokenizer.model").is_file()):  # fmt: skip
-            return Path(cand)
-    return None
-
-
-def _load_data(cfg: FuseConfig, tokenizer, train_data, valid_data):
+def _load_data(cfg: FuseConfig, paths, tokenizer, train_data, valid_data):
+    """(tokenizer_dir, tokenizer, train, valid): the experts' tokenizer and the encoded splits."""
+    tok_dir = find_tokenizer(cfg.tokenizer, [str(p) for p in paths], default=None)
     if train_data is not None:
-        return train_data, valid_data
-    if tokenizer is None:
+        return tok_dir, tokenizer, train_data, valid_data
+    if tokenizer is None and tok_dir is None:
         raise FileNotFoundError(
             "the experts have no tokenizer files to encode the data with: pass --tokenizer DIR"
         )
-    from ..training.data import load_splits
-
-    splits = load_splits(cfg.data, tokenizer, cfg.seq_len)
-    return splits["train"], splits["valid"]
+    prep = prepare(cfg.data, cfg.seq_len, tokenizer_obj=tokenizer, tokenizer_dir=tok_dir,
+                   verbose=False)  # fmt: skip
+    return tok_dir, prep.tokenizer, prep.train, prep.valid
 
 
 def evaluate_moee(model, batches, level: int = 1) -> Dict[str, Any]:
     """Held-out split losses plus the routing report over response positions."""
-    from ..training.evaluate import split_losses
 
     losses = split_losses(model, batches, level)
     probs, top1, mask, lev, cat = [], [], [], [], []
@@ -135,16 +130,13 @@ def fuse(
     trainable = set_trainable(model, cfg.train_experts)
     cost = moee_cost(mcfg, cfg.seq_len)
     print(format_cost(cost))
-    tok_dir = _tokenizer_dir(cfg, paths)
-    if tokenizer is None and tok_dir is not None and train_data is None:
-        tokenizer = load_tokenizer(tok_dir)
-    train_data, valid_data = _load_data(cfg, tokenizer, train_data, valid_data)
+    tok_dir, tokenizer, train_data, valid_data = _load_data(
+        cfg, paths, tokenizer, train_data, valid_data
+    )
     obj = MoEEObjective(lam=cfg.lam, alpha=cfg.balance, beta=cfg.mtp_weight, sgt=cfg.sgt)
     report: Dict[str, Any] = {"config": asdict(cfg), "trainable": trainable, "cost": cost}
     run_dir = None
     if cfg.steps > 0:
-        from ..training.trainer import train
-
         # Name the run after what it is (the trainer's default would say "cherry-tiny-gt").
         name = cfg.name or time.strftime(f"moee-{cfg.granularity}-%Y%m%d-%H%M%S")
         tcfg = _train_config(cfg, tok_dir, name)
@@ -154,14 +146,11 @@ def fuse(
         report["history"] = [
             {"step": r["step"], "loss": r["loss"]} for r in result.history if "loss" in r
         ]
-    from ..training.data import valid_batches
 
     val = valid_batches(valid_data, cfg.batch_size, cfg.seq_len)
     model.eval()
     report.update(evaluate_moee(model, val))
     if compare:
-        from ..training.evaluate import split_losses
-
         report["experts_eval"] = []
         for m, p in zip(models, paths):
             m.eval()

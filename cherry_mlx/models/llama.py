@@ -5,7 +5,7 @@ Module structure and weight names are exactly mlx-lm's ``models/llama.py`` (``mo
 Llama-family checkpoint loads and a non-recurrent cherry checkpoint loads in plain ``mlx_lm.load``.
 
 What we add:
-- ``recurrence`` (SPEC Phase 2): the unique layers are split into prelude P, core C and coda Q; the
+- ``recurrence`` (paper §3.3.2): the unique layers are split into prelude P, core C and coda Q; the
   forward pass runs ``P + loops*C + Q`` blocks by *calling the same core modules again* (weights
   exist once; MLX builds the lazy graph per loop and evaluates once). The order of block calls is
   ``schedule``; there is one KV cache per schedule step, i.e. per (layer, loop).
@@ -23,6 +23,8 @@ from mlx.nn.utils import checkpoint as checkpointed
 from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
+
+from cherry_mlx.models.mtp import MTPHeads
 
 
 @dataclass
@@ -44,7 +46,7 @@ class ModelArgs(mlx_llama.ModelArgs):
 
     def __post_init__(self):
         # A config copied from a model with another depth carries a stale layer_types list that
-        # would silently rebuild the old layer count (MEASURED.md pitfall): rebuild it.
+        # would silently rebuild the old layer count (a pitfall seen in practice): rebuild it.
         if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
             self.layer_types = None
         super().__post_init__()
@@ -116,8 +118,6 @@ class Model(nn.Module):
         if not args.tie_word_embeddings:
             self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         if args.mtp:  # multi-token prediction heads (``mtp.`` prefix): MTP loss and drafter only
-            from .mtp import MTPHeads
-
             self.mtp = MTPHeads(args)
 
     def hidden(self, inputs, cache=None, input_embeddings=None) -> mx.array:

@@ -13,12 +13,17 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+
+from cherry_mlx.models.llama import Model, ModelArgs
+from cherry_mlx.models.moee import moee_classes, shim_text
+from cherry_mlx.models.runs import resolve_run_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = Path(os.environ.get("CHERRY_MLX_WEIGHTS", REPO_ROOT / "weights"))
@@ -61,9 +66,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if path.is_dir():
         if (path / "config.json").is_file():
             return path
-        from ..training.runs import resolve_run_checkpoint  # a run dir -> its best/latest step
-
-        found = resolve_run_checkpoint(path)
+        found = resolve_run_checkpoint(path)  # a run dir -> its best/latest step
         if found is not None:
             return found
         raise ModelNotFound(f"{path} has no config.json: not a model or run directory")
@@ -117,12 +120,8 @@ def model_classes(config: Dict[str, Any]):
             f"model_type {model_type!r} is not a Llama-family model; "
             "cherry-mlx supports llama/mistral"
         )
-    if config.get("moee"):  # a fused Mixture of Efficient Experts (cherry_mlx.fusion)
-        from ..fusion.moee import moee_classes
-
+    if config.get("moee"):  # a fused Mixture of Efficient Experts
         return moee_classes(config)
-    from . import Model, ModelArgs
-
     return Model, ModelArgs
 
 
@@ -193,8 +192,6 @@ def save_model(
             config["model_file"] = MODEL_FILE
             text = _MODEL_FILE_TEXT
             if config.get("moee"):
-                from ..fusion.moee import shim_text
-
                 text = shim_text(config)
             (tmp / MODEL_FILE).write_text(text)
         else:
@@ -227,8 +224,6 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
 
 def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The HF-style config of a model's current args (``base`` keeps extra keys, e.g. rope)."""
-    from dataclasses import asdict
-
     cfg = dict(base or {})
     cfg.update({k: v for k, v in asdict(model.args).items() if v is not None})
     cfg.pop("layer_types", None)  # rebuilt from num_hidden_layers; never carry a stale copy

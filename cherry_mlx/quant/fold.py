@@ -1,4 +1,4 @@
-"""Per-tensor scales for NVFP4, folded into neighbouring weights (SPEC Phase 4).
+"""Per-tensor scales for NVFP4 (the paper's Tables 8 and 15), folded into neighbouring weights.
 
 NVFP4 stores E2M1 values in blocks of 16 with one FP8 E4M3 scale per block; a block's scale is
 amax/6. E4M3 has 3 mantissa bits down to 2^-6 and subnormals down to 2^-9, so a block whose amax is
@@ -33,6 +33,8 @@ import math
 from typing import Dict, List
 
 import mlx.core as mx
+
+from cherry_mlx.models.llama import Model
 
 E4M3_MAX = 448.0
 E2M1_MAX = 6.0
@@ -115,7 +117,6 @@ def fold_tensor_scales(model, skip: List[str] = ()) -> Dict[str, Dict[str, float
     mtp = getattr(model, "mtp", None)
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be
     # negligible on an input divided by s: with heads, lm_head stays unfolded.
-    from ..models.llama import Model
 
     plain = isinstance(model, Model)  # its final norm feeds only the LM head
     if plain and "lm_head" in model and mtp is None and not skipped("lm_head"):

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+from mlx_lm.utils import get_total_parameters
+from mlx_lm.utils import quantize_model as mlx_lm_quantize
+
+from cherry_mlx.quant.fold import fold_tensor_scales, target_scale
 
 # mode -> (MLX mode, group size, bits)
 MODES: Dict[str, Tuple[str, int, int]] = {
@@ -84,8 +85,6 @@ def quantize_model(
         raise ValueError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if "quantization" in config:
         raise ValueError("model is already quantised; quantise the full-precision model instead")
-    from mlx_lm.utils import quantize_model as mlx_lm_quantize
-
     mlx_mode, group, bits = MODES[mode]
     keep = list(keep)
     if "lm_head" in keep and config.get("tie_word_embeddings", False):
@@ -95,8 +94,6 @@ def quantize_model(
     kept = keep_predicate(keep)
     folded = {}
     if fold and mlx_mode == "nvfp4":
-        from .fold import fold_tensor_scales
-
         folded = fold_tensor_scales(model, skip=_kept_paths(model, kept))
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own bpw line
         model, qconfig = mlx_lm_quantize(
@@ -122,8 +119,6 @@ def weight_memory(model) -> Dict[str, float]:
             q_params += m.weight.size * 32 // m.bits
     for _, v in tree_flatten(model.parameters()):
         total_bytes += v.nbytes
-    from mlx_lm.utils import get_total_parameters
-
     n_params = get_total_parameters(model)
     return {
         "bytes": float(total_bytes),
@@ -138,100 +133,8 @@ def quant_error(w: mx.array, mode: str) -> float:
     mlx_mode, group, bits = MODES[mode]
     s = 1.0
     if mlx_mode == "nvfp4":
-        from .fold import target_scale
-
         s = target_scale(w)
     parts = mx.quantize(w * s, group, bits, mode=mlx_mode)
     biases = parts[2] if len(parts) == 3 else None
     d = mx.dequantize(parts[0], parts[1], biases, group, bits, mode=mlx_mode, dtype=w.dtype) / s
     return (mx.linalg.norm(d - w) / mx.maximum(mx.linalg.norm(w), 1e-30)).item()
-
-
-@dataclass
-class QuantReport:
-    mode: str
-    out_dir: str
-    source: Dict[str, float]
-    quantized: Dict[str, float]
-    kept: List[str] = field(default_factory=list)
-    loss: Optional[Dict[str, float]] = None
-
-    def summary(self) -> str:
-        s, q = self.source, self.quantized
-        lines = [
-            f"{self.mode}: {q['bits_per_weight']:.2f} bits/weight overall "
-            f"({q['quantized_bits_per_weight']:.2f} in quantised matrices), weights "
-            f"{s['bytes'] / 2**20:.2f} MiB -> {q['bytes'] / 2**20:.2f} MiB "
-            f"({q['bytes'] / s['bytes']:.1%})",
-        ]
-        if self.kept:
-            lines.append("kept in full precision: " + ", ".join(self.kept))
-        if self.loss:
-            lo = self.loss
-            lines.append(
-                f"held-out loss {lo['source']:.4f} -> {lo['quantized']:.4f} "
-                f"({lo['quantized'] - lo['source']:+.4f}); perplexity {math.exp(lo['source']):.2f}"
-                f" -> {math.exp(lo['quantized']):.2f} ({lo['tokens']} tokens)"
-            )
-        lines.append(f"saved to {self.out_dir}")
-        return "\n".join(lines)
-
-
-def heldout_loss(model, batches) -> Tuple[float, int]:
-    """Mean response-token cross-entropy over batches (the losses.py batch contract)."""
-    from ..selection.losses import per_token_ce
-
-    tot, n = 0.0, 0.0
-    for b in batches:
-        ce = per_token_ce(model(b["inputs"]), b["targets"])
-        resp = b["response"].astype(mx.float32)
-        tot += (ce * resp).sum().item()
-        n += resp.sum().item()
-    return tot / max(n, 1.0), int(n)
-
-
-def quantize(
-    model_name: str,
-    out_dir: str | Path,
-    mode: str = "nvfp4",
-    keep: Optional[str] = None,
-    batches: Optional[list] = None,
-    fold: bool = True,
-) -> QuantReport:
-    """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report."""
-    from ..models.loading import load_model, resolve, save_model
-
-    keep_list = parse_keep(keep)
-    model, config = load_model(model_name)
-    source = weight_memory(model)
-    loss_src = heldout_loss(model, batches) if batches else None
-    model, qconfig = quantize_model(model, config, mode, keep_list, fold=fold)
-    out = save_model(model, out_dir, qconfig, tokenizer_dir=resolve(model_name))
-    report = QuantReport(mode, str(out), source, weight_memory(model), keep_list)
-    if batches:
-        loss_q, ntok = heldout_loss(model, batches)
-        report.loss = {"source": loss_src[0], "quantized": loss_q, "tokens": ntok}
-    return report
-
-
-def heldout_batches(
-    model_name: str,
-    data: Optional[str] = None,
-    max_batches: int = 8,
-    batch_size: int = 8,
-    max_len: int = 256,
-) -> Optional[list]:
-    """Batches of a held-out split for the loss comparison: ``data`` is a JSONL file or a data
-    directory (its valid.jsonl); default the bundled data's valid split, None if absent."""
-    from ..models.loading import load_tokenizer
-    from ..training.data import default_data_dir, load_split, valid_batches
-
-    path = Path(data) if data else default_data_dir() / "valid.jsonl"
-    if path.is_dir():
-        path = path / "valid.jsonl"
-    if not path.is_file():
-        if data:
-            raise FileNotFoundError(f"{path} not found: pass a JSONL file or a data directory")
-        return None
-    encoded, _, _ = load_split(path, load_tokenizer(model_name), max_len)
-    return valid_batches(encoded, batch_size, max_len)[:max_batches]

@@ -1,4 +1,4 @@
-"""Super-GT: the single most decisive token of an answer (SPEC level 2, "answer-final tokens").
+"""Super-GT: the most decisive token of an answer (level 2, "answer-final tokens", paper §3.2.1).
 
 Which sentence answers the question: the one sharing the most character bigrams with the user's
 question (answers restate it: "염소의 원소 기호는 Cl입니다" for "염소의 원소 기호는 무엇인가요?");
@@ -70,7 +70,7 @@ def super_gt(text: str, cands: List[Cand], question: Optional[str] = None):
 
 
 def corrected_values(cands: List[Cand], pivots: List[Tuple[int, int]], reach: int = 160):
-    """SSGT of an Atcha moment is the pivot *and* the corrected answer (SPEC 3.2.5: "아차, 틀렸다"
+    """SSGT of an Atcha moment is the pivot *and* the corrected answer (paper §3.2.5: "아차, 틀렸다"
     + corrected answer keyword): the first candidate within ``reach`` characters after each
     self-correction marker becomes level 3, self_correction."""
     out = []

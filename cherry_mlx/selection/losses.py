@@ -1,4 +1,4 @@
-"""SGT losses (SPEC Eq. 1-2) over a token-aligned batch.
+"""SGT losses (paper Eq. 1-2) over a token-aligned batch.
 
 Batch contract (built by ``cherry_mlx.data.batching``), all (B, T) and aligned with *targets*:
     inputs    int32  tokens fed to the model
@@ -23,7 +23,7 @@ from typing import Iterable, Optional, Sequence
 import mlx.core as mx
 import mlx.nn as nn
 
-from .categories import CATEGORIES, LEVELS  # noqa: F401  (re-exported; defined without MLX)
+from cherry_mlx.data.categories import CATEGORIES
 
 
 def per_token_ce(logits: mx.array, targets: mx.array) -> mx.array:

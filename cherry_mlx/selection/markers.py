@@ -176,7 +176,7 @@ def category_table() -> Dict[str, List[str]]:
     return table
 
 
-# The safe redirect of a guardrail moment (SPEC 3.2.5: breaking token + refusal pivot + safe
+# The safe redirect of a guardrail moment (paper §3.2.5: breaking token + refusal pivot + safe
 # redirect): what the model offers instead. Only looked for in a turn that refuses.
 REDIRECT_KO = re.compile(
     r"대신\s+(\S(?:[^.\n]{0,30}?\S)?)(?=(?:에\s*(?:대해|관해)\w*|을|를|은|는|이라면)(?:\s|$))"

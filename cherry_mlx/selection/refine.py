@@ -1,4 +1,4 @@
-"""Contrastive refinement of GT candidates (SPEC Phase 1 step 3, paper §3.2.2).
+"""Contrastive refinement of GT candidates (paper §3.2.2 step 3).
 
 For a candidate response token at position t, replace it by another token ("corrupted response")
 and measure how much the model's layer-ℓ activations move:

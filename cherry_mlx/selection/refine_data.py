@@ -21,7 +21,9 @@ from typing import List, Optional
 
 import numpy as np
 
+from cherry_mlx.data.encode import _special_ids, encode_rendered, hf_tokenizer, render_example
 from cherry_mlx.selection import refine as R
+from cherry_mlx.selection.tag_report import write_jsonl
 from cherry_mlx.selection.tagger import merge_spans, supervised_texts
 
 
@@ -34,8 +36,6 @@ class RefineResult:
 
 
 def _encode(ex: dict, tokenizer):
-    from cherry_mlx.data.encode import encode_rendered, hf_tokenizer, render_example
-
     tok = hf_tokenizer(tokenizer)
     rendered = render_example(ex, tok)
     enc = tok(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
@@ -103,7 +103,6 @@ def _whole_words(positions: np.ndarray, starts: np.ndarray, n: int) -> np.ndarra
 
 def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=print):
     """Score up to ``cfg.max_examples`` examples; promote above tau in place; hit@k summary."""
-    from cherry_mlx.data.encode import _special_ids
 
     layer = R.resolve_layer(model, cfg.layer)
     max_len = int(getattr(model.args, "max_position_embeddings", 0) or 0) or None
@@ -161,13 +160,9 @@ def refine_examples(model, tokenizer, examples: list, cfg: R.RefineConfig, log=p
     return RefineResult(summary, per, promoted, examples)
 
 
-def refine_file(res, model_name: str, cfg: R.RefineConfig, out=None, log=print) -> RefineResult:
-    """``cherry-mlx tag --refine MODEL``: refine the tagged examples of a ``TagResult``."""
-    from cherry_mlx.models.loading import load_model, load_tokenizer
-    from cherry_mlx.selection.tag_report import write_jsonl
-
-    model, _ = load_model(model_name)
-    tokenizer = load_tokenizer(model_name)
+def refine_file(res, model, tokenizer, cfg: R.RefineConfig, out=None, log=print) -> RefineResult:
+    """``cherry-mlx tag --refine MODEL``: refine the tagged examples of a ``TagResult`` with a
+    loaded model (the caller loads it: selection does not know how models are stored)."""
     rres = refine_examples(model, tokenizer, res.examples, cfg, log=log)
     if out is not None:
         write_jsonl(out, res.examples)

@@ -13,6 +13,8 @@ import functools
 import re
 from typing import List, Tuple
 
+from cherry_mlx.selection.rules_struct import sentences
+
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 FACTUAL_TAGS = {"NNP", "SN", "SL", "SH"}
 
@@ -41,7 +43,6 @@ def _analyse(sentence: str) -> Tuple[Tuple[str, str, int, int], ...]:
 
 def morphemes(text: str) -> List[Tuple[str, str, int, int]]:
     """Kiwi morphemes of ``text`` with offsets into ``text``, analysed sentence by sentence."""
-    from cherry_mlx.selection.rules_struct import sentences
 
     out: List[Tuple[str, str, int, int]] = []
     for s, e in sentences(text):

@@ -1,4 +1,4 @@
-"""Selection controls for the SGT loss (SPEC "Selection controls", the paper's Limitation 9).
+"""Selection controls for the SGT loss (the paper's Limitation 9).
 
 The paper never tests whether *which* tokens are supervised matters, only *how many*. These controls
 keep the mixed loss of Eq. 2 and its supervised fraction fixed and change only the choice of the
@@ -8,7 +8,8 @@ keep the mixed loss of Eq. 2 and its supervised fraction fixed and change only t
     random  k_b response positions drawn uniformly at random
     loss    the k_b response positions with the highest current loss (stop-gradient)
     rho1    the k_b response positions with the highest excess loss over a reference model
-            (Rho-1: ce_model - ce_reference; the trainer adds ``ref_ce`` to the batch)
+            (Rho-1: ce_model - ce_reference; the loss holds the frozen reference model and
+            computes ``ref_ce`` outside the compiled step through ``extras``)
     all     every response position: λ·L_full + (1-λ)·L_full = L_full, the plain loss
 
 k_b is the number of GT positions of example b, so the count matches per example (and therefore per
@@ -16,8 +17,9 @@ batch), and an example without GT tokens falls back to L_full under every contro
 
 ``SGTLoss`` is a ``(model, batch) -> (loss, ntoks)`` function. When the batch carries ``pos``
 (flat indices into B*T, padded) and ``pos_valid``, logits are computed only there: the vocabulary
-projection and softmax dominate a small model's step (MEASURED.md: ~25 ns per element), and prompt
-and padding positions never need them. ``needed(batch)`` tells the trainer which positions to list.
+projection and softmax dominate a small model's step (~25 ns per element on MLX's CPU backend),
+and prompt and padding positions never need them. ``needed(batch)`` tells the trainer which
+positions to list.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from .losses import gt_mask, per_token_ce, sgt_weights
+from cherry_mlx.data.categories import CATEGORIES, LEVELS
+from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_weights
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 
@@ -80,11 +83,23 @@ class SGTLoss:
         lam: float = 0.7,
         level: int = 1,
         categories: Optional[Sequence[str]] = None,
+        reference=None,
     ):
         if select not in SELECTIONS:
             raise ValueError(f"unknown selection {select!r}; use one of {SELECTIONS}")
+        if (select == "rho1") != (reference is not None):
+            raise ValueError("--select rho1 needs a reference model, and only rho1 uses one")
         self.select, self.lam, self.level = select, float(lam), int(level)
         self.categories = list(categories) if categories else None
+        self.reference = reference
+
+    def extras(self, batch) -> dict:
+        """Arrays computed outside the compiled step and added to the batch: Rho-1's reference
+        loss ``ref_ce`` (B, T) (the frozen reference is a constant, not a trained input)."""
+        if self.reference is None:
+            return {}
+        ce = per_token_ce(self.reference(batch["inputs"]), batch["targets"])
+        return {"ref_ce": mx.stop_gradient(ce)}
 
     def needed(self, batch) -> np.ndarray:
         """(B, T) bool: positions whose logits the loss reads (numpy, outside the compiled step)."""
@@ -93,8 +108,6 @@ class SGTLoss:
             level = np.asarray(batch["level"]) >= self.level
             mask = response & level
             if self.categories is not None:
-                from .losses import CATEGORIES
-
                 cats = [CATEGORIES.index(c) for c in self.categories]
                 mask &= np.isin(np.asarray(batch["category"]), cats)
             # an example without GT falls back to L_full: all its response positions
@@ -133,10 +146,8 @@ def per_token_loss(model, batch) -> mx.array:
     return mx.zeros((B * T,), dtype=mx.float32).at[pos].add(ce).reshape(B, T)
 
 
-def make_loss(select="gt", lam=0.7, level=1, categories=None) -> SGTLoss:
+def make_loss(select="gt", lam=0.7, level=1, categories=None, reference=None) -> SGTLoss:
     """The loss of a selection control; ``level`` is an int or 'gt' / 'super' / 'ssgt'."""
     if isinstance(level, str):
-        from .losses import LEVELS
-
         level = LEVELS[level]
-    return SGTLoss(select, lam, level, categories)
+    return SGTLoss(select, lam, level, categories, reference)

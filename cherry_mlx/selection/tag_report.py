@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from cherry_mlx.selection.losses import CATEGORIES
-from cherry_mlx.selection.tagger import TagConfig, char_masks, score, strip_spans, tag_examples
+from cherry_mlx.data.categories import CATEGORIES
+from cherry_mlx.data.encode import encode_example
+from cherry_mlx.data.jsonl import read_jsonl
+from cherry_mlx.selection.tagger import (
+    TagConfig,
+    char_masks,
+    score,
+    strip_spans,
+    supervised_texts,
+    tag_examples,
+)
 
 PAPER_RATIO = 0.153
 PAPER_SHARES = dict(zip(CATEGORIES, (0.41, 0.23, 0.18, 0.08, 0.06, 0.04)))
@@ -79,7 +88,6 @@ def char_stats(examples: List[dict]) -> GTStats:
 
 def token_stats(examples: List[dict], tokenizer) -> GTStats:
     """GT statistics over the response tokens of the chat-template-rendered sequences."""
-    from cherry_mlx.data.encode import encode_example
 
     st = GTStats(units="tokens (chat template applied)")
     for ex in examples:
@@ -100,8 +108,6 @@ def token_stats(examples: List[dict], tokenizer) -> GTStats:
 
 
 def has_spans(examples: List[dict]) -> bool:
-    from cherry_mlx.selection.tagger import supervised_texts
-
     return any("gt" in h for ex in examples for h, _ in supervised_texts(ex))
 
 
@@ -126,7 +132,6 @@ def tag_file(
 ) -> TagResult:
     """Tag ``data`` (JSONL), write ``out`` (JSONL) and return statistics (and scores vs known
     spans when the input has them)."""
-    from cherry_mlx.data.jsonl import read_jsonl
 
     t0 = time.time()
     examples = read_jsonl(data)

@@ -1,6 +1,6 @@
-"""Rule-based GT tagging (SPEC Phase 1, paper §3.2.2 steps 1-2) over chat JSONL.
+"""Rule-based GT tagging (paper §3.2.2 steps 1-2) over chat JSONL.
 
-Annotations are SPEC's character spans on the assistant text, ``{"start", "end", "level",
+Annotations are character spans on the assistant text, ``{"start", "end", "level",
 "category"}`` (level 1 GT, 2 super-GT, 3 SSGT), stored on each assistant message as ``"gt"`` (on
 each of its ``tool_calls``, offsets into the call's canonical text ``jsonl.tool_call_text``; on
 the record for ``prompt``/``completion`` and ``text`` data). Tagging works on the text so the spans
@@ -13,7 +13,7 @@ Seeding rules, each a small module: Korean proper nouns / numbers / dates via Ki
 structured-output fields (``rules_struct``), marker vocabularies and special tokens (``markers``),
 and one super-GT per answer (``answer.py``: the new candidate in the sentence answering the
 user), plus the corrected value after a self-correction pivot and the safe redirect after a
-refusal (SSGT moments, SPEC 3.2.5).
+refusal (SSGT moments, paper §3.2.5).
 
 Overlaps are resolved per character: the higher level wins, then the category earlier in
 ``PRIORITY`` (a refusal phrase containing a number is guardrail, not factual). Runs of characters
@@ -27,9 +27,9 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.data.jsonl import tool_call_text
 from cherry_mlx.selection import answer, markers, rules_en, rules_ko, rules_math, rules_struct
-from cherry_mlx.selection.losses import CATEGORIES
 
 PRIORITY = ("guardrail", "self_correction", "verification", "factual", "structural", "reasoning")
 RawSpan = Tuple[int, int, int, str]

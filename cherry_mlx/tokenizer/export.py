@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .specials import BOS, EOS, PAD, SPECIAL_PIECES, UNK
+from cherry_mlx.tokenizer.specials import BOS, EOS, PAD, SPECIAL_PIECES, UNK
 
 TEMPLATE_FILE = Path(__file__).with_name("chat_template.jinja")
 

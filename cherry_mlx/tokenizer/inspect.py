@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_any_tokenizer(name_or_path: str):
-    """A Hugging Face tokenizer from a preset, model directory, run, or a bare tokenizer folder."""
+def load_any_tokenizer(path: str | Path):
+    """A Hugging Face tokenizer from a directory with tokenizer files (a model, a run's copy or a
+    bare tokenizer folder; the caller resolves preset names and runs to a directory)."""
     from transformers import AutoTokenizer
 
-    path = Path(name_or_path).expanduser()
-    if path.is_dir() and (path / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(str(path))
-    from ..models.loading import load_tokenizer
-
-    return load_tokenizer(name_or_path)._tokenizer
+    path = Path(path).expanduser()
+    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
+        raise FileNotFoundError(f"{path} has no tokenizer files (tokenizer.json / tokenizer.model)")
+    return AutoTokenizer.from_pretrained(str(path))
 
 
 def byte_fallback_count(pieces) -> int:

@@ -22,10 +22,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional
 
-from .export import export_hf
-from .specials import SPECIAL_PIECES, ks_x_1001_hangul
+from cherry_mlx.tokenizer.export import export_hf
+from cherry_mlx.tokenizer.specials import SPECIAL_PIECES, ks_x_1001_hangul
 
 N_BYTE_PIECES = 256
 PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))  # the space is ▁, always present
@@ -50,39 +50,6 @@ def builtin_english() -> list[str]:
     from pydoc_data.topics import topics
 
     return [topics[k] for k in sorted(topics)]
-
-
-def default_corpus_files() -> list[Path]:
-    """The bundled data set and prose corpora, if ``cherry-mlx data build`` has written them."""
-    try:
-        from ..data.paths import DEFAULT_DATA_DIR  # the bundled-data module, when present
-
-        root = Path(DEFAULT_DATA_DIR).parent
-    except ImportError:
-        from ..models.loading import WEIGHTS_DIR
-
-        root = WEIGHTS_DIR / "data"
-    files = [root / "default" / "train.jsonl"]
-    # training splits only: valid/test text stays unseen by the tokenizer too
-    files += sorted(p for p in (root / "prose").glob("*.jsonl") if ".valid" not in p.name)
-    return [f for f in files if f.is_file()]
-
-
-def read_corpus(files: Sequence[str | Path]) -> Iterator[str]:
-    """Texts of JSONL data sets (every message, prompt, completion, text) and plain .txt files.
-
-    Validation and GT spans are irrelevant here, but a malformed line still fails loudly."""
-    from ..data.jsonl import example_texts, iter_jsonl
-
-    for f in files:
-        f = Path(f)
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such corpus file; pass .jsonl or .txt files")
-        if f.suffix == ".jsonl":
-            for ex in iter_jsonl(f):
-                yield from example_texts(ex)
-        else:
-            yield f.read_text(encoding="utf-8")
 
 
 def _lines(texts: Iterable[str], max_chars: int) -> Iterator[str]:
@@ -145,34 +112,23 @@ def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
 
 
 def train_tokenizer(
-    files: Optional[Sequence[str | Path]] = None,
+    texts: Iterable[str],
     out_dir: str | Path = "runs/tokenizer",
     cfg: Optional[TokenizerConfig] = None,
-    texts: Optional[Iterable[str]] = None,
-    english_builtin: Optional[bool] = None,
+    english_builtin: bool = False,
     verbose: bool = True,
+    source: str = "texts",
 ) -> Path:
-    """Train on ``files`` (default: the bundled data) plus ``texts``, export the HF layout.
-
-    CPython's ``pydoc_data`` English is added when ``english_builtin`` is True; by default (None)
-    only when neither files were given nor the bundled data is built (whose English prose already
-    comes from pydoc_data), so ``cherry-mlx tokenizer train`` works on a fresh checkout."""
+    """Train on ``texts`` (plus CPython's ``pydoc_data`` English with ``english_builtin``) and
+    export the HF layout. Reading corpus files is the data layer's job (``data.corpus``)."""
     cfg = cfg or TokenizerConfig()
-    files = default_corpus_files() if files is None else list(files)
-    if english_builtin is None:
-        english_builtin = not files
-    corpus: list[str] = list(read_corpus(files))
-    if texts is not None:
-        corpus += list(texts)
+    corpus: list[str] = list(texts)
     if english_builtin:
         corpus += builtin_english()
     n_chars = sum(len(t) for t in corpus)
     if verbose:
-        print(
-            f"tokenizer corpus: {len(files)} files + builtin={english_builtin}, "
-            f"{n_chars:,} characters",
-            file=sys.stderr,
-        )
+        print(f"tokenizer corpus: {source} + builtin={english_builtin}, {n_chars:,} characters",
+              file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
     proto = train_sentencepiece(corpus, cfg)
     out = export_hf(proto, Path(out_dir), cfg.model_max_length)

@@ -1,8 +1,11 @@
-"""Training: the SGT trainer (``train``), its settings (``TrainConfig``), checkpoints and eval.
+"""Training: the SGT trainer (``train``), its settings (``TrainConfig``), the one MTP loss,
+checkpoints, resume, and ``prepare`` (tokenizer and data for every phase).
 
-Names are imported lazily so that reading the settings (``training.config``, used by the CLI's
-option list) does not pull in MLX.
+Names are exported lazily (PEP 562) so that reading the settings (``training.config``, used by the
+CLI's option lists) does not pull in MLX.
 """
+
+import importlib
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -18,7 +21,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

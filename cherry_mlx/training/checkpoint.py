@@ -26,7 +26,8 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..models.loading import replace_dir, save_model
+from cherry_mlx.models.loading import replace_dir, save_model
+from cherry_mlx.models.runs import list_checkpoints
 
 
 def _jsonable(x):
@@ -98,16 +99,6 @@ def save_checkpoint(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out_dir
-
-
-def list_checkpoints(run_dir: Path):
-    """Complete step checkpoints of a run, oldest first."""
-    ckpts = [
-        p
-        for p in (Path(run_dir) / "checkpoints").glob("step-*")
-        if (p / "trainer_state.json").is_file()
-    ]
-    return sorted(ckpts, key=lambda p: int(p.name.split("-")[1]))
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:

@@ -14,7 +14,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..selection.categories import CATEGORIES, LEVELS
+import yaml
+
+from cherry_mlx.data.categories import CATEGORIES, LEVELS
+from cherry_mlx.models.runs import RUNS_DIR, latest_run
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
@@ -47,7 +50,7 @@ class TrainConfig:
     resume: Optional[str] = _f(
         None, "Resume a run (run name, run directory or 'latest') from its last checkpoint."
     )
-    # the SGT loss (SPEC Eq. 2) and selection controls (Limitation 9)
+    # the SGT loss (paper Eq. 2) and selection controls (Limitation 9)
     select: str = _f(
         "gt",
         "Supervised positions: gt (tagged GT), random / loss / rho1 (the same number of "
@@ -201,8 +204,6 @@ def load_settings_file(path: str | Path) -> Dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
@@ -236,8 +237,6 @@ def resolve_config(
 
 
 def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
-    from .runs import RUNS_DIR, latest_run
-
     parent = Path(runs_dir) if runs_dir else RUNS_DIR
     run = latest_run(parent) if resume == "latest" else Path(resume)
     if run is not None and not run.is_dir():

@@ -16,6 +16,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
+from cherry_mlx.data.batching import BatchIterator
+from cherry_mlx.data.encode import encode_dataset
+from cherry_mlx.data.jsonl import read_jsonl
+from cherry_mlx.data.paths import DEFAULT_DATA_DIR
+
 PAD_T = 32
 # Evaluation reads the loss at response positions only: their logits are all it needs.
 _RESPONSE = SimpleNamespace(needed=lambda b: np.asarray(b["response"]).astype(bool))
@@ -24,16 +29,11 @@ _PAD_VALUES = {"inputs": 0, "targets": 0, "response": False, "level": 0, "catego
 
 
 def default_data_dir() -> Path:
-    from ..data.paths import DEFAULT_DATA_DIR
-
     return Path(DEFAULT_DATA_DIR)
 
 
 def load_split(path: Path, tokenizer, max_len: int):
     """Read and encode one JSONL split (colleagues' validated reader: errors name file:line)."""
-    from ..data.encode import encode_dataset
-    from ..data.jsonl import read_jsonl
-
     examples = read_jsonl(path)
     if not examples:
         raise ValueError(f"{path} has no examples; rebuild the data (cherry-mlx data build)")
@@ -59,8 +59,6 @@ def load_splits(data_dir: Optional[str], tokenizer, max_len: int) -> Dict[str, A
         out["valid"], out["train"] = out["train"][:n], out["train"][n:]
     test_file = data_dir / "test.jsonl"
     if test_file.is_file():
-        from ..data.jsonl import read_jsonl
-
         out["test_examples"] = read_jsonl(test_file)
     return out
 
@@ -70,8 +68,6 @@ def train_iterator(data, batch_size: int, max_len: int, seed: int):
     if isinstance(data, (list, tuple)):
         if len(data) == 0:
             raise ValueError("training data is empty")
-        from ..data.batching import BatchIterator
-
         # Length bucketing: less padding, and the shapes the compiled step sees stay few.
         return BatchIterator(
             list(data),
@@ -91,8 +87,6 @@ def valid_batches(data, batch_size: int, max_len: int) -> List[dict]:
         return []
     data = list(data)
     if data and not isinstance(data[0], dict):
-        from ..data.batching import BatchIterator
-
         data = list(BatchIterator(data, batch_size, max_len, shuffle=False, loop=False))
     return [prepare_batch(b, _RESPONSE)[0] for b in data]
 

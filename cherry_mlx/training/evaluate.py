@@ -1,6 +1,6 @@
 """Held-out loss split by position class: total, GT and non-GT response tokens, and per category.
 
-These are the quantities SPEC's measurements (wave factor W, W̃, R, ROI) are built from, so the
+These are the quantities the paper's measurements (wave factor W, W̃, R, ROI) are built from, so the
 trainer's evaluation and ``cherry-mlx eval`` share this one function. Sums and counts are
 accumulated in float32 on the device and read once at the end.
 """
@@ -12,8 +12,9 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import mlx.core as mx
 
-from ..selection.losses import CATEGORIES, gt_mask, split_sums
-from ..selection.select import per_token_loss
+from cherry_mlx.data.categories import CATEGORIES
+from cherry_mlx.selection.losses import gt_mask, split_sums
+from cherry_mlx.selection.select import per_token_loss
 
 
 def split_losses(

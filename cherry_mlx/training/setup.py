@@ -5,27 +5,28 @@ reads as the algorithm.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import mlx.core as mx
+from mlx_lm.tuner.trainer import grad_checkpoint
+from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from ..models.loading import (
-    WEIGHTS_DIR,
+from cherry_mlx.models.loading import (
+    TOKENIZER_FILES,
     build_model,
     load_config,
     load_model,
-    load_tokenizer,
     model_config,
     resolve,
 )
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .runs import RUNS_DIR, latest_run
-
-DEFAULT_TOKENIZER = "cherry-tiny"
+from cherry_mlx.models.mtp import ensure_mtp_heads, freeze_for_mtp
+from cherry_mlx.models.runs import RUNS_DIR, latest_run, list_checkpoints, live_trainer
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.prepare import find_tokenizer, open_tokenizer, prepare
 
 
 @dataclass
@@ -37,12 +38,12 @@ class Setup:
     train_data: Any = None
     valid_data: Any = None
     reference: Any = None
-    demo_examples: Any = None  # raw test records (held-out questions)
-    demo_train: Any = None  # raw train records (questions on trained facts)
+    examples: Any = None  # raw records {"train": [...], "test": [...]} (for post-training demos)
 
 
 def setup_run(cfg: TrainConfig):
-    """(run_dir, checkpoint to resume from or None). A new run never overwrites an old one."""
+    """(run_dir, checkpoint to resume from or None). A new run never overwrites an old one.
+    ``cfg`` is read, never changed: the run's name is ``run_dir.name``."""
     runs_dir = Path(cfg.runs_dir) if cfg.runs_dir else RUNS_DIR
     if cfg.resume:
         if cfg.resume == "latest":
@@ -64,56 +65,29 @@ def setup_run(cfg: TrainConfig):
                 f"--resume {cfg.resume}: {run_dir} is still being trained by process {live}; "
                 "wait for it or stop it (Ctrl-C / kill) first, or name the run to resume"
             )
-        found = ckpt.list_checkpoints(run_dir)
+        found = list_checkpoints(run_dir)
         if not found:
             raise FileNotFoundError(
                 f"--resume {cfg.resume}: {run_dir} has no complete checkpoint "
                 "(checkpoints/step-N/trainer_state.json); start a new run instead"
             )
-        cfg.name = run_dir.name
         return run_dir, found[-1]
-    name = cfg.name or time.strftime(f"{_slug(cfg)}-%Y%m%d-%H%M%S")
-    run_dir = runs_dir / name
-    if ckpt.list_checkpoints(run_dir):
+    run_dir = runs_dir / (cfg.name or default_run_name(cfg))
+    if list_checkpoints(run_dir):
         raise ValueError(
             f"run {run_dir} already has checkpoints; pass --resume {run_dir} to continue it "
             "or choose another --name"
         )
-    cfg.name = name  # the directory is created once model and data are ready (no empty runs)
-    return run_dir, None
+    return run_dir, None  # the directory is created once model and data are ready (no empty runs)
 
 
-PID_FILE = "train.pid"  # present while a trainer process writes the run
-
-
-def live_trainer(run_dir: Path) -> Optional[int]:
-    """The id of another live process training ``run_dir`` (from its ``train.pid``), else None.
-    A pid file left by a killed run names a dead process and is ignored."""
-    import os
-
-    try:
-        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, owned by someone else
-        return pid
-    return pid
-
-
-def _slug(cfg: TrainConfig) -> str:
+def default_run_name(cfg: TrainConfig) -> str:
+    """``<model or preset>-<selection>-<date>-<time>`` for a run started without ``--name``."""
     base = Path(cfg.model).name if cfg.model else cfg.preset
-    return f"{base}-{cfg.select}"
+    return time.strftime(f"{base}-{cfg.select}-%Y%m%d-%H%M%S")
 
 
 def _apply_lora(model, cfg: TrainConfig) -> None:
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
     model.freeze()
     n = len(model.layers) if cfg.lora_layers < 0 else min(cfg.lora_layers, len(model.layers))
     linear_to_lora_layers(
@@ -126,41 +100,7 @@ def _enable_checkpointing(model) -> None:
     if inner is not None and hasattr(inner, "checkpoint"):
         inner.checkpoint = True
     else:
-        from mlx_lm.tuner.trainer import grad_checkpoint
-
         grad_checkpoint(model.layers[0])
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()
-
-
-def _tokenizer_dir(cfg: TrainConfig) -> Optional[Path]:
-    if cfg.tokenizer:  # explicit: a tokenizer-only folder (`tokenizer train -o`) or a model/run
-        direct = Path(cfg.tokenizer).expanduser()
-        if direct.is_dir() and _has_tokenizer(direct):
-            return direct
-        if direct.is_dir() and _has_tokenizer(direct / "tokenizer"):  # a run's own copy
-            return direct / "tokenizer"
-        try:
-            resolve(cfg.tokenizer)
-        except ValueError as err:
-            raise FileNotFoundError(
-                f"--tokenizer {cfg.tokenizer}: {err}; pass a folder with tokenizer.json or "
-                "tokenizer.model (e.g. from `cherry-mlx tokenizer train -o DIR`)"
-            ) from None
-    for cand in (cfg.tokenizer, cfg.model, DEFAULT_TOKENIZER):
-        if not cand:
-            continue
-        try:
-            path = resolve(cand)
-        except ValueError:
-            continue
-        if _has_tokenizer(path):
-            return path
-        if cand == cfg.tokenizer:
-            raise FileNotFoundError(f"--tokenizer {cand}: {path} has no tokenizer files")
-    return None
 
 
 def _run_tokenizer(cfg: TrainConfig, resume_from: Optional[Path]) -> Optional[Path]:
@@ -169,7 +109,7 @@ def _run_tokenizer(cfg: TrainConfig, resume_from: Optional[Path]) -> Optional[Pa
         own = Path(resume_from).parent.parent / "tokenizer"
         if own.is_dir():
             return own
-    return _tokenizer_dir(cfg)
+    return find_tokenizer(cfg.tokenizer, [cfg.model])
 
 
 def keep_tokenizer_copy(src: Optional[Path], run_dir: Path) -> Optional[Path]:
@@ -178,10 +118,6 @@ def keep_tokenizer_copy(src: Optional[Path], run_dir: Path) -> Optional[Path]:
     Checkpoints take their tokenizer files from this copy, so a tokenizer retrained in
     ``weights/`` while a run is going (or before it is resumed) cannot mismatch its token ids.
     """
-    import shutil
-
-    from ..models.loading import TOKENIZER_FILES
-
     own = Path(run_dir) / "tokenizer"
     if src is None or Path(src).resolve() == own.resolve():
         return src
@@ -210,8 +146,9 @@ def _check_vocab(tokenizer, tokenizer_dir, model_cfg: dict) -> None:
         )
 
 
-def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> Setup:
-    """Build or load the model (and LoRA, checkpointing, resumed weights), tokenizer and data."""
+def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, reference) -> Setup:
+    """Build or load the model (and LoRA, checkpointing, resumed weights), tokenizer and data.
+    ``reference``: a preloaded Rho-1 reference model (else loaded from ``cfg.reference``)."""
     if model is None:
         if cfg.model:
             model, base = load_model(cfg.model)
@@ -224,9 +161,7 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
             model_cfg = model_config(model)
         except Exception:  # a colleague's model without HF-style args
             model_cfg = dict(getattr(model, "config", {}) or {})
-    if getattr(cfg, "mtp", 0):  # MTP heads exist before resume loads their weights
-        from ..models.mtp import ensure_mtp_heads
-
+    if cfg.mtp:  # MTP heads exist before resume loads their weights
         model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp)
     mx.eval(model.parameters())
     if cfg.lora:
@@ -239,55 +174,28 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from) -> S
         else:
             model.load_weights(str(resume_from / "model.safetensors"))
         mx.eval(model.parameters())
-
-    if getattr(cfg, "freeze_trunk", False):
-        from ..models.mtp import freeze_for_mtp
-
+    if cfg.freeze_trunk:
         freeze_for_mtp(model)
     s = Setup(model=model, model_cfg=model_cfg, train_data=train_data, valid_data=valid_data)
     s.tokenizer_dir = _run_tokenizer(cfg, resume_from)
     s.tokenizer = tokenizer
-    if s.tokenizer is None and s.tokenizer_dir is not None:
-        if (s.tokenizer_dir / "config.json").is_file():
-            s.tokenizer = load_tokenizer(s.tokenizer_dir)
-        else:  # the run's own tokenizer copy (no model config beside it)
-            from mlx_lm.utils import load_tokenizer as mlx_lm_load_tokenizer
-
-            s.tokenizer = mlx_lm_load_tokenizer(s.tokenizer_dir)
     if train_data is None:
-        _check_vocab(s.tokenizer, s.tokenizer_dir, model_cfg)  # it encodes the data
-        if s.tokenizer is None:
-            raise FileNotFoundError(
-                f"no tokenizer to encode the data: pass --tokenizer DIR (the default "
-                f"{WEIGHTS_DIR / DEFAULT_TOKENIZER} has no tokenizer files yet)"
-            )
-        from .data import load_splits
-
-        splits = load_splits(cfg.data, s.tokenizer, cfg.seq_len)
-        _print_data_summary(splits)
-        s.train_data = splits["train"]
+        prep = prepare(
+            cfg.data, cfg.seq_len, tokenizer_obj=tokenizer, tokenizer_dir=s.tokenizer_dir,
+            check=lambda tok: _check_vocab(tok, s.tokenizer_dir, model_cfg),
+        )  # fmt: skip
+        s.tokenizer = prep.tokenizer
+        s.train_data = prep.train
         if valid_data is None:
-            s.valid_data = splits["valid"]
-        s.demo_examples = splits.get("test_examples")
-        s.demo_train = splits.get("train_examples")
+            s.valid_data = prep.valid
+        s.examples = {"test": prep.splits.get("test_examples"),
+                      "train": prep.splits.get("train_examples")}  # fmt: skip
+    elif s.tokenizer is None and s.tokenizer_dir is not None:
+        s.tokenizer = open_tokenizer(s.tokenizer_dir)
     if cfg.select == "rho1":
-        s.reference, _ = load_model(cfg.reference)
-        s.reference.freeze()
-        s.reference.eval()
+        if reference is None:
+            reference, _ = load_model(cfg.reference)
+        reference.freeze()
+        reference.eval()
+        s.reference = reference
     return s
-
-
-def _print_data_summary(splits) -> None:
-    """Say what was loaded, and how many examples were truncated or dropped (never silently)."""
-    import sys
-
-    for name in ("train", "valid"):
-        stats = splits.get(f"{name}_stats")
-        if stats is not None:
-            text = stats.summary().replace("\n", "\n  ")
-            print(f"[data] {name} ({splits['data_dir']}):\n  {text}", file=sys.stderr)
-    if splits.get("valid_stats") is None:
-        print(
-            f"[data] no valid.jsonl: holding out {len(splits['valid'])} train examples",
-            file=sys.stderr,
-        )

@@ -10,23 +10,27 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import dataclass, field
+import types
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import mlx.core as mx
-import numpy as np
+from mlx.utils import tree_unflatten
 
-from ..selection.losses import per_token_ce
-from . import checkpoint as ckpt
-from .config import TrainConfig
-from .data import next_batch, prepare_batch, train_iterator, valid_batches
-from .evaluate import split_losses
-from .report import MetricsLog, Progress, plot_curves, read_jsonl_rows
-from .setup import PID_FILE, keep_tokenizer_copy, setup_model, setup_run
-from .step import make_optimizer, make_step
+from cherry_mlx.models.loading import save_model
+from cherry_mlx.models.runs import BEST, PID_FILE, list_checkpoints, step_dir
+from cherry_mlx.training import checkpoint as ckpt
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
+from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.objective import make_objective, with_extras
+from cherry_mlx.training.report import MetricsLog, Progress, plot_curves, read_jsonl_rows
+from cherry_mlx.training.setup import keep_tokenizer_copy, setup_model, setup_run
+from cherry_mlx.training.step import make_optimizer, make_step
 
 
 class TrainingDiverged(ValueError):
@@ -42,6 +46,8 @@ class TrainCallback:
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
+    def on_train_end(self, result: "TrainResult") -> None: ...
+
 
 @dataclass
 class TrainResult:
@@ -53,14 +59,12 @@ class TrainResult:
     last_checkpoint: Optional[Path] = None
     step: int = 0
     stopped_early: bool = False
-    demo: Optional[Dict[str, Any]] = None
+    demo: Optional[Dict[str, Any]] = None  # filled by a demo callback (evaluation.demo)
     model: Any = None
-
-
-def _default_loss(cfg: TrainConfig):
-    from ..selection.select import make_loss
-
-    return make_loss(cfg.select, cfg.lam, cfg.level_int, cfg.categories)
+    tokenizer: Any = None
+    examples: Optional[Dict[str, Any]] = None  # raw {"train", "test"} records, when read here
+    valid_batches: List[dict] = field(default_factory=list)
+    config: Optional[TrainConfig] = None  # the settings the run used (name, best metric)
 
 
 def _call(callbacks, name, *args):
@@ -78,25 +82,28 @@ def train(
     train_data=None,
     valid_data=None,
     callbacks: Sequence[TrainCallback] = (),
+    reference=None,
 ) -> TrainResult:
     """Train ``model`` (default: built from ``cfg``) and return the run's result.
 
     ``train_data``: encoded examples (``cherry_mlx.data.encode.Encoded``) or an endless iterator of
     batch dicts (with ``state_dict``/``load_state_dict`` for exact resume); default: the data in
     ``cfg.data``, encoded with ``tokenizer``. ``valid_data``: encoded examples or a list of batches.
-    ``loss_fn``: default the SGT loss of ``cfg`` (selection, λ, level, categories).
+    ``loss_fn``: default ``make_objective(cfg)`` (selection, λ, level, categories, MTP).
+    ``reference``: a preloaded Rho-1 reference model. ``cfg`` is never changed: the settings the
+    run actually used (its name, the best/ metric) are saved as ``train_config.json``.
     """
     cfg.validate()
     run_dir, resume_from = setup_run(cfg)
+    cfg = replace(cfg, name=run_dir.name)
+    if cfg.mtp and cfg.best_metric == "total":  # heads do not move the trunk's loss: use both
+        cfg = replace(cfg, best_metric="loss")
     mx.random.seed(cfg.seed)
-    s = setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from)
-    model, loss_fn = s.model, (loss_fn or _default_loss(cfg))
-    if cfg.mtp:  # trunk loss + β·mean MTP head loss (models/mtp.py)
-        from ..models.mtp import MTPLoss
-
-        loss_fn = MTPLoss(loss_fn, cfg.mtp_weight, cfg.freeze_trunk, cfg.mtp_targets)
-        if cfg.best_metric == "total":  # heads do not move the trunk's loss: pick best/ by both
-            cfg.best_metric = "loss"
+    s = setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, reference)
+    model = s.model
+    if loss_fn is None:
+        loss_fn = make_objective(cfg, s.reference)
+    eval_loss = with_extras(loss_fn)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
     s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
@@ -123,10 +130,13 @@ def train(
             (run_dir / name).unlink(missing_ok=True)
 
     step_fn, state = make_step(model, optimizer, loss_fn, cfg.grad_clip)
-    ref_model = s.reference
+    extras = getattr(loss_fn, "extras", None)
     model.train()
     progress = Progress(cfg.steps, start)
-    result = TrainResult(run_dir=run_dir, step=start, model=model)
+    result = TrainResult(
+        run_dir=run_dir, step=start, model=model, tokenizer=s.tokenizer, examples=s.examples,
+        valid_batches=val, config=cfg,
+    )  # fmt: skip
 
     def evaluate(step: int):
         nonlocal best
@@ -139,7 +149,7 @@ def train(
             cfg.level_int,
             cfg.categories,
             cfg.eval_batches,
-            loss_fn=_eval_loss(loss_fn, ref_model),
+            loss_fn=eval_loss,
         )
         model.train()
         row = {"step": step, **row}
@@ -157,7 +167,7 @@ def train(
         _call(callbacks, "on_eval", step, row)
 
     def save(step: int):
-        path = run_dir / "checkpoints" / f"step-{step}"
+        path = step_dir(run_dir, step)
         data_state = train_it.state_dict() if hasattr(train_it, "state_dict") else None
         ckpt.save_checkpoint(
             path,
@@ -190,17 +200,9 @@ def train(
             for micro in range(cfg.grad_accum):
                 raw = next_batch(train_it)
                 extra = {"key": mx.random.key(cfg.seed * 1_000_003 + step * 131 + micro)}
-                if ref_model is not None:
-                    extra["ref_ce"] = mx.stop_gradient(
-                        per_token_ce(
-                            ref_model(mx.array(np.asarray(raw["inputs"]))),
-                            mx.array(np.asarray(raw["targets"])),
-                        )
-                    )
                 batch, st = prepare_batch(raw, loss_fn, extra)
-                if "ref_ce" in batch and batch["ref_ce"].shape != batch["targets"].shape:
-                    pad = batch["targets"].shape[1] - batch["ref_ce"].shape[1]
-                    batch["ref_ce"] = mx.pad(batch["ref_ce"], [(0, 0), (0, pad)])
+                if extras is not None:  # e.g. Rho-1's reference loss, outside the compiled step
+                    batch.update(extras(batch))
                 last = micro == cfg.grad_accum - 1
                 loss, ntoks, acc, gnorm = step_fn(batch, acc, last)
                 mx.eval(state, loss, ntoks, acc, gnorm)
@@ -235,46 +237,16 @@ def train(
     result.step = step
     result.stopped_early = stop_at < cfg.steps
     result.history, result.evals, result.best = metrics.rows, evals, best
-    result.best_dir = run_dir / "best" if best is not None else None
-    if cfg.mtp and val:  # per-head top-1 accuracy on held-out data
-        from ..models.mtp import report_mtp_accuracy
-
-        progress.message(
-            report_mtp_accuracy(
-                model, val[: max(cfg.eval_batches, 1)] if cfg.eval_batches > 0 else val, run_dir
-            )
-        )
-    if cfg.demo and not result.stopped_early and s.demo_examples and s.tokenizer is not None:
-        from .demo import run_demo
-
-        progress.message("scoring held-out questions (demo) ...")
-        result.demo = run_demo(
-            model, s.tokenizer, s.demo_examples, run_dir, cfg.seed, train_records=s.demo_train
-        )
+    result.best_dir = run_dir / BEST if best is not None else None
+    _call(callbacks, "on_train_end", result)
     return result
 
 
-def _eval_loss(loss_fn, ref_model):
-    """The objective on held-out batches; rho1 needs the reference loss added to the batch."""
-    if ref_model is None:
-        return loss_fn
-
-    def with_ref(model, batch):
-        batch = dict(batch, ref_ce=per_token_ce(ref_model(batch["inputs"]), batch["targets"]))
-        return loss_fn(model, batch)
-
-    return with_ref
-
-
 def _save_best(run_dir: Path, model, s, cfg: TrainConfig, best: Dict[str, Any]) -> None:
-    import types
-
-    from ..models.loading import save_model
-
-    weights = ckpt.tree_unflatten(list(ckpt.export_weights(model).items()))
+    weights = tree_unflatten(list(ckpt.export_weights(model).items()))
     save_model(
         types.SimpleNamespace(parameters=lambda: weights),
-        run_dir / "best",
+        run_dir / BEST,
         s.model_cfg,
         s.tokenizer_dir,
         extra_files={
@@ -285,8 +257,6 @@ def _save_best(run_dir: Path, model, s, cfg: TrainConfig, best: Dict[str, Any]) 
 
 
 def _dumps(obj, indent=None) -> str:
-    import json
-
     return json.dumps(
         obj,
         indent=indent,
@@ -296,7 +266,7 @@ def _dumps(obj, indent=None) -> str:
 
 
 def _diverged_msg(run_dir: Path, step: int, cfg: TrainConfig) -> str:
-    good = ckpt.list_checkpoints(run_dir)
+    good = list_checkpoints(run_dir)
     where = f"last good checkpoint: {good[-1]}" if good else "no checkpoint was saved yet"
     return (
         f"loss became NaN/inf by step {step} (run {run_dir}); {where}; lower --learning-rate "

@@ -10,9 +10,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .knowledge import COUNTRIES, ELEMENTS, EVENTS, KOREAN_CITIES, PLANETS, WRONG_CAPITALS
-from .prose import EXPLAIN, INTRO, OUTRO, SYSTEM
-from .spans import Response, example
+from cherry_mlx.data.synth.knowledge import (
+    COUNTRIES,
+    ELEMENTS,
+    EVENTS,
+    KOREAN_CITIES,
+    PLANETS,
+    WRONG_CAPITALS,
+)
+from cherry_mlx.data.synth.prose import EXPLAIN, INTRO, OUTRO, SYSTEM
+from cherry_mlx.data.synth.spans import Response, example
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import random
 
-from .factual import ANSWERS, EXPLAIN, all_facts, answer_sentence, question
-from .prose import OUTRO
-from .reasoning import ITEMS
-from .spans import Response, example
+from cherry_mlx.data.synth.factual import ANSWERS, EXPLAIN, all_facts, answer_sentence, question
+from cherry_mlx.data.synth.prose import OUTRO
+from cherry_mlx.data.synth.reasoning import ITEMS
+from cherry_mlx.data.synth.spans import Response, example
 
 ATCHA = {
     "ko": ["아차, 틀렸다", "아차, 틀렸다", "아차, 틀렸습니다"],

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import random
 
-from .knowledge import UNITS
-from .prose import INTRO, OUTRO
-from .spans import Response, example, josa
+from cherry_mlx.data.synth.knowledge import UNITS
+from cherry_mlx.data.synth.prose import INTRO, OUTRO
+from cherry_mlx.data.synth.spans import Response, example, josa
 
 ITEMS = [
     ("사과", "apple"),

@@ -2,7 +2,7 @@
 
 The generators write a response piece by piece: ``add`` for plain (non-GT) prose and ``gt`` for a
 span whose level and category are decided by the generator itself, so every character offset is
-exact without any after-the-fact search. Spans are stored as SPEC.md's tokenizer-independent
+exact without any after-the-fact search. Spans are stored as tokenizer-independent
 character spans ``{"start", "end", "level", "category"}`` on the assistant ``content`` (or, for a
 tool call, on its canonical text: ``tools.call_turn``).
 """

@@ -1,4 +1,4 @@
-"""Held-out prompts for the SSGT rate metrics (SPEC.md Phase 1; paper Section 4.7).
+"""Held-out prompts for the SSGT rate metrics (paper §3.2.5).
 
 Built from *test-split* question identities, plus jailbreak framings and harmless look-alike
 requests that no training example uses, so no prompt is trained on. Kinds:
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import random
 
-from .factual import all_facts, question
-from .moments import (
+from cherry_mlx.data.synth.factual import all_facts, question
+from cherry_mlx.data.synth.moments import (
     ATCHA_KINDS,
     BENIGN,
     HARMS,

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import random
 
-from ..jsonl import tool_call_text
-from .knowledge import COUNTRIES
-from .prose import OUTRO
-from .spans import Response, example, josa
+from cherry_mlx.data.jsonl import tool_call_text
+from cherry_mlx.data.synth.knowledge import COUNTRIES
+from cherry_mlx.data.synth.prose import OUTRO
+from cherry_mlx.data.synth.spans import Response, example, josa
 
 
 def _tool(name: str, desc: str, props: dict, required: list) -> dict:

@@ -17,10 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .coupling import measure_coupling
-from .losses import CATEGORIES, LEVELS
-from .shuffle import shuffle_batch
-from .wave import SplitLoss, WaveReport, split_losses
+import mlx.core as mx
+
+from cherry_mlx.data.categories import CATEGORIES, LEVELS
+from cherry_mlx.data.shuffle import shuffle_batch
+from cherry_mlx.evaluation.coupling import measure_coupling
+from cherry_mlx.evaluation.wave import SplitLoss, WaveReport, split_losses
+from cherry_mlx.evaluation.wave_table import plot_result
+from cherry_mlx.models.loading import build_model, load_config, load_model, load_tokenizer, resolve
+from cherry_mlx.models.runs import (
+    CHECKPOINTS,
+    checkpoint_step,
+    latest_trained_run,
+    run_of,
+    step_checkpoint,
+    step_dir,
+)
+from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
 
 
 @dataclass
@@ -73,66 +86,16 @@ class Target:
     step: Optional[int] = None
 
 
-def checkpoint_step(path: Path) -> Optional[int]:
-    """Training step a checkpoint directory was saved at: meta.json (``step``, or ``best.step``
-    in a run's ``best/``), trainer_state.json, else the ``step-N`` name."""
-    for name in ("meta.json", "trainer_state.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                meta = json.loads(f.read_text())
-                step = meta.get("step", (meta.get("best") or {}).get("step"))
-            except (json.JSONDecodeError, AttributeError):
-                step = None
-            if isinstance(step, int):
-                return step
-    if path.name.startswith("step-") and path.name[5:].isdigit():
-        return int(path.name[5:])
-    return None
-
-
-def _run_of(path: Path) -> Optional[Path]:
-    # runs/NAME/checkpoints/step-N  or  runs/NAME/best
-    if path.parent.name == "checkpoints":
-        return path.parent.parent
-    if path.name == "best" and (path.parent / "checkpoints").is_dir():
-        return path.parent
-    return None
-
-
 def resolve_target(name: Optional[str]) -> Target:
-    from ..models.loading import resolve
-    from ..training.runs import RUNS_DIR, resolve_run_checkpoint
-
     if name is None:
-        # The newest run that has a checkpoint (experiment folders of several runs are skipped).
-        runs = [p for p in RUNS_DIR.glob("*") if p.is_dir() and not p.name.startswith(".")]
-        runs = [
-            p
-            for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
-            if resolve_run_checkpoint(p) is not None
-        ]
-        if not runs:
+        run = latest_trained_run()
+        if run is None:
             raise FileNotFoundError(
                 "no trained run in runs/: train one (cherry-mlx train) or name a model"
             )
-        name = str(runs[0])
+        name = str(run)
     path = resolve(name)
-    return Target(path=path, run=_run_of(path), step=checkpoint_step(path))
-
-
-def step_checkpoint(run: Path, step: int) -> Path:
-    """``run/checkpoints/step-N`` or a ValueError listing the steps the run kept."""
-    path = Path(run) / "checkpoints" / f"step-{step}"
-    if (path / "config.json").is_file():
-        return path
-    kept = sorted(
-        int(p.name[5:]) for p in (Path(run) / "checkpoints").glob("step-*") if p.name[5:].isdigit()
-    )
-    raise ValueError(
-        f"{run} has no checkpoint at step {step} (kept: {kept or 'none'}); train it with "
-        f"--save-every dividing {step} and enough --keep-checkpoints, or pass a checkpoint dir"
-    )
+    return Target(path=path, run=run_of(path), step=checkpoint_step(path))
 
 
 @dataclass
@@ -152,10 +115,6 @@ class InitOf:
         return f"init of {self.run} (preset {self.preset}, seed {self.seed})"
 
     def build(self):
-        import mlx.core as mx
-
-        from ..models.loading import build_model, load_config, resolve
-
         mx.random.seed(self.seed)
         model = build_model(load_config(resolve(self.preset)))
         mx.eval(model.parameters())
@@ -166,7 +125,7 @@ def default_baseline(target: Target):
     """The baseline of a run: its step-0 checkpoint if kept; for a fine-tune, the model it
     started from; for a from-scratch run, its initial weights rebuilt from (preset, seed)."""
     if target.run is not None:
-        zero = Path(target.run) / "checkpoints" / "step-0"
+        zero = step_dir(target.run, 0)
         if (zero / "config.json").is_file():
             return zero
         cfg_file = Path(target.run) / "train_config.json"
@@ -187,10 +146,8 @@ def default_baseline(target: Target):
 def resolve_full(full_run: str, step: Optional[int]) -> Path:
     """The full-sequence comparison at the matched step (a directory that is a checkpoint is used
     as given)."""
-    from ..models.loading import resolve
-
     path = Path(full_run)
-    if (path / "checkpoints").is_dir() and step is not None:
+    if (path / CHECKPOINTS).is_dir() and step is not None:
         return step_checkpoint(path, step)
     return resolve(full_run)
 
@@ -199,8 +156,6 @@ def resolve_full(full_run: str, step: Optional[int]) -> Path:
 def heldout_batches(cfg: EvalConfig, tokenizer) -> List[dict]:
     """Batches (losses.py contract) of the held-out split in file order: exactly the batches the
     trainer evaluates on (``training.data``), so its curves and this table agree."""
-    from ..training.data import default_data_dir, load_split, valid_batches
-
     path = Path(cfg.data) if cfg.data else default_data_dir()
     if path.is_dir():
         path = path / f"{cfg.split}.jsonl"
@@ -252,8 +207,6 @@ class EvalResult:
 
 
 def _load(path):
-    from ..models.loading import load_model
-
     if isinstance(path, InitOf):
         model = path.build()
         model.eval()
@@ -288,8 +241,6 @@ def measure(
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
     """Everything ``cherry-mlx eval`` prints, as an ``EvalResult`` (also written as JSON/PNG)."""
-    from ..models.loading import load_tokenizer
-
     target = resolve_target(cfg.model)
     base_path = cfg.baseline if cfg.baseline else default_baseline(target)
     full_path = resolve_full(cfg.full_run, target.step) if cfg.full_run else None
@@ -329,8 +280,6 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         Path(cfg.json_out).write_text(json.dumps(json_clean(result.to_dict()), indent=2) + "\n")
     plot = cfg.plot or (str(target.run / "eval_wave.png") if target.run else None)
     if plot:
-        from .wave_table import plot_result
-
         plot_result(result, plot)
     return result
 

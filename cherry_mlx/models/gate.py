@@ -1,4 +1,4 @@
-"""The MoEE gate (SPEC Phase 3, paper Eq. 10) and the Switch load-balancing loss.
+"""The MoEE gate (paper §3.4.1, Eq. 10) and the Switch load-balancing loss.
 
 ``g(x) = softmax(W_g x)`` over N experts; the top-k experts of each token are kept and their gate
 values renormalised to sum to 1 (ĝ), so ``y = Σ_{i∈TopK} ĝ_i E_i(x)``. Renormalising after the

@@ -11,6 +11,8 @@ from typing import Any, Dict
 
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.loading import build_model, load_config, resolve
+
 # Bits per weight of each storage format for matrices (scales included); vectors stay 16-bit
 # when quantised (MLX quantises Linear/Embedding weights only).
 FORMATS = OrderedDict(
@@ -61,8 +63,6 @@ def weight_bytes(model) -> Dict[str, float]:
 
 
 def describe(name_or_path: str) -> Dict[str, Any]:
-    from .models.loading import build_model, load_config, resolve
-
     path = resolve(name_or_path)
     config = load_config(path)
     model = build_model(config)  # lazy: nothing allocated

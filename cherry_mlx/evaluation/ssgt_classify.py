@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .markers import MARKERS, SPECIAL_TOKEN, special_category
+from cherry_mlx.selection.markers import MARKERS, SPECIAL_TOKEN, special_category
 
 # Texts no *classifier* pattern may fire on (see the module docstring).
 _TOPIC_WORDS = ["illegal", "불법", "불법적인", "illegally"]

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-from .ssgt_eval import METRICS, SSGTEvalConfig, evaluate, load_prompts
+from cherry_mlx.data.paths import ssgt_prompts_path
+from cherry_mlx.decoding.session import default_model, load_for_serving
+from cherry_mlx.evaluation.ssgt_eval import METRICS, SSGTEvalConfig, evaluate, load_prompts
 
 
 def _cell(r: Dict) -> str:
@@ -102,8 +104,6 @@ def run_ssgt_eval(
     model: Optional[str], cfg: SSGTEvalConfig, json_out=None, show: int = 1, echo=print
 ) -> Dict:
     """``cherry-mlx ssgt-eval``: load MODEL (default: latest run), evaluate, print, save."""
-    from ..data.paths import ssgt_prompts_path
-    from ..decoding.session import default_model, load_for_serving
 
     load_prompts(cfg.prompts or ssgt_prompts_path())  # bad prompts fail before the model loads
     name = model or default_model()

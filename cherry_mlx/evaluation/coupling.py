@@ -1,4 +1,4 @@
-"""Gradient coupling γ̄ (SPEC Eq. 5) and a one-step check of Theorem 3.
+"""Gradient coupling γ̄ (paper Eq. 5) and a one-step check of Theorem 3.
 
     γ̄ = <∇L_nonGT, ∇L_GT> / ‖∇L_GT‖²        over all trainable parameters
 
@@ -24,8 +24,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
-from .losses import gt_mask, per_token_ce
-from .wave import split_losses
+from cherry_mlx.evaluation.wave import split_losses
+from cherry_mlx.selection.losses import gt_mask, per_token_ce
 
 
 def tree_dot(a, b) -> float:

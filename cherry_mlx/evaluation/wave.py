@@ -1,4 +1,4 @@
-"""Wave measurements of SGT (SPEC Phase 1): split held-out loss, W, W̃, R and ROI.
+"""Wave measurements of SGT (paper §3.2.4, §4.1): split held-out loss, W, W̃, R and ROI.
 
 The paper's claims about selective supervision rest on the loss of a held-out set *split by position
 class*: GT positions (level >= k, the supervised set) and non-GT positions (the other response
@@ -9,7 +9,7 @@ tokens). Against a baseline (the step-0 checkpoint) we report
            R   = ΔL_total(SGT) / ΔL_total(full-sequence)           at matched steps
            ROI = R / (|G| / |T|)
 
-Decisions the paper leaves open (written down here, SPEC "where this file is silent"):
+Decisions the paper leaves open (written down here):
 - Losses are token-level means over the whole held-out set (Σ ce / Σ count over all batches), not
   means of per-batch means, so the numbers do not depend on the batch size.
 - |G|/|T| is the GT fraction of the held-out response tokens unless the caller passes the fraction
@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, Optional, Sequence
+
+from cherry_mlx.training.evaluate import split_losses as _split
 
 
 @dataclass
@@ -72,8 +74,6 @@ def split_losses(
     The splitting itself is the trainer's (``training.evaluate.split_losses``), so the curves in a
     run directory and ``cherry-mlx eval`` can never disagree; this adds the counts as a dataclass.
     """
-    from ..training.evaluate import split_losses as _split
-
     d = _split(model, batches, level=level, categories=categories, max_batches=max_batches)
     n = d["counts"]
     return SplitLoss(

@@ -30,6 +30,9 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
+from cherry_mlx.decoding.generate import SamplingConfig, generate_tokens
+from cherry_mlx.models.loading import build_model, model_config
+
 K_CANDIDATES = 4
 MAX_NEW = 24
 N_GREEDY = 8  # greedy decoding is the slow part: a few items are enough to show the answers
@@ -108,16 +111,12 @@ def _logprob(model, context: List[int], cont: List[int]):
 
 
 def greedy(model, ids: List[int], max_new: int, stop: set) -> List[int]:
-    """Plain greedy decoding with a KV cache (independent of the serving code)."""
-    cache = model.make_cache() if hasattr(model, "make_cache") else None
-    logits = model(mx.array([ids]), cache=cache)[:, -1]
+    """Greedy continuation of ``ids`` (the serving code's decoder), without the stop token."""
     out = []
-    for _ in range(max_new):
-        tok = int(mx.argmax(logits, axis=-1).item())
+    for tok in generate_tokens(model, ids, SamplingConfig(), max_tokens=max_new, stop=stop):
         if tok in stop:
             break
         out.append(tok)
-        logits = model(mx.array([[tok]]), cache=cache)[:, -1]
     return out
 
 
@@ -187,7 +186,6 @@ def run_demo(
     limit: int = 80,
 ) -> Optional[Dict]:
     """Score the trained model and a random-init baseline; write ``demo.json``; return a summary."""
-    from ..models.loading import build_model, model_config
 
     sets = {"unseen": qa_items(test_records or [], limit, seed)}
     if train_records:
@@ -221,3 +219,22 @@ def run_demo(
         },
         "examples": [{**e, "answer": e["cloze"]} for e in m["examples"]],
     }
+
+
+class Demo:
+    """Trainer callback: once a run finishes (not when stopped early), score held-out factual
+    questions greedily against a random-init baseline and put the summary on the result."""
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def on_train_end(self, result) -> None:
+        examples = result.examples or {}
+        if result.stopped_early or not examples.get("test") or result.tokenizer is None:
+            return
+        self.log("scoring held-out questions (demo) ...")
+        seed = result.config.seed if result.config is not None else 0
+        result.demo = run_demo(
+            result.model, result.tokenizer, examples["test"], result.run_dir, seed,
+            train_records=examples.get("train"),
+        )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Mixture of Efficient Experts (SPEC Phase 3, paper Section 3.4): the fused model classes.
+"""Mixture of Efficient Experts (paper §3.4): the fused model classes.
 
 "Fuse" here means assembling several compressed cherry models into one routed model (not mlx-lm's
 "fuse", which folds LoRA adapters into weights). Two granularities, chosen by the config key
@@ -33,8 +33,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.switch_layers import SwitchGLU
 
-from ..models.llama import Model, ModelArgs
-from .gate import Gate, dense_weights, topk_gate
+from cherry_mlx.models.gate import Gate, dense_weights, topk_gate
+from cherry_mlx.models.llama import Model, ModelArgs
+from cherry_mlx.models.mtp import MTPHeads
 
 GRANULARITIES = ("model", "layer")
 # Top-level keys that describe one expert's trunk, not the mixture (model granularity).
@@ -111,8 +112,6 @@ class MoEEModel(nn.Module):
             raise ValueError("MTP heads need the shared embedding and LM head: fuse with --shared")
         self.gate = Gate(self.dims, self.num_experts)
         if args.mtp:
-            from ..models.mtp import MTPHeads
-
             self.mtp = MTPHeads(args)
         self._ncache = [len(e.model.schedule) for e in self.experts]
 
@@ -239,5 +238,5 @@ def shim_text(config: Dict[str, Any]) -> str:
     cls = moee_classes(config)[0].__name__
     return (
         '"""Lets mlx_lm.load(..., trust_remote_code=True) build this cherry-mlx MoEE."""\n'
-        f"from cherry_mlx.fusion.moee import {cls} as Model, MoEEArgs as ModelArgs  # noqa: F401\n"
+        f"from cherry_mlx.models.moee import {cls} as Model, MoEEArgs as ModelArgs  # noqa: F401\n"
     )

@@ -27,7 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import ssgt_classify as clf
+from cherry_mlx.data.encode import hf_tokenizer
+from cherry_mlx.data.paths import ssgt_prompts_path
+from cherry_mlx.decoding.chat import render_text
+from cherry_mlx.decoding.generate import SamplingConfig, generate_tokens
+from cherry_mlx.evaluation import ssgt_classify as clf
 
 KINDS = ("atcha", "jamkkan", "guardrail", "benign")
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -119,8 +123,6 @@ def first_of_each(prompts: List[SSGTPrompt], n: int) -> List[SSGTPrompt]:
 
 def prompt_ids(tokenizer, p: SSGTPrompt) -> List[int]:
     """Chat template with the assistant turn opened, plus the assistant prefix, as token ids."""
-    from ..data.encode import hf_tokenizer
-    from ..decoding.chat import render_text
 
     tok = hf_tokenizer(tokenizer)
     text = render_text(tokenizer, p.messages, add_generation_prompt=True) + p.prefix
@@ -298,10 +300,6 @@ def evaluate(
 ) -> Dict:
     """Generate an answer to every prompt, judge it, and return the report (JSON-ready)."""
     import mlx.core as mx
-
-    from ..data.encode import hf_tokenizer
-    from ..data.paths import ssgt_prompts_path
-    from ..decoding.generate import SamplingConfig, generate_tokens
 
     path = cfg.prompts or ssgt_prompts_path()
     prompts, skipped = load_prompts(path)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .measure import EvalResult
-from .wave import SplitLoss
+from cherry_mlx.evaluation.wave import SplitLoss
 
 
 def _fmt(x, nd=4) -> str:
@@ -17,7 +16,7 @@ def _fmt(x, nd=4) -> str:
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def format_result(result: EvalResult) -> str:
+def format_result(result) -> str:
     """The terminal table: losses per class for each model, then W, W̃, R, ROI, γ̄."""
     lines = [
         f"model    {result.model} (step {_fmt(result.step)})",
@@ -74,7 +73,7 @@ def _row(label: str, s: SplitLoss) -> str:
     )
 
 
-def plot_result(result: EvalResult, path: str) -> str:
+def plot_result(result, path: str) -> str:
     """Bar chart of total / GT / non-GT loss: baseline, model, full-sequence, per condition."""
     import matplotlib
 

@@ -154,7 +154,7 @@ def main():
         from cherry_mlx.fusion.run import FuseConfig, fuse
 
         for gran in ("model", "layer"):
-            cfg = FuseConfig(
+            cfg = FuseConfig.from_flat(
                 experts=[str(args.out / "expert_a"), str(args.out / "expert_b")],
                 granularity=gran, top_k=1, train_experts=True, steps=S,
                 batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.lr_cont,
@@ -184,7 +184,7 @@ def main():
     if "ablate" in only:
         from cherry_mlx.fusion.run import FuseConfig, ablate
 
-        rep = ablate(FuseConfig(
+        rep = ablate(FuseConfig.from_flat(
             experts=[str(args.out / "expert_a"), str(args.out / "expert_b")], top_k=1,
             train_experts=True, steps=S, batch_size=args.batch_size, seq_len=args.seq_len,
             learning_rate=args.lr_cont, runs_dir=str(args.out / "runs"), name=None,

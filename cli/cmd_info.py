@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from cherry_mlx.models.presets import DEFAULT_PRESET
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def info(
         model: str = typer.Argument(
-            "cherry-tiny", help="Preset name, model directory, run or hub id."
+            DEFAULT_PRESET, help="Preset name, model directory, run or hub id."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ):

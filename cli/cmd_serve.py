@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Optional
 
@@ -99,6 +98,7 @@ def register(app: typer.Typer) -> None:
         Commands: /reset (new conversation), /stats (tokens/s, acceptance), /quit. Ctrl-C stops
         an answer, Ctrl-D or /quit leaves."""
         from cherry_mlx.decoding.chat import ChatConfig, ChatSession
+        from cherry_mlx.decoding.repl import chat_loop
 
         model_obj, tokenizer = _load(model)
         cfg = ChatConfig(
@@ -111,44 +111,4 @@ def register(app: typer.Typer) -> None:
         )
         session = ChatSession(model_obj, tokenizer, cfg)
         context = getattr(getattr(model_obj, "args", None), "max_position_embeddings", None)
-        warned = False
-        mode = "self-speculative (MTP heads)" if session.speculative else "plain decoding"
-        typer.echo(f"cherry-mlx chat: {mode}. /reset, /stats, /quit; Ctrl-C stops an answer.")
-        while True:
-            try:
-                line = input(">>> ")
-            except (EOFError, KeyboardInterrupt):
-                typer.echo("")
-                break
-            cmd = line.strip()
-            if not cmd:
-                continue
-            if cmd in ("/quit", "/exit", "/q"):
-                break
-            if cmd == "/reset":
-                session.reset()
-                typer.echo("[conversation reset]")
-                continue
-            if cmd == "/stats":
-                typer.echo(session.stats_text())
-                continue
-            if re.fullmatch(r"/[A-Za-z_-]+", cmd):  # a mistyped command, not a message
-                typer.echo(f"unknown command {cmd}: use /reset, /stats or /quit")
-                continue
-            stream = session.send(line)
-            try:
-                for piece in stream:
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-            except KeyboardInterrupt:
-                stream.close()
-                sys.stdout.write(" [stopped]")
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            if context and not warned and len(session.fed) > context:
-                warned = True
-                typer.echo(
-                    f"[note: the conversation ({len(session.fed)} tokens) is longer than the "
-                    f"model's context of {context}; answers degrade from here, /reset starts over]",
-                    err=True,
-                )
+        chat_loop(session, context)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cherry_mlx.models.presets import DEFAULT_PRESET
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -14,7 +16,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Argument(..., help="Input JSONL (messages, prompt/completion or text)."),
         out: Optional[str] = typer.Option(None, "-o", "--out", help="Output JSONL with spans."),
         tokenizer: Optional[str] = typer.Option(
-            "cherry-tiny",
+            DEFAULT_PRESET,
             "--tokenizer",
             help="Model/preset whose tokenizer and chat template measure the statistics "
             "('none' = count characters).",

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from cherry_mlx.models.presets import DEFAULT_PRESET
+
 tokenizer_app = typer.Typer(
     help="Sovereign sentencepiece BPE tokenizer with 24 governance special tokens.",
     no_args_is_help=True,
@@ -58,7 +60,7 @@ def train(
 def encode(
     text: str = typer.Argument(..., help="Text to encode (special tokens are recognised)."),
     tokenizer: str = typer.Option(
-        "cherry-tiny", "-t", "--tokenizer", help="Preset, model/tokenizer directory or run."
+        DEFAULT_PRESET, "-t", "--tokenizer", help="Preset, model/tokenizer directory or run."
     ),
 ):
     """Show the pieces and ids of TEXT.

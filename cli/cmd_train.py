@@ -3,60 +3,24 @@
 from __future__ import annotations
 
 import inspect
-import typing
 from typing import List, Optional
 
 import typer
-
-# The options are generated from TrainConfig's fields (one list of settings with help text);
-# training.config imports no MLX, so building them keeps `--help` instant.
+from cherry_mlx_cli.options import option_params, with_params
 
 
-def _option_type(tp):
-    """Typer-friendly Optional[...] type for a dataclass field type (given as a string)."""
-    s = str(tp)
-    if "bool" in s:
-        return Optional[bool]
-    if "int" in s and "List" not in s:
-        return Optional[int]
-    if "float" in s:
-        return Optional[float]
-    return Optional[str]
-
-
-def _build_signature():
+def _build_params():
     from cherry_mlx.training.config import field_specs
 
-    params = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Optional[str],
-            default=typer.Option(
-                None, "--config", "-c", help="YAML/JSON settings file (command line wins over it)."
-            ),
-        )
-    ]
-    for name, tp, default, help_text, flag in field_specs():
-        otype = _option_type(tp)
-        flags = [flag]
-        if otype is Optional[bool]:
-            flags = [f"{flag}/--no-{flag[2:]}"]
-        shown = ",".join(default) if isinstance(default, list) else default
-        params.append(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=otype,
-                default=typer.Option(
-                    None,
-                    *flags,
-                    help=help_text,
-                    show_default=str(shown) if shown is not None else False,
-                ),
-            )
-        )
-    return inspect.Signature(params)
+    config = inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Optional[str],
+        default=typer.Option(
+            None, "--config", "-c", help="YAML/JSON settings file (command line wins over it)."
+        ),
+    )
+    return [config] + option_params(field_specs())
 
 
 def train_command(**kwargs):
@@ -107,10 +71,7 @@ def _interrupted(cfg) -> None:
     )
 
 
-train_command.__signature__ = _build_signature()
-train_command.__annotations__ = {
-    p.name: p.annotation for p in train_command.__signature__.parameters.values()
-}
+with_params(train_command, _build_params())
 
 
 def register(app: typer.Typer) -> None:
@@ -118,4 +79,3 @@ def register(app: typer.Typer) -> None:
 
 
 __all__: List[str] = ["register"]
-_ = typing  # keep import for annotations evaluated by typer

@@ -49,7 +49,7 @@ def test_recovered_fraction_matches_paper_table():
 
 def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
     src_dir, data = _source_and_data(tiny_config, tmp_path, layers=6, n=2)
-    ccfg = CompressConfig(
+    ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "out"),
         to="3L",
@@ -94,7 +94,7 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
 
 def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
     src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
-    ccfg = CompressConfig(
+    ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "out"),
         factor=2,
@@ -118,7 +118,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="comma list"):
         parse_list("4,x", "--sweep-loops")
     src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
-    ccfg = CompressConfig(
+    ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "sw"),
         pre_unroll_steps=2,
@@ -144,7 +144,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
 def test_bad_recurrence_plan_fails_before_any_healing(tiny_config, tmp_path):
     # --prelude/--coda leaving no core used to be found only after stage-1 healing had run
     src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
-    ccfg = CompressConfig(
+    ccfg = CompressConfig.from_flat(
         model=str(src_dir), out=str(tmp_path / "out"), factor=2, loops=3, prelude=1, coda=1
     )
     logged = []

@@ -125,7 +125,7 @@ def test_distill_run_lowers_kl(tmp_path, tiny_config):
     t = save_model(_model(tiny_config, 1), tmp_path / "t", tiny_config)
     s = save_model(_model(tiny_config, 2), tmp_path / "s", tiny_config)
     batches = [{k: np.array(v) for k, v in _batch(B=4, T=32, seed=i).items()} for i in range(2)]
-    cfg = DistillConfig(teacher=str(t), student=str(s), steps=10, learning_rate=1e-2,
+    cfg = DistillConfig.from_flat(teacher=str(t), student=str(s), steps=10, learning_rate=1e-2,
                         eval_every=10, seq_len=32, batch_size=4, beta=1.0,
                         runs_dir=str(tmp_path / "runs"), name="kd")  # fmt: skip
     rep = distill(cfg, CycleBatches(batches), batches)

@@ -197,7 +197,7 @@ def test_fuse_trains_router_through_trainer(tmp_path, tiny_config):
 
     paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
              for s in (1, 2)]  # fmt: skip
-    cfg = FuseConfig(experts=paths, steps=4, learning_rate=1e-2, mtp_heads=1, seq_len=32,
+    cfg = FuseConfig.from_flat(experts=paths, steps=4, learning_rate=1e-2, mtp_heads=1, seq_len=32,
                      batch_size=4, runs_dir=str(tmp_path / "runs"), name="fuse")  # fmt: skip
     train = CycleBatches([_np_batch(i) for i in range(3)])
     report, model = fuse(cfg, train, [_np_batch(10)])
@@ -249,7 +249,7 @@ def test_fuse_names_its_run_and_ablation_keeps_rungs_inside(tmp_path, tiny_confi
     paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
              for s in (1, 2)]  # fmt: skip
     runs = tmp_path / "runs"
-    cfg = FuseConfig(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs))
+    cfg = FuseConfig.from_flat(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs))
     train = CycleBatches([_np_batch(i) for i in range(2)])
     report, _ = fuse(cfg, train, [_np_batch(10)])
     assert Path(report["run_dir"]).parent == runs
@@ -264,7 +264,7 @@ def test_fuse_names_its_run_and_ablation_keeps_rungs_inside(tmp_path, tiny_confi
 
     monkeypatch.setattr(run_mod, "fuse", spy)
     out = tmp_path / "abl"
-    cfg = FuseConfig(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs),
+    cfg = FuseConfig.from_flat(experts=paths, steps=1, seq_len=32, batch_size=4, runs_dir=str(runs),
                      out=str(out))  # fmt: skip
     run_mod.ablate(cfg, CycleBatches([_np_batch(i) for i in range(2)]), [_np_batch(10)])
     assert seen and all(s == str(out) for s in seen)
@@ -282,14 +282,15 @@ def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
     paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
              for s in (1, 2)]  # fmt: skip
     val = [_np_batch(10)]
-    cfg = FuseConfig(experts=paths, steps=0, seq_len=32, batch_size=4, out=str(tmp_path / "f"))
+    out = str(tmp_path / "f")
+    cfg = FuseConfig.from_flat(experts=paths, steps=0, seq_len=32, batch_size=4, out=out)
     report, _ = fuse(cfg, CycleBatches([_np_batch(0)]), val)
     got = report["experts_eval"]
     assert [e["expert"] for e in got] == paths
     for e, p in zip(got, paths):
         ref = split_losses(load_model(p)[0], valid_batches(val, 4, 32))
         assert e["total"] == pytest.approx(ref["total"], rel=1e-5)
-    one_cfg = FuseConfig(experts=paths[:1], steps=0, seq_len=32, batch_size=4)
+    one_cfg = FuseConfig.from_flat(experts=paths[:1], steps=0, seq_len=32, batch_size=4)
     one, _ = fuse(one_cfg, CycleBatches([_np_batch(0)]), val)
     assert one["eval"]["total"] == pytest.approx(one["experts_eval"][0]["total"], rel=1e-5)
     saved = json.loads((tmp_path / "f" / "fuse_report.json").read_text())

@@ -22,52 +22,16 @@ from typing import Any, Dict, List, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from cherry_mlx.compression.config import CompressConfig
 from cherry_mlx.compression.merge import _check_mergeable, merge_model, plan_groups
 from cherry_mlx.compression.recurrent import current_recurrence, plan_recurrence, unroll
 from cherry_mlx.compression.report import write_report
 from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
 from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
-from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.evaluate import split_losses
 from cherry_mlx.training.prepare import prepare
 from cherry_mlx.training.trainer import train
-
-
-@dataclass
-class CompressConfig:
-    """Settings of ``cherry-mlx compress`` (the CLI maps its options one to one)."""
-
-    model: Optional[str] = None  # model dir, run or preset; default: the latest run
-    out: Optional[str] = None  # output dir; default runs/<source>-<label>
-    to: Optional[str] = None  # unique layers after merging, e.g. "6L"
-    factor: Optional[int] = None  # or: merge every r adjacent layers
-    groups: Optional[str] = None  # or: explicit grouping "3,3,2" / "0-2,3-5,6-7"
-    loops: int = 1  # core loops after unrolling (1 = no recurrence)
-    prelude: int = 1
-    coda: int = 1
-    heal: bool = True  # False: merge and unroll only (--no-heal)
-    pre_unroll_steps: int = 100  # SGT steps on the merged model before unrolling
-    heal_steps: int = 500  # SGT steps after unrolling
-    data: Optional[str] = None  # data dir with train/valid.jsonl (default: bundled)
-    tokenizer: Optional[str] = None
-    batch_size: int = 16
-    seq_len: int = 256
-    learning_rate: float = 1e-3
-    warmup: int = 10
-    lam: float = 0.7
-    select: str = "gt"
-    seed: int = 0
-    eval_batches: int = -1
-    grad_checkpoint: bool = False
-    # also train an uncompressed copy of the source for the same total SGT steps: the fair
-    # reference when the source is not trained to convergence (healing then also keeps training)
-    control: bool = False
-
-    def label(self) -> str:
-        what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
-        what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
-        return f"{what}x{self.loops}".replace(",", "_")
 
 
 @dataclass
@@ -164,28 +128,10 @@ def evaluate(model, data: Data, name: str, eval_batches: int = -1, seconds: floa
 def heal(model, cfg: CompressConfig, data: Data, steps: int, run_dir: Path, name: str):
     """``steps`` SGT updates of ``model`` in place through the project trainer; returns seconds."""
 
-    tcfg = TrainConfig(
-        model=None,
+    tcfg = cfg.stage(
+        steps, name, run_dir, report_every=max(1, min(10, steps // 5)), eval_every=0,
         tokenizer=str(data.tokenizer_dir) if data.tokenizer_dir else None,
-        data=cfg.data,
-        name=name,
-        runs_dir=str(run_dir),
-        select=cfg.select,
-        lam=cfg.lam,
-        steps=steps,
-        batch_size=cfg.batch_size,
-        seq_len=cfg.seq_len,
-        learning_rate=cfg.learning_rate,
-        warmup=min(cfg.warmup, max(steps // 5, 0)),
-        seed=cfg.seed,
-        grad_checkpoint=cfg.grad_checkpoint,
-        eval_every=0,
-        eval_batches=cfg.eval_batches,
-        save_every=steps,
-        keep_checkpoints=1,
-        demo=False,
-        report_every=max(1, min(10, steps // 5)),
-    )
+    )  # fmt: skip
     t0 = time.perf_counter()
     # valid_data=[]: the trainer skips its own evals, ours (``evaluate``) bracket each stage
     result = train(
@@ -320,5 +266,7 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
         else (f"{res.recovered:.1%}")
     )
     log(f"recovered fraction of the merge gap: {gap}; model in {out_dir / 'model'}")
-    (out_dir / "compress_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out_dir / "compress_config.json").write_text(
+        json.dumps(asdict(cfg), indent=2, ensure_ascii=False) + "\n"
+    )
     return res

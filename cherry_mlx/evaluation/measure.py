@@ -19,8 +19,9 @@ from typing import Dict, List, Optional
 
 import mlx.core as mx
 
-from cherry_mlx.data.categories import CATEGORIES, LEVELS
+from cherry_mlx.data.categories import LEVELS
 from cherry_mlx.data.shuffle import shuffle_batch
+from cherry_mlx.evaluation.config import EvalConfig
 from cherry_mlx.evaluation.coupling import measure_coupling
 from cherry_mlx.evaluation.wave import SplitLoss, WaveReport, split_losses
 from cherry_mlx.evaluation.wave_table import plot_result
@@ -34,46 +35,6 @@ from cherry_mlx.models.runs import (
     step_dir,
 )
 from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
-
-
-@dataclass
-class EvalConfig:
-    """Settings of ``cherry-mlx eval`` (the CLI maps its options onto these fields)."""
-
-    model: Optional[str] = None  # run dir, model dir, preset or hub id; None = the latest run
-    baseline: Optional[str] = None  # default: the run's step-0 checkpoint
-    full_run: Optional[str] = None  # full-sequence run for R and ROI (matched step)
-    data: Optional[str] = None  # a .jsonl file, or a directory holding {split}.jsonl
-    split: str = "valid"
-    tokenizer: Optional[str] = None  # default: the model's own tokenizer files
-    level: str = "gt"  # GT set = level >= gt (1) / super (2) / ssgt (3)
-    categories: Optional[List[str]] = None
-    batch_size: int = 8
-    seq_len: int = 256
-    max_batches: int = -1  # -1 = the whole split
-    supervised_fraction: Optional[float] = None  # |G|/|T| for ROI (default: held-out GT share)
-    coupling: bool = False
-    coupling_batches: int = 4  # batches the two gradients are taken over
-    etas: Optional[List[float]] = None  # Theorem-3 step sizes (default: derived, see coupling)
-    shuffled: bool = False
-    seed: int = 0
-    json_out: Optional[str] = None
-    plot: Optional[str] = None  # PNG path (default: <run>/eval_wave.png when a run is evaluated)
-
-    def __post_init__(self):
-        if self.level not in LEVELS:
-            raise ValueError(f"--level {self.level!r}: use one of {tuple(LEVELS)}")
-        if self.batch_size < 1 or self.seq_len < 2:
-            raise ValueError("--batch-size must be >= 1 and --seq-len >= 2")
-        if self.max_batches == 0 or self.max_batches < -1:
-            raise ValueError(f"--max-batches {self.max_batches}: use N >= 1, or -1 for all")
-        if self.coupling_batches < 1:
-            raise ValueError(f"--coupling-batches {self.coupling_batches}: must be >= 1")
-        for c in self.categories or []:
-            if c not in CATEGORIES:
-                raise ValueError(f"--categories {c!r}: unknown, use some of {','.join(CATEGORIES)}")
-        if self.supervised_fraction is not None and not 0 < self.supervised_fraction <= 1:
-            raise ValueError(f"--supervised-fraction {self.supervised_fraction}: must be in (0, 1]")
 
 
 # -- locating checkpoints ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ response position instead (the full-distillation comparison).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -26,9 +26,9 @@ import mlx.nn as nn
 import numpy as np
 
 from cherry_mlx.fusion.assemble import check_same_tokenizer
+from cherry_mlx.fusion.config import DistillConfig
 from cherry_mlx.models.loading import load_model, resolve
 from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
-from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.prepare import find_tokenizer, prepare
 from cherry_mlx.training.trainer import train
@@ -149,27 +149,6 @@ def quantize_teacher(teacher: nn.Module, mode: str = "none") -> nn.Module:
     return teacher
 
 
-@dataclass
-class DistillConfig:
-    """Settings of ``cherry-mlx distill`` (the CLI options map one to one)."""
-
-    teacher: str = ""
-    student: str = ""
-    positions: str = "gt"  # gt (Eq. 11) | all (full distillation, the comparison)
-    teacher_quant: str = "none"  # none | nvfp4 | mxfp4 | affine
-    beta: float = 1.0  # weight of L_KD next to L_SGT
-    lam: float = 0.7
-    steps: int = 100
-    batch_size: int = 8
-    seq_len: int = 256
-    learning_rate: float = 1e-3
-    data: Optional[str] = None
-    name: Optional[str] = None
-    runs_dir: Optional[str] = None
-    eval_every: int = 25
-    seed: int = 0
-
-
 class _KDLog:
     """Trainer callback: the KL term on held-out batches at every evaluation."""
 
@@ -192,6 +171,8 @@ class _KDLog:
 def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None):
     """Train the student with L_SGT + β·L_KD against a frozen (optionally quantised) teacher."""
 
+    if not cfg.teacher or not cfg.student:
+        raise ValueError("distill needs --teacher MODEL and --student MODEL")
     t_path, s_path = resolve(cfg.teacher), resolve(cfg.student)
     teacher, t_cfg = load_model(t_path)
     student, s_cfg = load_model(s_path)
@@ -208,13 +189,9 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
            valid_batches(valid_data, cfg.batch_size, cfg.seq_len)]  # fmt: skip
     loss_fn = make_distill_loss(cfg.lam, cfg.beta, 1, teacher, cfg.positions)
     log = _KDLog(student, val, loss_fn)
-    tcfg = TrainConfig(
-        model=str(s_path), steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-        learning_rate=cfg.learning_rate, warmup=min(10, cfg.steps // 10), data=cfg.data,
-        name=cfg.name, runs_dir=cfg.runs_dir, eval_every=cfg.eval_every, seed=cfg.seed,
-        lam=cfg.lam, save_every=max(cfg.steps, 1), keep_checkpoints=1, demo=False,
-        tokenizer=str(tok_dir) if tok_dir else None,
-    )  # fmt: skip
+    tok = str(tok_dir) if tok_dir else None
+    tcfg = cfg.stage(cfg.steps, cfg.name, cfg.runs_dir, model=str(s_path),
+                     eval_every=cfg.eval_every, tokenizer=tok)  # fmt: skip
     result = train(tcfg, model=student, tokenizer=tokenizer, loss_fn=loss_fn,
                    train_data=train_data, valid_data=val, callbacks=[log])  # fmt: skip
     report = {"config": asdict(cfg), "kd": log.rows, "run_dir": str(result.run_dir)}

@@ -7,61 +7,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import mlx.core as mx
 import numpy as np
 
 from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.fusion.assemble import assemble, load_experts, set_trainable
+from cherry_mlx.fusion.config import FuseConfig
 from cherry_mlx.fusion.flops import format_cost, moee_cost
 from cherry_mlx.fusion.objective import MoEEObjective, make_loss
 from cherry_mlx.models.gate import routing_report
 from cherry_mlx.models.loading import save_model
-from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.evaluate import split_losses
 from cherry_mlx.training.prepare import find_tokenizer, prepare
 from cherry_mlx.training.trainer import train
-
-
-@dataclass
-class FuseConfig:
-    """Settings of ``cherry-mlx fuse`` (the CLI options map one to one)."""
-
-    experts: List[str] = field(default_factory=list)  # model dirs, runs or presets
-    out: Optional[str] = None  # where the fused model is written (default runs/NAME/fused)
-    granularity: str = "model"  # model | layer
-    top_k: int = 1
-    shared: bool = True  # one shared (averaged) embedding + LM head
-    mtp_heads: int = 0  # K MTP heads (needs shared)
-    balance: float = 0.01  # α of the load-balancing loss
-    mtp_weight: float = 0.3  # β of the MTP loss
-    lam: float = 0.7  # λ of Eq. 2
-    sgt: bool = True  # False: plain cross-entropy (ablation rung "experts alone")
-    train_experts: bool = False  # also train the experts (default: gate + heads only)
-    steps: int = 100
-    batch_size: int = 8
-    seq_len: int = 256
-    learning_rate: float = 1e-3
-    data: Optional[str] = None
-    tokenizer: Optional[str] = None
-    name: Optional[str] = None
-    runs_dir: Optional[str] = None
-    eval_every: int = 0
-    seed: int = 0
-
-
-def _train_config(cfg: FuseConfig, tokenizer_dir: Optional[Path], name: Optional[str]):
-    return TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-        learning_rate=cfg.learning_rate, warmup=min(10, cfg.steps // 10), data=cfg.data,
-        tokenizer=str(tokenizer_dir) if tokenizer_dir else None, name=name,
-        runs_dir=cfg.runs_dir, eval_every=cfg.eval_every, seed=cfg.seed, lam=cfg.lam,
-        save_every=max(cfg.steps, 1), keep_checkpoints=1, demo=False, report_every=10,
-    )  # fmt: skip
 
 
 def _load_data(cfg: FuseConfig, paths, tokenizer, train_data, valid_data):
@@ -137,9 +100,10 @@ def fuse(
     report: Dict[str, Any] = {"config": asdict(cfg), "trainable": trainable, "cost": cost}
     run_dir = None
     if cfg.steps > 0:
-        # Name the run after what it is (the trainer's default would say "cherry-tiny-gt").
+        # Name the run after what it is (the trainer's default would name it after the preset).
         name = cfg.name or time.strftime(f"moee-{cfg.granularity}-%Y%m%d-%H%M%S")
-        tcfg = _train_config(cfg, tok_dir, name)
+        tcfg = cfg.stage(cfg.steps, name, cfg.runs_dir, eval_every=cfg.eval_every,
+                         tokenizer=str(tok_dir) if tok_dir else None, report_every=10)  # fmt: skip
         result = train(tcfg, model=model, tokenizer=tokenizer, loss_fn=make_loss(obj),
                        train_data=train_data, valid_data=valid_data)  # fmt: skip
         run_dir = result.run_dir
@@ -184,10 +148,8 @@ def ablate(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None) ->
     out = Path(cfg.out or Path(cfg.runs_dir or "runs") / (cfg.name or "moee-ablation"))
     for i, (label, change) in enumerate(LADDER):
         # Each rung's trainer run lives inside the ablation folder, not loose under runs/.
-        rung = replace(
-            cfg, mtp_heads=mtp, balance=balance, out=None, shared=True, runs_dir=str(out)
-        )
-        rung = replace(rung, **change, name=f"{out.name}-rung{i}")
+        rung = cfg.with_(mtp_heads=mtp, balance=balance, out=None, shared=True, runs_dir=str(out))
+        rung = rung.with_(**change, name=f"{out.name}-rung{i}")
         print(f"== rung {i}: {label}")
         rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts, compare=False)
         r = rep["routing"] or {}

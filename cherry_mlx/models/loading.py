@@ -23,11 +23,8 @@ from mlx.utils import tree_flatten
 
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.moee import moee_classes, shim_text
+from cherry_mlx.models.presets import DEFAULT_PRESET, REPO_ROOT, WEIGHTS_DIR, list_presets  # noqa: F401
 from cherry_mlx.models.runs import resolve_run_checkpoint
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS_DIR = Path(os.environ.get("CHERRY_MLX_WEIGHTS", REPO_ROOT / "weights"))
-DEFAULT_PRESET = "cherry-tiny"
 
 # Files copied along with a model so that the directory is self-contained (HF layout).
 TOKENIZER_FILES = (
@@ -47,12 +44,6 @@ from cherry_mlx.models import Model, ModelArgs  # noqa: F401
 
 class ModelNotFound(ValueError):
     pass
-
-
-def list_presets() -> list[str]:
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
 def _looks_like_repo_id(name: str) -> bool:

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
+from cherry_mlx.models.presets import DEFAULT_PRESET
 from cherry_mlx.models.runs import RUNS_DIR, latest_run
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
 
 
-def _f(default, help: str, flag: Optional[str] = None, **kw):
+def setting(default, help: str, flag: Optional[str] = None, short: Optional[str] = None, **kw):
+    """A dataclass field with its help text (and command-line flag when it differs)."""
     meta = {"help": help}
     if flag:
         meta["flag"] = flag
+    if short:
+        meta["short"] = short
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -35,76 +39,90 @@ def _f(default, help: str, flag: Optional[str] = None, **kw):
 @dataclass
 class TrainConfig:
     # what to train
-    preset: str = _f("cherry-tiny", "Preset in weights/ trained from scratch (random init).")
-    model: Optional[str] = _f(
+    preset: str = setting(DEFAULT_PRESET, "Preset in weights/ trained from scratch (random init).")
+    model: Optional[str] = setting(
         None, "Model directory, run or hub id to fine-tune (overrides --preset)."
     )
-    tokenizer: Optional[str] = _f(
-        None, "Tokenizer directory (default: the model's, else weights/cherry-tiny)."
+    tokenizer: Optional[str] = setting(
+        None, f"Tokenizer directory (default: the model's, else weights/{DEFAULT_PRESET})."
     )
-    data: Optional[str] = _f(
+    data: Optional[str] = setting(
         None, "Directory of train.jsonl, valid.jsonl, test.jsonl (default: the bundled data)."
     )
-    name: Optional[str] = _f(None, "Run name: the run is written to runs/NAME/ (default: auto).")
-    runs_dir: Optional[str] = _f(None, "Parent directory of runs (default: runs/).")
-    resume: Optional[str] = _f(
+    name: Optional[str] = setting(
+        None, "Run name: the run is written to runs/NAME/ (default: auto)."
+    )
+    runs_dir: Optional[str] = setting(None, "Parent directory of runs (default: runs/).")
+    resume: Optional[str] = setting(
         None, "Resume a run (run name, run directory or 'latest') from its last checkpoint."
     )
     # the SGT loss (paper Eq. 2) and selection controls (Limitation 9)
-    select: str = _f(
+    select: str = setting(
         "gt",
         "Supervised positions: gt (tagged GT), random / loss / rho1 (the same number of "
         "positions per example chosen at random, by highest loss, by excess loss over "
         "--reference), all (plain full-sequence loss).",
     )
-    lam: float = _f(0.7, "λ of L_SGT = λ·L_GT + (1-λ)·L_full (1 = pure GT, warned).", "--lambda")
-    level: str = _f("gt", "Supervise level >= gt (1), super (2) or ssgt (3).")
-    categories: Optional[List[str]] = _f(
+    lam: float = setting(
+        0.7, "λ of L_SGT = λ·L_GT + (1-λ)·L_full (1 = pure GT, warned).", "--lambda"
+    )
+    level: str = setting("gt", "Supervise level >= gt (1), super (2) or ssgt (3).")
+    categories: Optional[List[str]] = setting(
         None, f"Comma-separated GT categories to supervise (default all): {','.join(CATEGORIES)}."
     )
-    reference: Optional[str] = _f(None, "Reference model for --select rho1 (directory or run).")
+    reference: Optional[str] = setting(
+        None, "Reference model for --select rho1 (directory or run)."
+    )
     # multi-token prediction heads (serving: self-speculative decoding; models/mtp.py)
-    mtp: int = _f(
+    mtp: int = setting(
         0,
         "Train K MTP heads (added if the model has none; 0 = off); best/ is then "
         "picked by the combined loss unless --best-metric says otherwise.",
     )
-    mtp_weight: float = _f(0.3, "β of loss = trunk loss + β·mean MTP head loss.")
-    freeze_trunk: bool = _f(False, "Train only the MTP heads (add heads to an existing model).")
-    mtp_targets: str = _f(
+    mtp_weight: float = setting(0.3, "β of loss = trunk loss + β·mean MTP head loss.")
+    freeze_trunk: bool = setting(
+        False, "Train only the MTP heads (add heads to an existing model)."
+    )
+    mtp_targets: str = setting(
         "data",
         "MTP head targets: data (true tokens, the paper's oracle MTP) "
         "or trunk (the trunk's greedy tokens: self-distillation for "
         "higher speculative acceptance).",
     )
     # optimisation
-    steps: int = _f(300, "Optimizer updates to run.")
-    batch_size: int = _f(16, "Sequences per micro-batch.")
-    seq_len: int = _f(256, "Maximum sequence length (longer examples are truncated).")
-    grad_accum: int = _f(1, "Micro-batches accumulated per optimizer update.")
-    learning_rate: float = _f(3e-3, "Peak learning rate (after warmup).")
-    warmup: int = _f(20, "Linear warmup steps.")
-    min_lr_ratio: float = _f(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
-    weight_decay: float = _f(0.01, "AdamW weight decay.")
-    grad_clip: float = _f(1.0, "Clip the global gradient norm to this (0 = off).")
-    seed: int = _f(0, "Seed of initialisation, data order and random selection.")
-    grad_checkpoint: bool = _f(False, "Recompute each block in the backward pass (less memory).")
+    steps: int = setting(300, "Optimizer updates to run.")
+    batch_size: int = setting(16, "Sequences per micro-batch.")
+    seq_len: int = setting(256, "Maximum sequence length (longer examples are truncated).")
+    grad_accum: int = setting(1, "Micro-batches accumulated per optimizer update.")
+    learning_rate: float = setting(3e-3, "Peak learning rate (after warmup).")
+    warmup: int = setting(20, "Linear warmup steps.")
+    min_lr_ratio: float = setting(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
+    weight_decay: float = setting(0.01, "AdamW weight decay.")
+    grad_clip: float = setting(1.0, "Clip the global gradient norm to this (0 = off).")
+    seed: int = setting(0, "Seed of initialisation, data order and random selection.")
+    grad_checkpoint: bool = setting(
+        False, "Recompute each block in the backward pass (less memory)."
+    )
     # LoRA through mlx-lm's tuner
-    lora: bool = _f(
+    lora: bool = setting(
         False, "Train LoRA adapters (mlx-lm's linear_to_lora_layers) instead of all weights."
     )
-    lora_rank: int = _f(8, "LoRA rank.")
-    lora_scale: float = _f(20.0, "LoRA scale (mlx-lm's 'scale').")
-    lora_layers: int = _f(-1, "Number of last blocks given adapters (-1 = all).")
+    lora_rank: int = setting(8, "LoRA rank.")
+    lora_scale: float = setting(20.0, "LoRA scale (mlx-lm's 'scale').")
+    lora_layers: int = setting(-1, "Number of last blocks given adapters (-1 = all).")
     # reporting, evaluation, checkpoints
-    report_every: int = _f(10, "Steps between loss reports (metrics.jsonl has every step).")
-    eval_every: int = _f(50, "Steps between evaluations on the valid split (0 = only at the end).")
-    eval_batches: int = _f(8, "Valid batches per evaluation (-1 = the whole split).")
-    best_metric: str = _f("total", f"Valid metric that picks best/: one of {BEST_METRICS}.")
-    save_every: int = _f(100, "Steps between checkpoints (the last step is always saved).")
-    keep_checkpoints: int = _f(2, "Step checkpoints kept (older ones are deleted; best/ is kept).")
-    demo: bool = _f(True, "After training, answer held-out questions greedily and score them.")
-    stop_after: Optional[int] = _f(
+    report_every: int = setting(10, "Steps between loss reports (metrics.jsonl has every step).")
+    eval_every: int = setting(
+        50, "Steps between evaluations on the valid split (0 = only at the end)."
+    )
+    eval_batches: int = setting(8, "Valid batches per evaluation (-1 = the whole split).")
+    best_metric: str = setting("total", f"Valid metric that picks best/: one of {BEST_METRICS}.")
+    save_every: int = setting(100, "Steps between checkpoints (the last step is always saved).")
+    keep_checkpoints: int = setting(
+        2, "Step checkpoints kept (older ones are deleted; best/ is kept)."
+    )
+    demo: bool = setting(True, "After training, answer held-out questions greedily and score them.")
+    stop_after: Optional[int] = setting(
         None, "Stop (as if killed) after this step, checkpointing it: for resume tests and demos."
     )
 
@@ -246,11 +264,70 @@ def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
     return run / "train_config.json"
 
 
-def field_specs():
-    """(name, type, default, help, flag) per setting, for building command-line options."""
+def field_specs(cls=TrainConfig, names: Optional[Sequence[str]] = None, defaults=None):
+    """(name, type, default, help, flags) per documented field of a settings dataclass, for
+    building command-line options; ``names`` picks and orders fields, ``defaults`` (an instance)
+    supplies the defaults shown (a phase's own training defaults)."""
+    by_name = {f.name: f for f in fields(cls) if "help" in f.metadata}
     out = []
-    for f in fields(TrainConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        out.append((f.name, f.type, default, f.metadata["help"], flag))
+    for name in names if names is not None else list(by_name):
+        f = by_name[name]
+        if defaults is not None:
+            default = getattr(defaults, name)
+        else:
+            default = f.default if f.default is not MISSING else f.default_factory()
+        flags = [f.metadata.get("flag") or "--" + f.name.replace("_", "-")]
+        flags += [f.metadata["short"]] if "short" in f.metadata else []
+        out.append((f.name, f.type, default, f.metadata["help"], flags))
     return out
+
+
+@dataclass
+class PhaseConfig:
+    """Settings of a phase (compress, fuse, distill) that trains inside: its own fields plus one
+    nested ``TrainConfig`` for the inner training runs, never a copy of its fields.
+
+    Subclasses list the training settings their command exposes (``TRAIN_OPTIONS``) and their
+    defaults (``TRAIN_DEFAULTS``). Reading ``cfg.batch_size`` reads ``cfg.train.batch_size``.
+    """
+
+    TRAIN_OPTIONS: ClassVar[Tuple[str, ...]] = ()
+    TRAIN_DEFAULTS: ClassVar[Dict[str, Any]] = {}
+
+    @classmethod
+    def default_train(cls) -> TrainConfig:
+        return TrainConfig(**cls.TRAIN_DEFAULTS)
+
+    @classmethod
+    def from_flat(cls, **kw) -> "PhaseConfig":
+        """Build from one flat mapping (command line, tests): the phase's own fields, the rest
+        are training settings (option spellings such as ``lambda`` accepted)."""
+        own = {f.name for f in fields(cls)} - {"train"}
+        mine = {k: v for k, v in kw.items() if k in own}
+        rest = canonical({k: v for k, v in kw.items() if k not in own}, cls.__name__)
+        train = kw.get("train") or TrainConfig(**{**cls.TRAIN_DEFAULTS, **rest})
+        return cls(**mine, train=train)
+
+    def with_(self, **kw) -> "PhaseConfig":
+        """A copy with some fields changed, own or training ones."""
+        own = {f.name for f in fields(self)} - {"train"}
+        mine = {k: v for k, v in kw.items() if k in own}
+        rest = {k: v for k, v in kw.items() if k not in own}
+        return replace(self, **mine, train=replace(self.train, **canonical(rest)))
+
+    def __getattr__(self, name):
+        if name != "train" and name in _TRAIN_FIELDS:
+            return getattr(self.train, name)
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    def stage(self, steps: int, name: Optional[str], runs_dir, **kw) -> TrainConfig:
+        """The inner training run: ``steps`` updates, one checkpoint at the end, no demo; the
+        warmup is at most a fifth of the run (the one rule for every phase)."""
+        return replace(
+            self.train, steps=steps, name=name, runs_dir=str(runs_dir) if runs_dir else None,
+            warmup=min(self.train.warmup, max(steps // 5, 0)), save_every=max(steps, 1),
+            keep_checkpoints=1, demo=False, resume=None, stop_after=None, **kw,
+        )  # fmt: skip
+
+
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}

@@ -1,0 +1,67 @@
+"""The interactive chat loop of ``cherry-mlx chat``: read a line, answer it streaming, repeat.
+
+Commands: /reset (new conversation), /stats (tokens/s, acceptance), /quit. Ctrl-C stops an answer
+(the session and its conversation go on); Ctrl-D, Ctrl-C at the prompt, or /quit leaves.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable, Optional
+
+COMMANDS = "/reset, /stats or /quit"
+
+
+def chat_loop(
+    session,
+    context: Optional[int] = None,
+    read: Callable[[str], str] = input,
+    out=None,
+    err=None,
+) -> None:
+    """Run ``session`` (a ``ChatSession``) until the user leaves; ``context`` is the model's
+    context length (a note is printed once the conversation outgrows it)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    warned = False
+    mode = "self-speculative (MTP heads)" if session.speculative else "plain decoding"
+    print(f"cherry-mlx chat: {mode}. /reset, /stats, /quit; Ctrl-C stops an answer.", file=out)
+    while True:
+        try:
+            line = read(">>> ")
+        except (EOFError, KeyboardInterrupt):
+            print("", file=out)
+            break
+        cmd = line.strip()
+        if not cmd:
+            continue
+        if cmd in ("/quit", "/exit", "/q"):
+            break
+        if cmd == "/reset":
+            session.reset()
+            print("[conversation reset]", file=out)
+            continue
+        if cmd == "/stats":
+            print(session.stats_text(), file=out)
+            continue
+        if re.fullmatch(r"/[A-Za-z_-]+", cmd):  # a mistyped command, not a message
+            print(f"unknown command {cmd}: use {COMMANDS}", file=out)
+            continue
+        stream = session.send(line)
+        try:
+            for piece in stream:
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            out.write(" [stopped]")
+        out.write("\n")
+        out.flush()
+        if context and not warned and len(session.fed) > context:
+            warned = True
+            print(
+                f"[note: the conversation ({len(session.fed)} tokens) is longer than the "
+                f"model's context of {context}; answers degrade from here, /reset starts over]",
+                file=err,
+            )

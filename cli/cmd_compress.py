@@ -26,8 +26,17 @@ def register(app: typer.Typer) -> None:
         loops: int = typer.Option(
             1, "--loops", help="Core loops after merging (1 = no recurrence)."
         ),
-        prelude: int = typer.Option(1, "--prelude", help="Unique layers before the looped core."),
-        coda: int = typer.Option(1, "--coda", help="Unique layers after the looped core."),
+        prelude: Optional[int] = typer.Option(
+            None, "--prelude", help="Unique layers before the looped core (default 1)."
+        ),
+        coda: Optional[int] = typer.Option(
+            None, "--coda", help="Unique layers after the looped core (default 1)."
+        ),
+        layout: Optional[str] = typer.Option(
+            None,
+            "--layout",
+            help="Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q).",
+        ),
         heal: bool = typer.Option(
             True, "--heal/--no-heal", help="SGT-heal (else merge+unroll only)."
         ),
@@ -71,6 +80,8 @@ def register(app: typer.Typer) -> None:
         --heal-steps 500 (8 layers -> 4 unique, P1 C2 Q1 looped 4x = 10 effective layers)."""
         from cherry_mlx.compression.heal import CompressConfig
 
+        if layout is not None and (prelude is not None or coda is not None):
+            raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
         cfg = CompressConfig(
             model=model,
             out=out,
@@ -78,8 +89,9 @@ def register(app: typer.Typer) -> None:
             factor=factor,
             groups=groups,
             loops=loops,
-            prelude=prelude,
-            coda=coda,
+            prelude=1 if prelude is None else prelude,
+            coda=1 if coda is None else coda,
+            layout=layout,
             heal=heal,
             pre_unroll_steps=pre_unroll_steps,
             heal_steps=heal_steps,

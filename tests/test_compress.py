@@ -71,7 +71,6 @@ def test_merging_identical_layers_changes_nothing(tiny_config):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"to": "5L"}, "do not split evenly"),
         ({"to": "12L"}, "upscale"),
         ({"to": "six"}, "not a layer count"),
         ({"to": "0L"}, "not a layer count"),

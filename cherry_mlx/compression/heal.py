@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .merge import _check_mergeable, merge_model, plan_groups
-from .recurrent import current_recurrence, plan_recurrence, unroll
+from .merge import _check_mergeable, describe_groups, merge_model, plan_groups
+from .recurrent import Recurrence, current_recurrence, parse_layout, plan_recurrence, unroll
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CompressConfig:
     loops: int = 1  # core loops after unrolling (1 = no recurrence)
     prelude: int = 1
     coda: int = 1
+    layout: Optional[str] = None  # "P,C,Q" instead of prelude/coda; alone it also sets --to P+C+Q
     heal: bool = True  # False: merge and unroll only (--no-heal)
     pre_unroll_steps: int = 100  # SGT steps on the merged model before unrolling
     heal_steps: int = 500  # SGT steps after unrolling
@@ -55,6 +56,14 @@ class CompressConfig:
     # also train an uncompressed copy of the source for the same total SGT steps: the fair
     # reference when the source is not trained to convergence (healing then also keeps training)
     control: bool = False
+
+    def __post_init__(self):
+        if self.layout is not None and (self.to, self.factor, self.groups) == (None, None, None):
+            self.to = f"{sum(parse_layout(self.layout))}L"
+
+    def recurrence(self, n_unique: int) -> Recurrence:
+        """The validated prelude/core/coda split of ``n_unique`` merged layers."""
+        return plan_recurrence(n_unique, self.loops, self.prelude, self.coda, self.layout)
 
     def label(self) -> str:
         what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
@@ -238,7 +247,7 @@ def run_pipeline(
     if merged_state is None:  # check the whole plan before spending time on evaluation/healing
         _check_mergeable(source_cfg, {})
         groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
-        plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
+        cfg.recurrence(len(groups))
     src = source_stage or evaluate(source, data, "source", cfg.eval_batches)
     res.stages.append(src)
     log(f"source: {src.unique_layers} layers, loss {src.loss:.4f}")
@@ -246,9 +255,9 @@ def run_pipeline(
         merged_state = merge_and_heal(source, source_cfg, cfg, data, out_dir, log)
     merged, mcfg, merged_stages = merged_state
     res.stages += merged_stages
-    plan_recurrence(mcfg["num_hidden_layers"], cfg.loops, cfg.prelude, cfg.coda)  # validate
+    rec = cfg.recurrence(mcfg["num_hidden_layers"])  # validate
     t0 = time.perf_counter()
-    looped, lcfg = unroll(merged, mcfg, cfg.loops, cfg.prelude, cfg.coda)
+    looped, lcfg = unroll(merged, mcfg, rec.loops, rec.prelude, rec.coda)
     # (the looped model shares the merged model's arrays; healing replaces them in ``looped``
     # only, since optimizer updates create new arrays, so a shared merge state stays intact)
     if cfg.loops > 1:
@@ -334,7 +343,9 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-{cfg.label()}"
     # bad --to/--groups/--loops fail here, before any data is read
     groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
-    plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
+    cfg.recurrence(len(groups))
+    if describe_groups(groups):
+        log(describe_groups(groups))
     data = data or Data.load(cfg, model_dir)
     res = run_pipeline(source, source_cfg, cfg, data, out_dir, log)
     res.config = dict(res.config)

@@ -95,6 +95,8 @@ def test_merged_and_looped_rows_by_hand(tiny_config):
     kv_bf16 = 2 * 2 * 16 * 100 * 2  # K and V, 2 kv heads x head_dim 16, 100 tokens, 2 bytes
     assert src.kv_bytes["bf16"] == 8 * kv_bf16 and looped.kv_bytes["bf16"] == 34 * kv_bf16
     assert plan(cfg, to="4L", loops=2, layout="0,4,0")[-1].effective_depth == 8
+    rec = {"prelude": 1, "core": 6, "coda": 1, "loops": 2}  # an already looped model
+    assert plan(dict(cfg, recurrence=rec))[0].effective_depth == 14
     text = format_plan(plan(cfg, to="6L", loops=8), quant="nvfp4")
     assert "6Lx8 (P1 C4 Q1)" in text and "weights nvfp4" in text and "bf16" not in text
 

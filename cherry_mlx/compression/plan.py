@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..info import FORMATS
 from .merge import balanced_groups, parse_depth
-from .recurrent import Recurrence, plan_recurrence
+from .recurrent import Recurrence, current_recurrence, plan_recurrence
 
 KV_BITS = {"fp32": 32.0, "bf16": 16.0, "8-bit": FORMATS["8-bit"], "nvfp4": FORMATS["nvfp4"]}
 
@@ -189,7 +189,8 @@ def plan(
     """Rows for the source model and, with ``to``, its merged and looped versions."""
     shape = count_shape(config)
     n = len(shape.layers)
-    rows = [_row(f"source {n}L", shape, shape.layers, Recurrence(0, n, 0, 1), context)]
+    src = current_recurrence(_text_config(config))  # a looped cherry model keeps its loops
+    rows = [_row(f"source {n}L", shape, shape.layers, src, context)]
     if to is None:
         return rows
     k = parse_depth(to)

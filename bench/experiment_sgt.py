@@ -89,15 +89,15 @@ def coupling_of(model, batches):
 
 def main():
     args = parse()
-    from cherry_mlx.models.loading import load_tokenizer, resolve
-    from cherry_mlx.evaluation.measure import InitOf, json_clean
     from cherry_mlx.data.shuffle import shuffle_encoded
+    from cherry_mlx.evaluation.measure import InitOf, json_clean
     from cherry_mlx.evaluation.wave import (
         normalised_wave_factor,
         recovered_fraction,
         roi,
         wave_factor,
     )
+    from cherry_mlx.models.loading import load_tokenizer, resolve
     from cherry_mlx.training.config import TrainConfig
     from cherry_mlx.training.data import load_splits, valid_batches
     from cherry_mlx.training.trainer import train

@@ -113,7 +113,7 @@ def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
 def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     from cherry_mlx.compression.sweep import default_grid, parse_list, sweep
 
-    assert default_grid(48) == [24, 16, 12] and default_grid(8) == [4, 2, 1]
+    assert default_grid(48) == [24, 16, 12, 8, 6, 4, 3] and default_grid(8) == [4]
     assert parse_list("4L,2", "--sweep-to", depth=True) == [4, 2]
     with pytest.raises(ValueError, match="comma list"):
         parse_list("4,x", "--sweep-loops")
@@ -130,7 +130,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     )
     out = sweep(ccfg, uniques=[2], loops=[1, 3], log=lambda *_: None, data=data)
     rows = out["rows"]
-    assert [r["config"] for r in rows] == ["2Lx1 P0Q0", "2Lx3 P0Q0"]  # no core with P=Q=1
+    assert [r["config"] for r in rows] == ["2Lx1", "2Lx3 P0Q0"]  # no core with P=Q=1
     assert [r["effective_depth"] for r in rows] == [2, 6]
     assert rows[0]["params"] == rows[1]["params"] < out["source"]["params"]
     # both loop counts start from the same merged-and-healed model (stage 1 run once)

@@ -31,8 +31,11 @@ class CompressConfig(PhaseConfig):
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
     )
     loops: int = setting(1, "Core loops after merging (1 = no recurrence).")
-    prelude: int = setting(1, "Unique layers before the looped core.")
-    coda: int = setting(1, "Unique layers after the looped core.")
+    prelude: Optional[int] = setting(None, "Unique layers before the looped core (default 1).")
+    coda: Optional[int] = setting(None, "Unique layers after the looped core (default 1).")
+    layout: Optional[str] = setting(
+        None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
+    )
     heal: bool = setting(True, "SGT-heal (else merge+unroll only).")
     pre_unroll_steps: int = setting(100, "SGT steps on the merged model before unrolling.")
     heal_steps: int = setting(500, "SGT steps after unrolling.")
@@ -41,7 +44,31 @@ class CompressConfig(PhaseConfig):
     )
     train: TrainConfig = field(default_factory=lambda: CompressConfig.default_train())
 
+    def __post_init__(self):
+        if self.layout is not None:
+            if self.prelude is not None or self.coda is not None:
+                raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
+            if (self.to, self.factor, self.groups) == (None, None, None):
+                self.to = f"{sum(parse_layout(self.layout))}L"
+        self.prelude = 1 if self.prelude is None else self.prelude
+        self.coda = 1 if self.coda is None else self.coda
+
     def label(self) -> str:
         what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
         what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
         return f"{what}x{self.loops}".replace(",", "_")
+
+
+def parse_layout(text: str) -> Tuple[int, int, int]:
+    """``"2,20,2"`` -> (prelude, core, coda); one-line error otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = tuple(int(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) < 0 or vals[1] < 1:
+        raise ValueError(
+            f"--layout {text!r} is not prelude,core,coda; write three counts with a core of at "
+            f"least one layer, e.g. --layout 1,4,1"
+        )
+    return vals  # type: ignore[return-value]

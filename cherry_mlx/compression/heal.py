@@ -23,8 +23,13 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx.compression.config import CompressConfig
-from cherry_mlx.compression.merge import _check_mergeable, merge_model, plan_groups
-from cherry_mlx.compression.recurrent import current_recurrence, plan_recurrence, unroll
+from cherry_mlx.compression.merge import _check_mergeable, describe_groups, merge_model, plan_groups
+from cherry_mlx.compression.recurrent import (
+    Recurrence,
+    current_recurrence,
+    plan_recurrence,
+    unroll,
+)
 from cherry_mlx.compression.report import write_report
 from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
 from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
@@ -69,6 +74,11 @@ class CompressResult:
             "control": asdict(self.control) if self.control else None,
             "config": self.config,
         }
+
+
+def recurrence_of(cfg: CompressConfig, n_unique: int) -> Recurrence:
+    """The validated prelude/core/coda split of ``n_unique`` merged layers."""
+    return plan_recurrence(n_unique, cfg.loops, cfg.prelude, cfg.coda, cfg.layout)
 
 
 def recovered_fraction(source: float, merged: float, healed: float) -> float:
@@ -162,7 +172,7 @@ def run_pipeline(
     if merged_state is None:  # check the whole plan before spending time on evaluation/healing
         _check_mergeable(source_cfg, {})
         groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
-        plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
+        recurrence_of(cfg, len(groups))
     src = source_stage or evaluate(source, data, "source", cfg.eval_batches)
     res.stages.append(src)
     log(f"source: {src.unique_layers} layers, loss {src.loss:.4f}")
@@ -170,9 +180,9 @@ def run_pipeline(
         merged_state = merge_and_heal(source, source_cfg, cfg, data, out_dir, log)
     merged, mcfg, merged_stages = merged_state
     res.stages += merged_stages
-    plan_recurrence(mcfg["num_hidden_layers"], cfg.loops, cfg.prelude, cfg.coda)  # validate
+    rec = recurrence_of(cfg, mcfg["num_hidden_layers"])  # validate
     t0 = time.perf_counter()
-    looped, lcfg = unroll(merged, mcfg, cfg.loops, cfg.prelude, cfg.coda)
+    looped, lcfg = unroll(merged, mcfg, rec.loops, rec.prelude, rec.coda)
     # (the looped model shares the merged model's arrays; healing replaces them in ``looped``
     # only, since optimizer updates create new arrays, so a shared merge state stays intact)
     if cfg.loops > 1:
@@ -254,7 +264,9 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-{cfg.label()}"
     # bad --to/--groups/--loops fail here, before any data is read
     groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
-    plan_recurrence(len(groups), cfg.loops, cfg.prelude, cfg.coda)
+    recurrence_of(cfg, len(groups))
+    if describe_groups(groups):
+        log(describe_groups(groups))
     data = data or Data.load(cfg, model_dir)
     res = run_pipeline(source, source_cfg, cfg, data, out_dir, log)
     res.config = dict(res.config)

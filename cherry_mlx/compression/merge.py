@@ -1,9 +1,10 @@
 """Adjacent-layer merging (paper §3.3.1).
 
 ``W'_j = (1/r) * sum_{i in group j} W_i`` for *every* parameter of a block (attention and MLP
-projections, both RMSNorm weights, biases if any). Groups are runs of adjacent layers: either
-``N/r`` equal groups (``--to 6L`` or ``--factor 8``) or an explicit grouping for depths that do not
-divide (``--groups 3,3,2`` as sizes, or ``--groups 0-2,3-5,6-7`` as ranges).
+projections, both RMSNorm weights, biases if any). Groups are runs of adjacent layers: ``N/r`` equal
+groups (``--to 6L`` or ``--factor 8``), balanced groups when ``--to K`` does not divide N (see
+``balanced_groups``), or an explicit grouping (``--groups 3,3,2`` as sizes, or ``--groups
+0-2,3-5,6-7`` as ranges).
 
 The merged model is an ordinary Llama config with fewer layers, so plain ``mlx_lm.load`` reads it;
 ``merge_map`` (merged layer -> source layers of the *original* model, composed across repeated
@@ -101,19 +102,33 @@ def plan_groups(
                 f"--to {to} has more layers than the model's {n_layers}; merging only shrinks "
                 f"depth (use `cherry-mlx upscale` to grow it)"
             )
-        if n_layers % target:
-            divisors = [d for d in range(1, n_layers + 1) if n_layers % d == 0]
-            raise ValueError(
-                f"--to {to}: {n_layers} layers do not split evenly into {target} groups; use "
-                f"one of {divisors} or an explicit --groups (e.g. sizes "
-                f"{','.join(map(str, _even_sizes(n_layers, target)))})"
-            )
-    r = n_layers // target
-    return [list(range(j * r, (j + 1) * r)) for j in range(target)]
+    return balanced_groups(n_layers, target)
 
 
-def _even_sizes(n: int, k: int) -> List[int]:
-    return [n // k + (1 if j < n % k else 0) for j in range(k)]
+def balanced_groups(n_layers: int, target: int) -> Groups:
+    """``target`` runs of adjacent layers whose sizes differ by at most one.
+
+    Group j ends at ``round(j * N / K)`` (halves round up), so the larger groups are spread
+    evenly through the stack instead of bunched at one end, the pattern is mirror-symmetric (up
+    to exact halves), and the first and last layers (the least redundant ones in depth-pruning
+    studies) stay alone whenever N < 1.5 K: 8 -> 6 gives sizes 1,2,1,1,2,1, 8 -> 5 gives
+    2,1,2,1,2. When K divides N this is the plain N/K split.
+    """
+    bounds = [(2 * j * n_layers + target) // (2 * target) for j in range(target + 1)]
+    return [list(range(bounds[j], bounds[j + 1])) for j in range(target)]
+
+
+def describe_groups(groups: Groups) -> str:
+    """One line for the log when the groups are uneven (empty when they are all one size)."""
+    if len({len(g) for g in groups}) <= 1:
+        return ""
+    n = sum(len(g) for g in groups)
+    sizes = ",".join(str(len(g)) for g in groups)
+    ranges = ",".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
+    return (
+        f"{n} layers do not split evenly into {len(groups)}: merging balanced adjacent groups "
+        f"of sizes {sizes} (layers {ranges}); pass --groups to choose others"
+    )
 
 
 def _check_mergeable(config: Dict[str, Any], weights: Dict[str, mx.array]) -> None:

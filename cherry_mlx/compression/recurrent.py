@@ -8,17 +8,21 @@ keeps one KV cache per (layer, loop). This module only plans the split, rebuilds
 the same arrays and offers the explicitly unrolled (untied) twin used as the reference in tests
 and benchmarks.
 
-Defaults follow the paper's 6Lx8 = 34 effective layers: P = Q = 1, C = N - 2.
+Defaults follow the paper's 6Lx8 = 34 effective layers: P = Q = 1, C = N - 2. Other splits come
+from ``prelude``/``coda`` or a whole ``layout`` "P,C,Q": the paper's 24Lx2 = 40 effective layers
+need 24 = P + C + Q and 40 = P + 2C + Q, so C = 16, e.g. ``4,16,4``. Without looping
+(``loops=1``) nothing repeats, so there is no core to leave and every layer counts as one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from cherry_mlx.compression.config import parse_layout
 from cherry_mlx.compression.stack import restacked_weights
 from cherry_mlx.models.loading import build_model
 
@@ -47,18 +51,34 @@ class Recurrence:
         return f"{self.unique}Lx{self.loops} (P{self.prelude} C{self.core} Q{self.coda})"
 
 
-def plan_recurrence(n_unique: int, loops: int, prelude: int = 1, coda: int = 1) -> Recurrence:
-    """Validate and build the split; the core is whatever prelude and coda leave."""
-    loops, prelude, coda = int(loops), int(prelude), int(coda)
+def plan_recurrence(
+    n_unique: int, loops: int, prelude: int = 1, coda: int = 1, layout: Optional[str] = None
+) -> Recurrence:
+    """Validate and build the split; the core is whatever prelude and coda leave.
+
+    ``layout`` ("P,C,Q") replaces prelude/coda and must add up to ``n_unique``. With ``loops=1``
+    nothing repeats, so no core is required: the result is the plain stack P0 C=N Q0.
+    """
+    loops = int(loops)
     if loops < 1:
         raise ValueError(f"--loops {loops} must be >= 1 (1 = no recurrence)")
+    if layout is not None:
+        prelude, core, coda = parse_layout(layout)
+        if prelude + core + coda != n_unique:
+            raise ValueError(
+                f"--layout {layout} adds up to {prelude + core + coda} layers but the model has "
+                f"{n_unique} unique layers; make P + C + Q = {n_unique}"
+            )
+    prelude, coda = int(prelude), int(coda)
     if prelude < 0 or coda < 0:
         raise ValueError(f"--prelude {prelude} / --coda {coda} must be >= 0")
+    if loops == 1:
+        return Recurrence(0, n_unique, 0, 1)
     core = n_unique - prelude - coda
     if core < 1:
         raise ValueError(
             f"--prelude {prelude} + --coda {coda} leave no core layer out of {n_unique} unique "
-            f"layers; lower them (e.g. --prelude 0 --coda 0) or keep more layers with --to"
+            f"layers; lower them (e.g. --layout 0,{n_unique},0) or keep more layers with --to"
         )
     return Recurrence(prelude, core, coda, loops)
 
@@ -73,14 +93,19 @@ def current_recurrence(config: Dict[str, Any]) -> Recurrence:
 
 
 def unroll(
-    model: nn.Module, config: Dict[str, Any], loops: int, prelude: int = 1, coda: int = 1
+    model: nn.Module,
+    config: Dict[str, Any],
+    loops: int,
+    prelude: int = 1,
+    coda: int = 1,
+    layout: Optional[str] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """The same unique layers run as P + loops*C + Q blocks. Shares the source's arrays (no copy).
 
     ``loops=1`` gives a plain Llama config (identical computation, loads in plain mlx-lm). A model
     that is already recurrent is re-planned from its unique layers.
     """
-    rec = plan_recurrence(int(config["num_hidden_layers"]), loops, prelude, coda)
+    rec = plan_recurrence(int(config["num_hidden_layers"]), loops, prelude, coda, layout)
     cfg = dict(config)
     cfg.pop("layer_types", None)
     if rec.loops == 1:

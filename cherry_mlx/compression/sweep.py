@@ -2,7 +2,10 @@
 
 Every unique depth is merged and healed once (stage 1); each loop count then unrolls that same
 healed model and heals it again (stage 2), so a loop-count sweep for one depth costs one stage 1.
-Configurations where prelude + coda leave no core fall back to P = Q = 0 (all layers looped).
+The default depths are every proper divisor of N that still leaves a core after the prelude and
+coda (48 layers, P1 Q1: 24, 16, 12, 8, 6, 4, 3, covering the paper's 24L..6L). Explicit depths that
+do not divide N are merged in balanced groups; ones where prelude + coda leave no core fall back
+to P = Q = 0 (all layers looped).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from cherry_mlx.compression.heal import (
     control_stage,
     evaluate,
     merge_and_heal,
+    recurrence_of,
     run_pipeline,
     source_name,
 )
-from cherry_mlx.compression.merge import parse_depth
+from cherry_mlx.compression.merge import describe_groups, parse_depth, plan_groups
 from cherry_mlx.compression.report import plot_sweep, sweep_table
 from cherry_mlx.models.loading import load_model, resolve
 from cherry_mlx.models.runs import RUNS_DIR, latest_run
@@ -42,9 +46,10 @@ def parse_list(text: Optional[str], what: str, depth: bool = False) -> Optional[
     return vals
 
 
-def default_grid(n_layers: int) -> List[int]:
-    """Unique depths to try: the proper divisors of N down to N/8 (the paper's 48 -> 24..6)."""
-    return [d for d in range(n_layers - 1, 0, -1) if n_layers % d == 0 and n_layers // d <= 8][:3]
+def default_grid(n_layers: int, prelude: int = 1, coda: int = 1) -> List[int]:
+    """Unique depths to try: the proper divisors of N, largest first, down to the smallest one that
+    leaves a core of at least one layer after ``prelude`` and ``coda``."""
+    return [d for d in range(n_layers - 1, 0, -1) if n_layers % d == 0 and d - prelude - coda >= 1]
 
 
 def sweep(
@@ -62,10 +67,14 @@ def sweep(
     model_dir = resolve(model_name)
     source, source_cfg = load_model(model_dir)
     n = len(source.layers)
-    uniques = list(uniques or default_grid(n))
-    bad = [u for u in uniques if u >= n or n % u]
+    if cfg.layout is not None:
+        raise ValueError(
+            "--layout fixes one depth; a sweep takes --prelude/--coda (or --sweep-to one depth)"
+        )
+    uniques = list(uniques or default_grid(n, cfg.prelude, cfg.coda))
+    bad = [u for u in uniques if u >= n]
     if bad:
-        raise ValueError(f"--sweep-to {bad}: each must divide the model's {n} layers and be < {n}")
+        raise ValueError(f"--sweep-to {bad}: each must be fewer than the model's {n} layers")
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-sweep"
     data = data or Data.load(cfg, model_dir)
     src = evaluate(source, data, "source", cfg.eval_batches)
@@ -79,11 +88,15 @@ def sweep(
     rows: List[Dict] = []
     for u in uniques:
         base = replace(cfg, to=f"{u}L", factor=None, groups=None)
+        if n % u:
+            log(describe_groups(plan_groups(n, to=u)))
         t0 = time.perf_counter()
         state = merge_and_heal(source, source_cfg, base, data, out_dir / f"{u}L", log)
         stage1 = time.perf_counter() - t0
         for n_loops in loops:
             p, q = (cfg.prelude, cfg.coda) if u - cfg.prelude - cfg.coda >= 1 else (0, 0)
+            rec = recurrence_of(replace(base, loops=n_loops, prelude=p, coda=q), u)
+            p, q = rec.prelude, rec.coda  # P0 Q0 without looping
             run_cfg = replace(base, loops=n_loops, prelude=p, coda=q)
             t1 = time.perf_counter()
             res = run_pipeline(
@@ -101,7 +114,8 @@ def sweep(
             final = res.stages[-1]
             rows.append(
                 {
-                    "config": f"{u}Lx{n_loops}" + (f" P{p}Q{q}" if (p, q) != (1, 1) else ""),
+                    "config": f"{u}Lx{n_loops}"
+                    + (f" P{p}Q{q}" if n_loops > 1 and (p, q) != (1, 1) else ""),
                     "unique": u,
                     "loops": n_loops,
                     "prelude": p,

@@ -76,7 +76,9 @@ class TrainConfig:
     )
     # optimisation
     steps: int = _f(300, "Optimizer updates to run.")
-    batch_size: int = _f(16, "Sequences per micro-batch.")
+    batch_size: int = _f(
+        16, "Sequences per micro-batch: the global batch, split over the ranks under mlx.launch."
+    )
     seq_len: int = _f(256, "Maximum sequence length (longer examples are truncated).")
     grad_accum: int = _f(1, "Micro-batches accumulated per optimizer update.")
     learning_rate: float = _f(3e-3, "Peak learning rate (after warmup).")
@@ -101,6 +103,11 @@ class TrainConfig:
     save_every: int = _f(100, "Steps between checkpoints (the last step is always saved).")
     keep_checkpoints: int = _f(2, "Step checkpoints kept (older ones are deleted; best/ is kept).")
     demo: bool = _f(True, "After training, answer held-out questions greedily and score them.")
+    collective_timeout: float = _f(
+        300.0,
+        "Multi-rank runs (mlx.launch): seconds a rank waits for the others in one step before "
+        "it stops with an error naming them (0 = wait forever).",
+    )
     stop_after: Optional[int] = _f(
         None, "Stop (as if killed) after this step, checkpointing it: for resume tests and demos."
     )
@@ -130,6 +137,7 @@ class TrainConfig:
             (self.report_every >= 1, f"--report-every {self.report_every}: must be >= 1"),
             (self.save_every >= 1, f"--save-every {self.save_every}: must be >= 1"),
             (self.keep_checkpoints >= 1, "--keep-checkpoints: must be >= 1"),
+            (self.collective_timeout >= 0, "--collective-timeout: must be >= 0 seconds"),
             (
                 self.select != "rho1" or bool(self.reference),
                 "--select rho1 needs --reference MODEL (the reference checkpoint)",

@@ -114,8 +114,8 @@ class Shard:
                 f"{self.ranks.size} ranks; give batches a multiple of {self.ranks.size} rows"
             )
 
-    def state_dict(self) -> dict:
-        return self.inner.state_dict()
+    def state_dict(self) -> Optional[dict]:
+        return self.inner.state_dict() if hasattr(self.inner, "state_dict") else None
 
     def load_state_dict(self, state: dict) -> None:
         self.inner.load_state_dict(state)

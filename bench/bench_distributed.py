@@ -8,9 +8,11 @@ gradients are summed over TCP). A second measurement times the gradient all-redu
 
 On one machine with 2 CPU cores two ranks share the cores the single rank already used, so this
 measures the *overhead* of going distributed (communication, duplicated host work), not a
-speedup; speedup needs ranks with their own compute (two Macs over Thunderbolt).
+speedup; speedup needs ranks with their own compute (two Macs over Thunderbolt). Wall times on a
+machine shared with other jobs swing widely, so the table also gives the CPU seconds of a step
+summed over the ranks, which other jobs do not inflate.
 
-    python bench/bench_distributed.py               # ~3 minutes on 2 cores
+    python bench/bench_distributed.py               # a few minutes on 2 idle cores
     python bench/bench_distributed.py --steps 6 --models tiny
 """
 # ruff: noqa: I001  (cherry_mlx must be imported before mlx: it loads the fast BLAS)
@@ -70,6 +72,12 @@ def batches(n, B, T, vocab, seed=0):
     return out
 
 
+def global_counts_f(ranks, *values):
+    if ranks.size == 1:
+        return values
+    return tuple(mx.distributed.all_sum(mx.array(values), group=ranks.group).tolist())
+
+
 def worker(args) -> None:
     """One rank: timed training steps, then timed gradient all-reduces; rank 0 prints JSON."""
     from mlx.nn.utils import average_gradients
@@ -93,15 +101,19 @@ def worker(args) -> None:
     it = shard_iterator(data, ranks)
     optimizer = make_optimizer(TrainConfig(steps=1000, warmup=10, learning_rate=1e-4))
     step, state = make_step(model, optimizer, loss_fn, 1.0, group=ranks.group)
-    times = []
+    times, cpu = [], []
     for i in range(args.warmup + args.steps):
         batch, _ = prepare_batch(next(it), loss_fn)
         barrier(ranks)  # every rank starts the step together: the time is the step's own
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss, ntoks, _, _ = step(batch, None, True)
         mx.eval(state, loss, ntoks)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    # CPU seconds of a step summed over the ranks: unlike wall time, not inflated by other
+    # processes sharing the cores, so it shows what distribution itself costs
+    (cpu_s,) = global_counts_f(ranks, float(np.median(cpu)))
     reduce_s = 0.0
     if ranks.size > 1:  # the gradient all-reduce alone, on a tree shaped like the gradients
         grads = tree_map(lambda p: mx.ones_like(p), model.trainable_parameters())
@@ -125,6 +137,7 @@ def worker(args) -> None:
                     step_s=step_s,
                     tok_s=args.batch * args.seq / step_s,
                     allreduce_s=reduce_s,
+                    cpu_s=cpu_s,
                     grad_mb=4 * n_params / 2**20,
                 )
             ),
@@ -176,7 +189,7 @@ def main() -> None:
     )
     print(
         f"{'model':<6} {'params':>7} {'ranks':>5} {'step s':>7} {'tok/s':>8} "
-        f"{'vs 1 rank':>9} {'all-reduce s':>12} {'of step':>7} {'grad MB':>7}"
+        f"{'vs 1 rank':>9} {'CPU s/step':>10} {'all-reduce s':>12} {'of step':>7} {'grad MB':>7}"
     )
     for model in args.models.split(","):
         base = None
@@ -186,7 +199,8 @@ def main() -> None:
             share = r["allreduce_s"] / r["step_s"]
             print(
                 f"{model:<6} {r['params'] / 1e6:>6.1f}M {n:>5} {r['step_s']:>7.3f} "
-                f"{r['tok_s']:>8.0f} {r['tok_s'] / base:>8.2f}x {r['allreduce_s']:>12.4f} "
+                f"{r['tok_s']:>8.0f} {r['tok_s'] / base:>8.2f}x {r['cpu_s']:>10.3f} "
+                f"{r['allreduce_s']:>12.4f} "
                 f"{share:>6.0%} {r['grad_mb']:>7.1f}",
                 flush=True,
             )

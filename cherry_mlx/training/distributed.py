@@ -166,6 +166,18 @@ def global_counts(ranks: Ranks, *counts: int):
     return tuple(int(c) for c in total.tolist())
 
 
+def broadcast_text(text: str, ranks: Ranks) -> str:
+    """Rank 0's ``text`` on every rank (e.g. a run name made from the clock, which the ranks
+    could read a second apart)."""
+    if ranks.size == 1:
+        return text
+    data = np.frombuffer(text.encode(), np.uint8).astype(np.int32) if ranks.main else []
+    n = int(mx.distributed.all_sum(mx.array(len(data)), group=ranks.group).item())
+    buf = mx.array(data, mx.int32) if ranks.main else mx.zeros((n,), mx.int32)
+    got = np.array(mx.distributed.all_sum(buf, group=ranks.group))
+    return got.astype(np.uint8).tobytes().decode()
+
+
 def barrier(ranks: Ranks) -> None:
     """Wait until every rank reaches this point."""
     if ranks.size > 1:

@@ -26,6 +26,7 @@ from .data import next_batch, prepare_batch, train_iterator, valid_batches
 from .distributed import (
     Watchdog,
     barrier,
+    broadcast_text,
     check_batch_size,
     current_ranks,
     global_counts,
@@ -99,6 +100,9 @@ def train(
     dist = current_ranks()  # under mlx.launch: rank 0 writes the run, every rank computes
     check_batch_size(cfg.batch_size, dist)
     run_dir, resume_from = setup_run(cfg)
+    if dist.size > 1:  # one run name for all ranks (a new run's default name is the time)
+        cfg.name = broadcast_text(cfg.name, dist)
+        run_dir = run_dir.parent / cfg.name
     mx.random.seed(cfg.seed)
     s = setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from)
     model, loss_fn = s.model, (loss_fn or _default_loss(cfg))

@@ -44,7 +44,10 @@ def train_command(**kwargs):
     except KeyboardInterrupt:
         _interrupted(cfg)
         raise typer.Exit(130) from None
-    print_summary(result)
+    from cherry_mlx.training.distributed import current_ranks
+
+    if current_ranks().main:  # under mlx.launch the other ranks stay quiet
+        print_summary(result)
 
 
 def _interrupted(cfg) -> None:

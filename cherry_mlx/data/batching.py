@@ -156,6 +156,11 @@ class BatchIterator:
         return self
 
     def __next__(self) -> dict:
+        return self.collate(self.next_indices())
+
+    def next_indices(self) -> np.ndarray:
+        """Example indices of the next batch (advancing the position); ``collate`` builds it.
+        Distributed training collates only its rank's share of them."""
         batches = self._window_batches(self._window)
         if self._batch >= len(batches):
             self._window, self._batch = self._window + 1, 0
@@ -164,7 +169,7 @@ class BatchIterator:
                 raise StopIteration
         idx = batches[self._batch]
         self._batch += 1
-        return self.collate(idx)
+        return idx
 
     def collate(self, idx: Sequence[int]) -> dict:
         """The batch dict for examples ``idx``: (B, T) arrays aligned with targets."""

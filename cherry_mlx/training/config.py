@@ -91,7 +91,9 @@ class TrainConfig:
     )
     # optimisation
     steps: int = setting(300, "Optimizer updates to run.")
-    batch_size: int = setting(16, "Sequences per micro-batch.")
+    batch_size: int = setting(
+        16, "Sequences per micro-batch: the global batch, split over the ranks under mlx.launch."
+    )
     seq_len: int = setting(256, "Maximum sequence length (longer examples are truncated).")
     grad_accum: int = setting(1, "Micro-batches accumulated per optimizer update.")
     learning_rate: float = setting(3e-3, "Peak learning rate (after warmup).")
@@ -122,6 +124,11 @@ class TrainConfig:
         2, "Step checkpoints kept (older ones are deleted; best/ is kept)."
     )
     demo: bool = setting(True, "After training, answer held-out questions greedily and score them.")
+    collective_timeout: float = setting(
+        300.0,
+        "Multi-rank runs (mlx.launch): seconds a rank waits for the others in one step before "
+        "it stops with an error naming them (0 = wait forever).",
+    )
     stop_after: Optional[int] = setting(
         None, "Stop (as if killed) after this step, checkpointing it: for resume tests and demos."
     )
@@ -151,6 +158,7 @@ class TrainConfig:
             (self.report_every >= 1, f"--report-every {self.report_every}: must be >= 1"),
             (self.save_every >= 1, f"--save-every {self.save_every}: must be >= 1"),
             (self.keep_checkpoints >= 1, "--keep-checkpoints: must be >= 1"),
+            (self.collective_timeout >= 0, "--collective-timeout: must be >= 0 seconds"),
             (
                 self.select != "rho1" or bool(self.reference),
                 "--select rho1 needs --reference MODEL (the reference checkpoint)",

@@ -67,8 +67,9 @@ class Progress:
 class MetricsLog:
     """Appends per-step metrics (read from the device in batches) to ``metrics.jsonl``."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, write: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.write = write  # False on the ranks of a distributed run other than 0
         self.pending: List[tuple] = []  # (step, loss array, host-side fields)
         self.rows: List[Dict] = []
 
@@ -84,9 +85,10 @@ class MetricsLog:
         rows = []
         for (step, _, _, f), loss, norm in zip(self.pending, losses, norms):
             rows.append({"step": step, "loss": loss, "grad_norm": norm, **f})
-        with self.path.open("a") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+        if self.write:
+            with self.path.open("a") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r) + "\n")
         self.pending.clear()
         self.rows.extend(rows)
         return rows
@@ -97,7 +99,8 @@ class MetricsLog:
             return
         keep = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
         keep = [ln for ln in keep if json.loads(ln).get("step", 0) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        if self.write:
+            self.path.write_text("".join(ln + "\n" for ln in keep))
         self.rows = [json.loads(ln) for ln in keep]
 
 

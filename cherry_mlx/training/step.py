@@ -21,6 +21,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
+from .distributed import all_sum_tokens
+
 
 def lr_schedule(peak: float, steps: int, warmup: int, min_ratio: float):
     """Linear warmup to ``peak`` over ``warmup`` updates, then cosine decay to ``peak*min_ratio``.
@@ -48,12 +50,14 @@ def make_optimizer(cfg) -> optim.AdamW:
     )
 
 
-def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0):
+def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0, group=None):
     """Compiled ``step(batch, acc, do_update) -> (loss, ntoks, acc_or_None, grad_norm)``.
 
     ``acc`` is the running (grad·ntoks sum, loss·ntoks sum, ntoks sum) of earlier micro-batches of
     this update (None for the first). With ``do_update`` the accumulated mean gradient is applied
-    and ``loss`` is the update's token-weighted mean loss.
+    and ``loss`` is the update's token-weighted mean loss. With a distributed ``group`` the sums
+    are taken over every rank's shard before the update (``distributed.all_sum_tokens``), and
+    ``loss`` and ``ntoks`` are those of the global batch.
     """
     value_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]
@@ -63,7 +67,7 @@ def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0):
         (loss, ntoks), grads = value_and_grad(model, batch)
         ntoks = ntoks.astype(mx.float32)
         loss = loss.astype(mx.float32)
-        if acc is None and do_update:
+        if acc is None and do_update and group is None:
             # a single micro-batch: its gradient already is the token-weighted mean
             return _apply(grads, loss, ntoks)
         grads = tree_map(lambda g: g * ntoks, grads)
@@ -75,6 +79,8 @@ def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0):
         denom = mx.maximum(ntoks, 1.0)
         if not do_update:
             return loss_sum / denom, ntoks, (grads, loss_sum, ntoks), mx.array(0.0)
+        if group is not None:
+            return _apply(*all_sum_tokens(grads, loss_sum, ntoks, group))
         return _apply(tree_map(lambda g: g / denom, grads), loss_sum / denom, ntoks)
 
     def _apply(grads, loss, ntoks):

@@ -26,6 +26,16 @@ from cherry_mlx.models.runs import BEST, PID_FILE, list_checkpoints, step_dir
 from cherry_mlx.training import checkpoint as ckpt
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
+from cherry_mlx.training.distributed import (
+    Watchdog,
+    barrier,
+    broadcast_text,
+    check_batch_size,
+    current_ranks,
+    global_counts,
+    rank_key,
+    shard_iterator,
+)
 from cherry_mlx.training.evaluate import split_losses
 from cherry_mlx.training.objective import make_objective, with_extras
 from cherry_mlx.training.report import MetricsLog, Progress, plot_curves, read_jsonl_rows
@@ -94,7 +104,11 @@ def train(
     run actually used (its name, the best/ metric) are saved as ``train_config.json``.
     """
     cfg.validate()
+    dist = current_ranks()  # under mlx.launch: rank 0 writes the run, every rank computes
+    check_batch_size(cfg.batch_size, dist)
     run_dir, resume_from = setup_run(cfg)
+    if dist.size > 1:  # one run name for all ranks (a new run's default name is the time)
+        run_dir = run_dir.parent / broadcast_text(run_dir.name, dist)
     cfg = replace(cfg, name=run_dir.name)
     if cfg.mtp and cfg.best_metric == "total":  # heads do not move the trunk's loss: use both
         cfg = replace(cfg, best_metric="loss")
@@ -104,16 +118,22 @@ def train(
     if loss_fn is None:
         loss_fn = make_objective(cfg, s.reference)
     eval_loss = with_extras(loss_fn)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
-    s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
-    cfg.save(run_dir / "train_config.json")
+    hint = f"; continue with: cherry-mlx train --resume {run_dir} (any number of ranks)"
+    watchdog = Watchdog(dist, cfg.collective_timeout, hint)
+    with watchdog.waiting("start: the other ranks loading the model and data"):
+        barrier(dist)  # every rank has checked the run before rank 0 marks it live
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
+        s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
+        cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
+    train_it = shard_iterator(train_it, dist)  # this rank's rows of every global batch
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)
 
     optimizer = make_optimizer(cfg)
     start, best, evals = 0, None, []
-    metrics = MetricsLog(run_dir)
+    metrics = MetricsLog(run_dir, write=dist.main)
     if resume_from is not None:
         state = ckpt.load_trainer_state(resume_from)
         start, best = state["step"], state.get("best")
@@ -124,15 +144,16 @@ def train(
             train_it.load_state_dict(state["data"])
         metrics.truncate_after(start)
         evals = [e for e in read_jsonl_rows(run_dir / "evals.jsonl") if e["step"] <= start]
-        (run_dir / "evals.jsonl").write_text("".join(_dumps(e) + "\n" for e in evals))
-    else:
+        if dist.main:
+            (run_dir / "evals.jsonl").write_text("".join(_dumps(e) + "\n" for e in evals))
+    elif dist.main:
         for name in ("metrics.jsonl", "evals.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
 
-    step_fn, state = make_step(model, optimizer, loss_fn, cfg.grad_clip)
+    step_fn, state = make_step(model, optimizer, loss_fn, cfg.grad_clip, group=dist.group)
     extras = getattr(loss_fn, "extras", None)
     model.train()
-    progress = Progress(cfg.steps, start)
+    progress = Progress(cfg.steps, start, quiet=None if dist.main else True)
     result = TrainResult(
         run_dir=run_dir, step=start, model=model, tokenizer=s.tokenizer, examples=s.examples,
         valid_batches=val, config=cfg,
@@ -154,8 +175,9 @@ def train(
         model.train()
         row = {"step": step, **row}
         evals.append(row)
-        with (run_dir / "evals.jsonl").open("a") as fh:
-            fh.write(_dumps(row) + "\n")
+        if dist.main:
+            with (run_dir / "evals.jsonl").open("a") as fh:
+                fh.write(_dumps(row) + "\n")
         progress.message(
             f"[eval {step}] total {row['total']:.4f} gt {row['gt']:.4f} "
             f"non_gt {row['non_gt']:.4f} ppl {row['ppl']:.2f}"
@@ -163,11 +185,16 @@ def train(
         value = row.get(cfg.best_metric, float("nan"))
         if value == value and (best is None or value < best[cfg.best_metric]):
             best = {k: v for k, v in row.items() if k != "per_category"}
-            _save_best(run_dir, model, s, cfg, best)
+            if dist.main:
+                _save_best(run_dir, model, s, cfg, best)
         _call(callbacks, "on_eval", step, row)
 
     def save(step: int):
         path = step_dir(run_dir, step)
+        result.last_checkpoint = path
+        if not dist.main:  # the other ranks hold the same weights, state and data position
+            _call(callbacks, "on_checkpoint", step, path)
+            return
         data_state = train_it.state_dict() if hasattr(train_it, "state_dict") else None
         ckpt.save_checkpoint(
             path,
@@ -199,14 +226,18 @@ def train(
             acc, n_tok, n_sup = None, 0, 0
             for micro in range(cfg.grad_accum):
                 raw = next_batch(train_it)
-                extra = {"key": mx.random.key(cfg.seed * 1_000_003 + step * 131 + micro)}
+                key = mx.random.key(cfg.seed * 1_000_003 + step * 131 + micro)
+                extra = {"key": rank_key(key, dist)}
                 batch, st = prepare_batch(raw, loss_fn, extra)
                 if extras is not None:  # e.g. Rho-1's reference loss, outside the compiled step
                     batch.update(extras(batch))
                 last = micro == cfg.grad_accum - 1
                 loss, ntoks, acc, gnorm = step_fn(batch, acc, last)
-                mx.eval(state, loss, ntoks, acc, gnorm)
+                with watchdog.waiting(f"step {step}: gradient all-reduce"):
+                    mx.eval(state, loss, ntoks, acc, gnorm)
                 n_tok, n_sup = n_tok + st["tokens"], n_sup + st["ntoks"]
+            with watchdog.waiting(f"step {step}: token counts"):
+                n_tok, n_sup = global_counts(dist, n_tok, n_sup)
             finite = finite & mx.isfinite(loss)
             tok_report += n_tok
             metrics.add(step, loss, gnorm, {"tokens": n_tok, "ntoks": n_sup})
@@ -229,16 +260,19 @@ def train(
                 save(step)
             t_report += time.perf_counter() - t_other  # tokens/s counts training time only
     finally:
-        (run_dir / PID_FILE).unlink(missing_ok=True)
+        watchdog.close()
         metrics.flush()
         progress.close()
-        if metrics.rows or evals:
-            plot_curves(run_dir, metrics.rows, evals, _title(cfg))
+        if dist.main:
+            (run_dir / PID_FILE).unlink(missing_ok=True)
+            if metrics.rows or evals:
+                plot_curves(run_dir, metrics.rows, evals, _title(cfg))
     result.step = step
     result.stopped_early = stop_at < cfg.steps
     result.history, result.evals, result.best = metrics.rows, evals, best
     result.best_dir = run_dir / BEST if best is not None else None
-    _call(callbacks, "on_train_end", result)
+    if dist.main:  # rank 0 reports and runs the post-training callbacks (demo, MTP accuracy)
+        _call(callbacks, "on_train_end", result)
     return result
 
 

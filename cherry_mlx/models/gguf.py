@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -278,5 +279,8 @@ def cached_import(name: str | os.PathLike) -> Path:
     started = time.time()
     out = import_gguf(src, candidates[0])
     if not os.environ.get("CHERRY_MLX_QUIET"):
-        print(f"imported {src.name} -> {out} ({time.time() - started:.1f} s, reused next time)")
+        print(
+            f"imported {src.name} -> {out} ({time.time() - started:.1f} s, reused next time)",
+            file=sys.stderr,
+        )
     return out

@@ -20,6 +20,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .gguf import cached_import, gguf_source
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = Path(os.environ.get("CHERRY_MLX_WEIGHTS", REPO_ROOT / "weights"))
 DEFAULT_PRESET = "cherry-tiny"
@@ -57,6 +59,8 @@ def _looks_like_repo_id(name: str) -> bool:
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """Map a preset name, a local directory or a hub repo id to a local directory."""
     name = str(name_or_path)
+    if gguf_source(name) is not None:  # a .gguf file or a packaged short name: convert once
+        return cached_import(name)
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():

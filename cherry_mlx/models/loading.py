@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .families import check_family
 from .gguf import cached_import, gguf_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -114,13 +115,8 @@ def load_config(path: Path) -> Dict[str, Any]:
 
 
 def model_classes(config: Dict[str, Any]):
-    """Pick (Model, ModelArgs) for a config; cherry extensions are keys on a Llama config."""
-    model_type = config.get("model_type", "llama")
-    if model_type not in ("llama", "mistral"):
-        raise ValueError(
-            f"model_type {model_type!r} is not a Llama-family model; "
-            "cherry-mlx supports llama/mistral"
-        )
+    """Pick (Model, ModelArgs) for a config; cherry extensions are keys on a family config."""
+    check_family(config.get("model_type", "llama"))
     if config.get("moee"):  # a fused Mixture of Efficient Experts (cherry_mlx.fusion)
         from ..fusion.moee import moee_classes
 

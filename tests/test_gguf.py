@@ -49,6 +49,19 @@ def _bpe():
     return tokens, merges
 
 
+def _spm():
+    """A sentencepiece-style vocabulary: specials, the 256 byte tokens, pieces best-first."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(CORPUS, vocab_size=200, special_tokens=["<unk>"], show_progress=False)
+    vocab = json.loads(sp.to_str())["model"]["vocab"]
+    pieces = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if t != "<unk>"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
+    types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+    return tokens, [-float(i) for i in range(len(tokens))], types
+
+
 def _permute(w, n_head):
     """llama.cpp's converter: HF half-split rotary rows -> interleaved pairs, per head."""
     return (
@@ -58,10 +71,15 @@ def _permute(w, n_head):
     )
 
 
-def write_gguf(path, arch="llama", seed=0, vocab_rows=VOCAB, tokenizer_model="gpt2"):
+def write_gguf(path, arch="llama", seed=0, vocab_rows=None, tokenizer_model="gpt2"):
     """A 2-layer model; returns the HF-order float32 weights of the F32 tensors."""
     rng = np.random.default_rng(seed)
-    tokens, merges = _bpe()
+    if tokenizer_model == "llama":
+        tokens, scores, types = _spm()
+    else:
+        (tokens, merges), scores = _bpe(), None
+        types = [3 if t in SPECIALS else 1 for t in tokens]
+    vocab_rows = vocab_rows or len(tokens)
     hd = 128 if arch == "qwen3" else D // H  # transformers reads no key_length: Qwen3 default
 
     def w(*shape, scale=0.15):
@@ -81,13 +99,18 @@ def write_gguf(path, arch="llama", seed=0, vocab_rows=VOCAB, tokenizer_model="gp
         writer.add_key_length(hd)
         writer.add_value_length(hd)
     writer.add_tokenizer_model(tokenizer_model)
-    writer.add_tokenizer_pre("qwen2" if arch.startswith("qwen") else "llama-bpe")
+    if scores is None:  # sentencepiece files name no byte-level pre-tokenizer
+        writer.add_tokenizer_pre("qwen2" if arch.startswith("qwen") else "llama-bpe")
     writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
-    writer.add_token_merges(merges)
+    writer.add_token_types(types)
+    if scores is None:
+        writer.add_token_merges(merges)
+    else:
+        writer.add_token_scores(scores)
+        writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(scores is not None)
     writer.add_chat_template(TEMPLATE)
 
     exact = {}
@@ -186,6 +209,19 @@ def test_folder_loads_in_mlx_lm_with_chat_template(gguf_model):
     assert tok.eos_token_id == 2
 
 
+def test_sentencepiece_token_ids_match_transformers(tmp_path):
+    """tokenizer.ggml.model = llama: merges recovered from scores, byte fallback, BOS added."""
+    write_gguf(tmp_path / "spm.gguf", tokenizer_model="llama")
+    out = import_gguf(tmp_path / "spm.gguf", tmp_path / "hf")
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
+    ours = load_tokenizer(out)
+    text = TEXT + " 🎉 밥"  # characters the vocabulary lacks: byte fallback
+    ids = ours.encode(text)
+    assert ids == ref(text)["input_ids"]
+    assert ids[0] == 1 and "<0xF0>" in ours.convert_ids_to_tokens(ids)
+    assert ours.decode(ids, skip_special_tokens=True) == text
+
+
 def test_dtype_option(tmp_path):
     write_gguf(tmp_path / "m.gguf")
     out = import_gguf(tmp_path / "m.gguf", tmp_path / "bf16", dtype="bfloat16")
@@ -257,12 +293,19 @@ def smollm2(tmp_path_factory):
 SMOL_TEXT = "Hello 2024 world, 안녕하세요 세계! 😀🍒 <|im_start|>user\nHi there   you<|im_end|>"
 
 
-def test_smollm2_config_and_token_ids(smollm2):
-    path, out = smollm2
+def test_smollm2_config(smollm2):
+    _, out = smollm2
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]) == (30, 576, 49152)
     assert (cfg["num_attention_heads"], cfg["num_key_value_heads"]) == (9, 3)
     assert cfg["tie_word_embeddings"] and cfg["intermediate_size"] == 1536
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg["eos_token"] == "<|im_end|>" and "<|im_start|>" in tok_cfg["chat_template"]
+
+
+@pytest.mark.slow  # transformers builds the 49k-token tokenizer from GGUF metadata: ~12 s
+def test_smollm2_token_ids_match_transformers(smollm2):
+    path, out = smollm2
     ids = load_tokenizer(out).encode(SMOL_TEXT)
     ref = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     assert ids == ref(SMOL_TEXT)["input_ids"]

@@ -71,7 +71,24 @@ def _permute(w, n_head):
     )
 
 
-def write_gguf(path, arch="llama", seed=0, vocab_rows=None, tokenizer_model="gpt2"):
+def llama3_divisors(theta, dims, factor, low, high, ctx):
+    """llama.cpp's converter: per-frequency divisors for Llama 3 RoPE scaling (rope_freqs)."""
+    out = []
+    for freq in 1.0 / theta ** (np.arange(0, dims, 2) / dims):
+        wavelen = 2 * np.pi / freq
+        if wavelen < ctx / high:
+            out.append(1.0)
+        elif wavelen > ctx / low:
+            out.append(factor)
+        else:
+            smooth = (ctx / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_gguf(
+    path, arch="llama", seed=0, vocab_rows=None, tokenizer_model="gpt2", rope_freqs=None
+):
     """A 2-layer model; returns the HF-order float32 weights of the F32 tensors."""
     rng = np.random.default_rng(seed)
     if tokenizer_model == "llama":
@@ -123,6 +140,8 @@ def write_gguf(path, arch="llama", seed=0, vocab_rows=None, tokenizer_model="gpt
             writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
 
     add("token_embd.weight", w(vocab_rows, D), Q.Q8_0)
+    if rope_freqs is not None:
+        add("rope_freqs.weight", rope_freqs)
     add("output_norm.weight", 1 + w(D, scale=0.3))
     add("output.weight", w(vocab_rows, D), Q.Q4_1)
     permute = arch == "llama"
@@ -174,6 +193,35 @@ def test_logits_match_transformers_gguf_loader(gguf_model):
     assert cfg["model_type"] == arch
     ours = np.array(model(mx.array(ids.astype(np.int32))))
     assert np.abs(ours - expected).max() <= 1e-4
+
+
+def test_llama3_rope_scaling_recovered_from_rope_freqs(tmp_path):
+    """Llama 3.1+ files carry only per-frequency divisors; the scaling comes back and the logits
+    equal transformers' Llama with that rope_scaling on the same (GGUF-dequantised) weights."""
+    params = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
+    params["original_max_position_embeddings"] = 8192
+    divisors = llama3_divisors(10000.0, D // H, 8.0, 1.0, 4.0, 8192)
+    assert 1.0 < divisors[-2] < 8.0  # the test covers all three regimes
+    write_gguf(tmp_path / "l3.gguf", rope_freqs=divisors)
+    out = import_gguf(tmp_path / "l3.gguf", tmp_path / "hf")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_scaling"] == {"rope_type": "llama3", **params}
+
+    plain = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="l3.gguf", dtype=torch.float32
+    )
+    ref_cfg = plain.config
+    ref_cfg.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, **params}
+    ref = transformers.LlamaForCausalLM(ref_cfg).float().eval()
+    ref.load_state_dict(plain.state_dict())
+    ids = np.array([[1, 17, 250, 3, 99, 42, 7, 7, 300, 5, 0, 64, 33]])
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(ids)).logits.numpy()
+        unscaled = plain(torch.from_numpy(ids)).logits.numpy()
+    model, _ = load_model(out)
+    ours = np.array(model(mx.array(ids.astype(np.int32))))
+    assert np.abs(ours - expected).max() <= 1e-4
+    assert np.abs(ours - unscaled).max() > 1e-2  # the scaling matters on these positions
 
 
 def test_rotary_permutation_is_undone(gguf_model):

@@ -156,12 +156,32 @@ def _hf_name(name: str, path) -> str:
     m = re.fullmatch(r"(\w+)\.(weight|bias)", name)
     if m and m.group(1) in _TOP:
         return f"{_TOP[m.group(1)]}.{m.group(2)}"
-    if name == "rope_freqs.weight":
-        raise ValueError(
-            f"{path} uses Llama 3.1-style RoPE frequency factors (rope_freqs), which the GGUF "
-            "import does not map back; load the original Hugging Face checkpoint instead"
-        )
     raise ValueError(f"{path}: unexpected tensor {name!r}; this GGUF layout is not supported")
+
+
+def llama3_rope_scaling(factors: np.ndarray, theta: float, dims: int, path) -> Dict[str, Any]:
+    """Llama 3's ``rope_scaling`` recovered from llama.cpp's per-frequency divisors (rope_freqs).
+
+    The converter stores 1 for short wavelengths, ``factor`` for long ones and a smooth blend in
+    between, without the parameters; we find the usual ones that reproduce the stored values.
+    """
+    wavelen = 2 * np.pi * theta ** (np.arange(0, dims, 2) / dims)  # (dims/2,)
+    factor = float(factors.max())
+    for ctx in (8192, 4096, 2048, 16384, 32768, 65536, 131072):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (0.5, 4.0), (2.0, 8.0)):
+            smooth = np.clip((ctx / wavelen - low) / (high - low), 0.0, 1.0)
+            if np.allclose(1 / ((1 - smooth) / factor + smooth), factors, rtol=1e-3):
+                return {
+                    "rope_type": "llama3",
+                    "factor": factor,
+                    "low_freq_factor": low,
+                    "high_freq_factor": high,
+                    "original_max_position_embeddings": ctx,
+                }
+    raise ValueError(
+        f"{path}: its RoPE frequency factors (rope_freqs) match no Llama 3 scaling we know; "
+        "convert the original Hugging Face checkpoint instead"
+    )
 
 
 def _dequantised(name: str, weights, info, path) -> mx.array:
@@ -206,7 +226,13 @@ def convert(path: Path, dtype: str = "float32"):
     arch = meta["general.architecture"]
     heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
     weights = {}
+    if "rope_freqs.weight" in table:  # Llama 3.1+ long-context RoPE
+        factors = np.array(_dequantised("rope_freqs.weight", raw, table["rope_freqs.weight"], path))
+        dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
+        cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
     for name, info in table.items():
+        if name == "rope_freqs.weight":
+            continue
         hf = _hf_name(name, path)
         w = _dequantised(name, raw, info, path)
         m = re.search(r"attn_(q|k)\.", name)

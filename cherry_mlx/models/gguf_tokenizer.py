@@ -142,7 +142,6 @@ def tokenizer_config(meta: Dict[str, Any], tokens: List[str]) -> Dict[str, Any]:
         "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", spm)),
         "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
-        "model_max_length": int(meta.get("context_length", 2048)),
     }
     if meta.get("tokenizer.chat_template"):
         cfg["chat_template"] = meta["tokenizer.chat_template"]

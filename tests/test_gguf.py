@@ -287,6 +287,17 @@ def test_gguf_path_accepted_as_model_and_cached(tmp_path):
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
+def test_cache_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
+    import cherry_mlx.models.gguf as gguf_module
+
+    monkeypatch.setattr(gguf_module, "IMPORTED_DIR", tmp_path / "imported")
+    write_gguf(tmp_path / "m.gguf")
+    (tmp_path / "m-hf").mkdir()
+    (tmp_path / "m-hf" / "notes.txt").write_text("mine")
+    assert resolve(str(tmp_path / "m.gguf")) == tmp_path / "imported" / "m"
+    assert [p.name for p in (tmp_path / "m-hf").iterdir()] == ["notes.txt"]
+
+
 def _no_output(tmp_path):
     return [p.name for p in tmp_path.iterdir() if p.suffix != ".gguf"]
 

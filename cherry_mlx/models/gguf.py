@@ -121,6 +121,9 @@ def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str,
     def get(key, default=None):
         return meta.get(f"{arch}.{key}", default)
 
+    for key in ("embedding_length", "attention.head_count", "block_count", "feed_forward_length"):
+        if get(key) is None:
+            raise ValueError(f"{path} lacks the {arch}.{key} metadata; re-export it with llama.cpp")
     hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
     vocab = shapes["token_embd.weight"][0]
     cfg = {
@@ -296,6 +299,13 @@ def cached_import(name: str | os.PathLike) -> Path:
     candidates = [default_import_dir(name)]
     if str(name) not in PACKAGED and os.access(src.parent, os.W_OK):
         candidates.insert(0, src.with_name(f"{src.stem}-hf"))
+    # never replace a folder we did not write (no gguf_source.json)
+    candidates = [c for c in candidates if not c.exists() or (c / "gguf_source.json").is_file()]
+    if not candidates:
+        raise ValueError(
+            f"{default_import_dir(name)} exists and was not written by the GGUF import; move it "
+            f"or run `cherry-mlx import {name} -o DIR` and pass DIR"
+        )
     for out in candidates:
         stamp = out / "gguf_source.json"
         if stamp.is_file() and (out / "model.safetensors").is_file():

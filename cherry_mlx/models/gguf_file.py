@@ -1,0 +1,164 @@
+"""The tensor table of a GGUF file, read before MLX touches the data.
+
+MLX's own GGUF reader (``mx.load(path, return_metadata=True)``) does the heavy lifting, but it does
+not say which storage type a tensor had, crashes on types it lacks with a message that names
+neither tensor nor type, hands BF16 over as (lossy) float16, and trusts the file's length. This
+module walks the header (key/value section skipped, tensor infos kept) so the importer can refuse
+an unknown quantisation or a truncated file by name *before* anything is loaded or written.
+
+GGUF layout (little endian): magic ``GGUF``, u32 version, u64 tensor count, u64 key/value count,
+the key/values, then per tensor: name, u32 n_dims, u64 dims (innermost first), u32 type, u64 offset
+relative to the data section, which starts at the next multiple of ``general.alignment`` (32).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+
+# type id -> (name, elements per block, bytes per block); the types the importer can dequantise.
+SUPPORTED = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    8: ("Q8_0", 32, 34),
+    30: ("BF16", 1, 2),
+}
+# Names of the others, for the error message only.
+OTHER_TYPES = {
+    6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
+    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL",
+    21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
+    29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+}  # fmt: skip
+SUPPORTED_NAMES = ", ".join(name for name, _, _ in SUPPORTED.values())
+# Fixed-size scalar value types of the key/value section: type id -> struct format.
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: Tuple[int, ...]  # numpy order (outermost first)
+    type_id: int
+    offset: int  # absolute, from the start of the file
+    nbytes: int
+
+    @property
+    def type_name(self) -> str:
+        return SUPPORTED.get(
+            self.type_id, (OTHER_TYPES.get(self.type_id, f"type {self.type_id}"),)
+        )[0]
+
+
+class _Cursor:
+    def __init__(self, buf, path: Path):
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, fmt: str):
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buf):
+            raise ValueError(
+                f"{self.path} is truncated (its header ends early); download or export it again"
+            )
+        out = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += size
+        return out[0] if len(out) == 1 else out
+
+    def string(self) -> str:
+        n = self.take("Q")
+        raw = self.take(f"{n}s")
+        return raw.decode("utf-8", errors="replace")
+
+    def skip_value(self, vtype: int) -> object:
+        if vtype in _SCALARS:
+            return self.take(_SCALARS[vtype])
+        if vtype == 8:
+            return self.string()
+        if vtype == 9:
+            itype, n = self.take("I"), self.take("Q")
+            if itype in _SCALARS:  # fixed-size elements: jump over them
+                self.pos += n * struct.calcsize(_SCALARS[itype])
+            else:
+                for _ in range(n):
+                    self.skip_value(itype)
+            return None
+        raise ValueError(f"{self.path}: unknown GGUF value type {vtype}; the file is corrupt")
+
+
+def read_tensor_table(path: str | Path) -> Dict[str, TensorInfo]:
+    """Tensor name -> info; raises ValueError for a non-GGUF, truncated or unsupported file."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        size = path.stat().st_size
+        if size < 24:
+            raise ValueError(f"{path} is not a GGUF file (only {size} bytes)")
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return _parse(buf, path, size)
+        finally:
+            buf.close()
+
+
+def _parse(buf, path: Path, size: int) -> Dict[str, TensorInfo]:
+    cur = _Cursor(buf, path)
+    if cur.take("4s") != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf model file")
+    version = cur.take("I")
+    if version < 2:
+        raise ValueError(f"{path} is GGUF version {version}; re-export it with a current llama.cpp")
+    n_tensors, n_kv = cur.take("Q"), cur.take("Q")
+    alignment = 32
+    for _ in range(n_kv):
+        key, vtype = cur.string(), cur.take("I")
+        value = cur.skip_value(vtype)
+        if key == "general.alignment":
+            alignment = int(value)
+    raw = []
+    for _ in range(n_tensors):
+        name, n_dims = cur.string(), cur.take("I")
+        dims = [cur.take("Q") for _ in range(n_dims)]
+        raw.append((name, tuple(reversed(dims)), cur.take("I"), cur.take("Q")))
+    data_start = -(-cur.pos // alignment) * alignment
+    table = {}
+    for name, shape, type_id, offset in raw:
+        if type_id not in SUPPORTED:
+            info = TensorInfo(name, shape, type_id, 0, 0)
+            raise ValueError(
+                f"{path}: tensor {name} is stored as {info.type_name}, which cherry-mlx cannot "
+                f"dequantise; use a {SUPPORTED_NAMES} export of the model (e.g. llama-quantize "
+                "--allow-requantize IN OUT Q8_0)"
+            )
+        _, block, block_bytes = SUPPORTED[type_id]
+        nbytes = int(np.prod(shape, dtype=np.int64)) // block * block_bytes
+        table[name] = TensorInfo(name, shape, type_id, data_start + offset, nbytes)
+    end = max((t.offset + t.nbytes for t in table.values()), default=data_start)
+    if end > size:
+        raise ValueError(
+            f"{path} is truncated ({size} of {end} bytes); download or export it again"
+        )
+    return table
+
+
+def read_bf16(path: str | Path, info: TensorInfo) -> np.ndarray:
+    """A BF16 tensor as exact float32 (MLX's reader would round it through float16)."""
+    raw = np.fromfile(path, dtype="<u2", count=info.nbytes // 2, offset=info.offset)
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)

@@ -9,6 +9,7 @@ builds its options from these fields, so there is exactly one list of settings.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
-from cherry_mlx.models.runs import RUNS_DIR, latest_run
+from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
@@ -163,6 +164,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_run_name(self.name)
         for c in self.categories or []:
             if c not in CATEGORIES:
                 raise ValueError(f"--categories {c!r}: unknown, use some of {','.join(CATEGORIES)}")
@@ -182,7 +184,13 @@ class TrainConfig:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        """Write-then-rename: a full disk or a kill never leaves a truncated settings file."""
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":

@@ -11,7 +11,7 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 import types
 from dataclasses import dataclass, field, replace
@@ -22,7 +22,7 @@ import mlx.core as mx
 from mlx.utils import tree_unflatten
 
 from cherry_mlx.models.loading import save_model
-from cherry_mlx.models.runs import BEST, PID_FILE, list_checkpoints, step_dir
+from cherry_mlx.models.runs import BEST, list_checkpoints, open_run, step_dir
 from cherry_mlx.training import checkpoint as ckpt
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
@@ -104,8 +104,15 @@ def train(
     if loss_fn is None:
         loss_fn = make_objective(cfg, s.reference)
     eval_loss = with_extras(loss_fn)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
+    # created and locked only now, once model and data are ready; removed on a failure before
+    # its first checkpoint; a second trainer of the same run fails naming this process
+    with open_run(run_dir, notice=lambda m: print(m, file=sys.stderr)):
+        return _train_locked(cfg, run_dir, resume_from, s, loss_fn, eval_loss, callbacks)
+
+
+def _train_locked(cfg, run_dir, resume_from, s, loss_fn, eval_loss, callbacks) -> TrainResult:
+    """The loop proper, over a run directory this process holds (``train`` set it all up)."""
+    model = s.model
     s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
     cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
@@ -229,7 +236,6 @@ def train(
                 save(step)
             t_report += time.perf_counter() - t_other  # tokens/s counts training time only
     finally:
-        (run_dir / PID_FILE).unlink(missing_ok=True)
         metrics.flush()
         progress.close()
         if metrics.rows or evals:

@@ -82,11 +82,14 @@ def check_output(
     sources: Iterable[str | os.PathLike] = (),
     force: bool = False,
     flag: str = "-o",
+    weights_ok: bool = True,
 ) -> Path:
     """``target`` if a command may write there, else a ValueError naming it and the fix.
 
-    Always refused: the source itself, a directory containing a source, a file, a run directory.
-    Refused unless ``force``: a directory that holds a model or anything else."""
+    Always refused: the source itself, a directory containing a source, a file, a run directory
+    (and, unless ``weights_ok``, a directory with model weights: a tokenizer written into a
+    trained model would no longer match its token ids). Refused unless ``force``: a directory
+    that holds a model or anything else."""
     target = Path(target).expanduser()
     here = target.resolve()
     for src in sources:
@@ -107,6 +110,11 @@ def check_output(
         raise ValueError(
             f"{flag} {target} holds a training run (checkpoints/); a model is never written over "
             f"a run, even with --force: choose another output directory"
+        )
+    if not weights_ok and any(target.glob("model*.safetensors")):
+        raise ValueError(
+            f"{flag} {target} holds a trained model; a new tokenizer there would no longer match "
+            f"its token ids, even with --force: write the tokenizer to another directory"
         )
     if not force:
         raise ValueError(
@@ -140,6 +148,8 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         os.replace(tmp, out_dir)
         return
+    if holds_run(out_dir):
+        raise ValueError(f"{out_dir} holds a training run; a model is never written over a run")
     if is_ours(out_dir):
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
-from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run
+from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run, list_checkpoints
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
@@ -269,7 +270,22 @@ def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
         run = parent / resume
     if run is None or not (run / "train_config.json").is_file():
         return None  # train() reports the missing run or checkpoint
-    return run / "train_config.json"
+    # a damaged run-level copy (full disk, kill): each checkpoint keeps the same settings
+    for f in [
+        run / "train_config.json",
+        *(c / "train_config.json" for c in list_checkpoints(run)[::-1]),
+    ]:
+        try:
+            TrainConfig.from_file(f)
+        except (ValueError, TypeError, FileNotFoundError):
+            continue
+        if f != run / "train_config.json":
+            print(f"note: {run / 'train_config.json'} is damaged; using {f}", file=sys.stderr)
+        return f
+    raise ValueError(
+        f"--resume {resume}: {run / 'train_config.json'} is damaged and no checkpoint has a "
+        "readable copy; start a new run instead"
+    )
 
 
 def field_specs(cls=TrainConfig, names: Optional[Sequence[str]] = None, defaults=None):

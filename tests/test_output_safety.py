@@ -188,7 +188,10 @@ def test_fuse_out_onto_an_expert_is_refused_before_any_work(model_dir):
 
 
 def test_force_options_exist_on_every_writing_command():
-    for args in (["quantize"], ["upscale"], ["compress"], ["fuse"], ["tokenizer", "train"]):
+    for args in (
+        ["quantize"], ["upscale"], ["compress"], ["fuse"], ["tokenizer", "train"],
+        ["cabstractor", "train"],
+    ):  # fmt: skip
         res = _cli([*args, "--help"])
         assert "--force" in res.output, args
 
@@ -214,3 +217,13 @@ def test_saved_models_get_the_umask_mode_not_0700(tmp_path, tiny_config):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o644
     assert json.loads((out / "config.json").read_text())["hidden_size"] == 64
+
+
+def test_cabstractor_out_onto_its_features_is_refused_before_training(tmp_path, model_dir):
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (feats / "texts.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    before = _snapshot(feats)
+    res = _cli(["cabstractor", "train", str(feats), "--model", str(model_dir), "-o", str(feats)])
+    assert isinstance(res.exception, ValueError) and "is the source" in str(res.exception)
+    assert _snapshot(feats) == before

@@ -34,7 +34,8 @@ OWN_FILES = frozenset(
         "adapters.safetensors", "optimizer.safetensors", "metrics.jsonl", "evals.jsonl",
         "curves.png", "train.pid", "report.json", "report.md", "stages.png",
         "compress_config.json", "fuse_report.json", "distill_report.json", "distill.png",
-        "ablation.json", "ablation.md", "ablation.png", *TOKENIZER_FILES,
+        "ablation.json", "ablation.md", "ablation.png", "cabstractor.safetensors",
+        "cabstractor.json", *TOKENIZER_FILES,
     }
 )  # fmt: skip
 OWN_DIRS = frozenset({"checkpoints", "best", "model", "tokenizer", "fused"})

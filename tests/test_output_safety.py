@@ -227,3 +227,24 @@ def test_cabstractor_out_onto_its_features_is_refused_before_training(tmp_path, 
     res = _cli(["cabstractor", "train", str(feats), "--model", str(model_dir), "-o", str(feats)])
     assert isinstance(res.exception, ValueError) and "is the source" in str(res.exception)
     assert _snapshot(feats) == before
+
+
+def test_compress_again_into_its_out_needs_force_and_then_replaces_its_stage_runs(
+    tmp_path, tiny_config
+):
+    from test_compress_heal import _source_and_data
+
+    from cherry_mlx.compression.heal import CompressConfig, compress
+
+    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=2)
+    out = tmp_path / "out"
+    kw = dict(model=str(src_dir), out=str(out), to="2L", pre_unroll_steps=2, heal_steps=0,
+              batch_size=2, seq_len=16, warmup=0)  # fmt: skip
+    compress(CompressConfig.from_flat(**kw), log=lambda *_: None, data=data)
+    (out / "my-notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--force"):
+        compress(CompressConfig.from_flat(**kw), log=lambda *_: None, data=data)
+    res = compress(CompressConfig.from_flat(**kw, force=True), log=lambda *_: None, data=data)
+    assert [s.name for s in res.stages] == ["source", "merged", "merged-healed"]
+    assert (out / "my-notes.txt").read_text() == "mine"
+    assert load_model(out / "model")[1]["num_hidden_layers"] == 2

@@ -117,7 +117,7 @@ def intact_checkpoint(found, resume: str) -> Path:
 
 def default_run_name(cfg: TrainConfig) -> str:
     """``<model or preset>-<selection>-<date>-<time>`` for a run started without ``--name``."""
-    base = Path(cfg.model).name if cfg.model else cfg.preset
+    base = (Path(cfg.model).name if cfg.model else cfg.preset).lstrip(".") or "run"
     return time.strftime(f"{base}-{cfg.select}-%Y%m%d-%H%M%S")
 
 

@@ -151,8 +151,8 @@ def check_run_name(name: Optional[str]) -> Optional[str]:
     seps = [c for c in ("/", "\\", os.sep, os.altsep or "/", "\0") if c in text]
     if not text.strip() or seps or text.startswith(".") or Path(text).is_absolute():
         raise ValueError(
-            f"--name {text!r} is not a run name: use letters, digits, '-', '_' or '.' without "
-            f"path separators or a leading dot (the run goes to <runs dir>/NAME; set the parent "
+            f"--name {text!r} is not a run name: give one directory name, without path "
+            f"separators or a leading dot (the run goes to <runs dir>/NAME; set the parent "
             f"with --runs-dir)"
         )
     return text

@@ -238,9 +238,14 @@ def test_compress_again_into_its_out_needs_force_and_then_replaces_its_stage_run
 
     src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=2)
     out = tmp_path / "out"
-    kw = dict(model=str(src_dir), out=str(out), to="2L", pre_unroll_steps=2, heal_steps=0,
+    kw = dict(model=str(src_dir), out=str(out), to="2L", pre_unroll_steps=1, heal_steps=0,
               batch_size=2, seq_len=16, warmup=0)  # fmt: skip
-    compress(CompressConfig.from_flat(**kw), log=lambda *_: None, data=data)
+    # what an earlier compress left (its stage run, model, report) beside a user's file
+    old_stage = out / "heal-1-merged" / "checkpoints" / "step-9"
+    save_model(build_model(tiny_config), old_stage, tiny_config)
+    (old_stage / "trainer_state.json").write_text('{"step": 9}')
+    save_model(build_model(tiny_config), out / "model", tiny_config)
+    (out / "report.json").write_text("{}")
     (out / "my-notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="--force"):
         compress(CompressConfig.from_flat(**kw), log=lambda *_: None, data=data)
@@ -248,3 +253,5 @@ def test_compress_again_into_its_out_needs_force_and_then_replaces_its_stage_run
     assert [s.name for s in res.stages] == ["source", "merged", "merged-healed"]
     assert (out / "my-notes.txt").read_text() == "mine"
     assert load_model(out / "model")[1]["num_hidden_layers"] == 2
+    steps = sorted(p.name for p in (out / "heal-1-merged" / "checkpoints").iterdir())
+    assert steps == ["step-1"]  # the old stage run was replaced, not resumed or refused

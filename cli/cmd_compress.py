@@ -73,8 +73,14 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(
             None, "--out", "-o", help="Output dir (default runs/...)."
         ),
+        force: bool = typer.Option(
+            False,
+            "--force",
+            help="Write into a non-empty -o, replacing only the files this "
+            "command writes (never the source, a run, or other files).",
+        ),
     ):
         """Depth up-scaling (SOLAR DUS): two copies of the stack, overlap dropped or duplicated."""
         from cherry_mlx.compression.upscale import upscale as run_upscale
 
-        run_upscale(model, to, overlap, out, log=typer.echo)
+        run_upscale(model, to, overlap, out, log=typer.echo, force=force)

@@ -33,6 +33,12 @@ def register(app: typer.Typer) -> None:
         no_fold: bool = typer.Option(
             False, "--no-fold", help="NVFP4 without the folded tensor scales (to compare)."
         ),
+        force: bool = typer.Option(
+            False,
+            "--force",
+            help="Write into a non-empty -o, replacing only the files this "
+            "command writes (never the source, a run, or other files).",
+        ),
     ):
         """Quantise a model; prints bits per weight, weight memory and the held-out loss and
         perplexity change against full precision. The result loads with cherry-mlx (and, for
@@ -43,14 +49,18 @@ def register(app: typer.Typer) -> None:
         from cherry_mlx.evaluation.quantization import heldout_batches
         from cherry_mlx.evaluation.quantization import quantize as run
         from cherry_mlx.models.loading import resolve
+        from cherry_mlx.models.outputs import check_output
 
         model = model or default_model()
         src = resolve(model)
         out = out or str(Path(src).parent / f"{Path(src).name}-{mode}")
+        check_output(out, [src], force)  # before the held-out data is read
         batches = heldout_batches(model, data, eval_batches) if eval_batches > 0 else None
         if eval_batches > 0 and not batches:
             typer.echo(
                 "no held-out data found (pass --data); skipping the loss comparison", err=True
             )
-        report = run(model, out, mode=mode, keep=keep, batches=batches, fold=not no_fold)
+        report = run(
+            model, out, mode=mode, keep=keep, batches=batches, fold=not no_fold, force=force
+        )
         typer.echo(report.summary())

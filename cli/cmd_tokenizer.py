@@ -37,20 +37,28 @@ def train(
         help="Do not force the 2,350 KS X 1001 syllables into the vocabulary.",
     ),
     model_max_length: Optional[int] = typer.Option(None, help="Recorded context length."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Write into a non-empty -o (e.g. a preset), replacing only the "
+        "tokenizer files (never into a trained model: its token ids would no longer match).",
+    ),
 ):
     """Train a BPE tokenizer and write it in the Hugging Face layout (mlx-lm loads it).
 
-    Example: cherry-mlx tokenizer train --vocab-size 4096 -o weights/cherry-tiny
+    Example: cherry-mlx tokenizer train --vocab-size 4096 -o weights/cherry-tiny --force
     """
     from cherry_mlx.data.corpus import default_corpus_files, read_corpus
+    from cherry_mlx.models.outputs import check_output
     from cherry_mlx.tokenizer import TokenizerConfig, train_tokenizer
 
+    files = list(data) if data else default_corpus_files()
+    check_output(out, files, force, weights_ok=False)
     cfg = TokenizerConfig(
         vocab_size=vocab_size,
         required_hangul=not no_required_hangul,
         model_max_length=model_max_length,
     )
-    files = list(data) if data else default_corpus_files()
     # pydoc English by default only when there is no other corpus (a fresh checkout)
     english = (not files) if builtin_english is None else builtin_english
     train_tokenizer(read_corpus(files), out, cfg, english, source=f"{len(files)} files")

@@ -47,6 +47,12 @@ def main() -> None:
             raise
         print(f"cherry-mlx: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # disk full, read-only output, ...: one line naming the file
+        if os.environ.get("CHERRY_MLX_DEBUG"):
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"cherry-mlx: error: {err.strerror or err}{where}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -100,11 +100,17 @@ def test_resume_refuses_a_run_another_process_is_training(tmp_path):
     import subprocess
     import sys
 
+    import mlx.core as mx
+
     from cherry_mlx.models.runs import PID_FILE
 
     run = tmp_path / "runs" / "busy"
-    (run / "checkpoints" / "step-2").mkdir(parents=True)
-    (run / "checkpoints" / "step-2" / "trainer_state.json").write_text("{}")
+    step = run / "checkpoints" / "step-2"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text('{"step": 2}')
+    (step / "config.json").write_text("{}")
+    for name in ("model.safetensors", "optimizer.safetensors"):  # intact, so resumable
+        mx.save_safetensors(str(step / name), {"w": mx.zeros((2,))})
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (run / PID_FILE).write_text(f"{other.pid}\n")

@@ -45,6 +45,9 @@ class CompressConfig(PhaseConfig):
     control: bool = setting(
         False, "Also train the uncompressed source for the same total steps (fair reference)."
     )
+    force: bool = setting(
+        False, "Write into a non-empty --out, replacing only what compress writes there."
+    )
     train: TrainConfig = field(default_factory=lambda: CompressConfig.default_train())
 
     def __post_init__(self):

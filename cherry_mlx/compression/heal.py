@@ -32,6 +32,7 @@ from cherry_mlx.compression.recurrent import (
 )
 from cherry_mlx.compression.report import write_report
 from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
+from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.evaluate import split_losses
@@ -142,6 +143,8 @@ def heal(model, cfg: CompressConfig, data: Data, steps: int, run_dir: Path, name
         steps, name, run_dir, report_every=max(1, min(10, steps // 5)), eval_every=0,
         tokenizer=str(data.tokenizer_dir) if data.tokenizer_dir else None,
     )  # fmt: skip
+    if cfg.force:  # a previous compress into this --out left this stage run: ours to replace
+        remove_own(Path(run_dir) / name, "the stage run of a previous compress")
     t0 = time.perf_counter()
     # valid_data=[]: the trainer skips its own evals, ours (``evaluate``) bracket each stage
     result = train(
@@ -262,6 +265,7 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
             "(heal with --pre-unroll-steps first)"
         )
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-{cfg.label()}"
+    check_output(out_dir, [model_dir], cfg.force, "--out")
     # bad --to/--groups/--loops fail here, before any data is read
     groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
     recurrence_of(cfg, len(groups))

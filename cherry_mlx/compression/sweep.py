@@ -29,6 +29,7 @@ from cherry_mlx.compression.heal import (
 from cherry_mlx.compression.merge import describe_groups, parse_depth, plan_groups
 from cherry_mlx.compression.report import plot_sweep, sweep_table
 from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.models.outputs import check_output
 from cherry_mlx.models.runs import RUNS_DIR, latest_run
 
 
@@ -76,6 +77,7 @@ def sweep(
     if bad:
         raise ValueError(f"--sweep-to {bad}: each must be fewer than the model's {n} layers")
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-sweep"
+    check_output(out_dir, [model_dir], cfg.force, "--out")
     data = data or Data.load(cfg, model_dir)
     src = evaluate(source, data, "source", cfg.eval_batches)
     source_row = {"unique": n, "effective_depth": n, "params": src.params, "loss": src.loss}

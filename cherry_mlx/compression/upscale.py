@@ -24,6 +24,7 @@ from cherry_mlx.compression.heal import source_name
 from cherry_mlx.compression.merge import parse_depth
 from cherry_mlx.compression.stack import restacked_weights
 from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
+from cherry_mlx.models.outputs import check_output
 from cherry_mlx.models.runs import RUNS_DIR
 
 OVERLAP_MODES = ("drop", "duplicate")
@@ -73,14 +74,18 @@ def upscale_model(
     return new, cfg
 
 
-def upscale(model: str, to: str | int, overlap: str = "drop", out=None, log=print):
-    """``cherry-mlx upscale``: load, DUS, save (with tokenizer files); returns the output dir."""
+def upscale(model: str, to: str | int, overlap: str = "drop", out=None, log=print, force=False):
+    """``cherry-mlx upscale``: load, DUS, save (with tokenizer files); returns the output dir.
+    ``force``: write into a non-empty ``out`` (``outputs.check_output``)."""
     from pathlib import Path
 
     src = resolve(model)
+    if out:
+        check_output(out, [src], force)
     source, cfg = load_model(src)
     new, ncfg = upscale_model(source, cfg, to, overlap)
     out = Path(out) if out else RUNS_DIR / f"{source_name(src)}-dus{len(new.layers)}L"
+    check_output(out, [src], force)
     save_model(new, out, ncfg, tokenizer_dir=src)
     log(
         f"{len(source.layers)} -> {len(new.layers)} layers ({overlap}); layer sources "

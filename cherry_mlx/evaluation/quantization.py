@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 import mlx.core as mx
 
 from cherry_mlx.models.loading import load_model, load_tokenizer, resolve, save_model
+from cherry_mlx.models.outputs import check_output
 from cherry_mlx.quant.quantize import parse_keep, quantize_model, weight_memory
 from cherry_mlx.selection.losses import per_token_ce
 from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
@@ -64,8 +65,11 @@ def quantize(
     keep: Optional[str] = None,
     batches: Optional[list] = None,
     fold: bool = True,
+    force: bool = False,
 ) -> QuantReport:
-    """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report."""
+    """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report.
+    ``force``: write into a non-empty ``out_dir`` (``outputs.check_output``)."""
+    check_output(out_dir, [resolve(model_name)], force)
     keep_list = parse_keep(keep)
     model, config = load_model(model_name)
     source = weight_memory(model)

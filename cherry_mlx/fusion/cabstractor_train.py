@@ -14,6 +14,7 @@ per example; training then never runs an extractor. A features directory holds::
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from mlx.utils import tree_flatten
 
 from cherry_mlx.fusion.cabstractor import Cabstractor, CabstractorConfig, text_logits
 from cherry_mlx.models.loading import load_model, load_tokenizer, resolve
+from cherry_mlx.models.outputs import check_output, make_tmp_dir, replace_dir
 from cherry_mlx.models.runs import RUNS_DIR
 
 
@@ -53,6 +55,7 @@ class CabTrainConfig:
     dims: int = 0  # 0: the LM's hidden size, at most 1024
     valid_fraction: float = 0.1
     seed: int = 0
+    force: bool = False  # write into a non-empty out (only our files are replaced)
 
 
 def read_features(path: Path) -> List[np.ndarray]:
@@ -173,12 +176,17 @@ def train_cabstractor(
 
 def save_cabstractor(cab: Cabstractor, out_dir: Path, extra: Optional[Dict] = None) -> Path:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(
-        str(out_dir / "cabstractor.safetensors"), dict(tree_flatten(cab.parameters()))
-    )
-    meta = {"cabstractor": cab.cfg.as_dict(), **(extra or {})}
-    (out_dir / "cabstractor.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = make_tmp_dir(out_dir)  # written whole, then renamed: a full disk leaves nothing
+    try:
+        mx.save_safetensors(
+            str(tmp / "cabstractor.safetensors"), dict(tree_flatten(cab.parameters()))
+        )
+        meta = {"cabstractor": cab.cfg.as_dict(), **(extra or {})}
+        (tmp / "cabstractor.json").write_text(json.dumps(meta, indent=2) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
 
 
@@ -197,6 +205,8 @@ def run(cfg: CabTrainConfig, log=print) -> Dict:
     held-out share, save to ``out``."""
 
     model_dir = resolve(cfg.model)
+    out = Path(cfg.out) if cfg.out else RUNS_DIR / f"cabstractor-{Path(cfg.features_dir).name}"
+    check_output(out, [model_dir, cfg.features_dir], cfg.force)
     lm, lm_cfg = load_model(model_dir)
     tok = load_tokenizer(model_dir)
     examples = load_feature_examples(
@@ -223,7 +233,6 @@ def run(cfg: CabTrainConfig, log=print) -> Dict:
     result = {"train_exact_match": exact_match(cab, lm, train)}
     if valid:
         result["valid_exact_match"] = exact_match(cab, lm, valid)
-    out = Path(cfg.out) if cfg.out else RUNS_DIR / f"cabstractor-{Path(cfg.features_dir).name}"
     save_cabstractor(cab, out, {"model": str(model_dir), **result})
     log(", ".join(f"{k} {v:.1%}" for k, v in result.items()) + f"; saved to {out}")
     return {"out": str(out), **result}

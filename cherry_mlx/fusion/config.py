@@ -36,6 +36,9 @@ class FuseConfig(PhaseConfig):
     sgt: bool = setting(True, "SGT loss (off: plain cross-entropy, the ablation's first rung).")
     train_experts: bool = setting(False, "Train the experts too (default: gate + heads).")
     steps: int = setting(100, "Training steps (0 = assemble only).")
+    force: bool = setting(
+        False, "Write into a non-empty --out, replacing only what fuse writes there."
+    )
     train: TrainConfig = field(default_factory=lambda: FuseConfig.default_train())
 
 

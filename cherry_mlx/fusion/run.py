@@ -20,7 +20,8 @@ from cherry_mlx.fusion.config import FuseConfig
 from cherry_mlx.fusion.flops import format_cost, moee_cost
 from cherry_mlx.fusion.objective import MoEEObjective, make_loss
 from cherry_mlx.models.gate import routing_report
-from cherry_mlx.models.loading import save_model
+from cherry_mlx.models.loading import resolve, save_model
+from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.evaluate import split_losses
 from cherry_mlx.training.prepare import find_tokenizer, prepare
@@ -84,6 +85,8 @@ def fuse(
 
     With ``compare`` each expert alone is evaluated on the same held-out batches
     (``report["experts_eval"]``), so a mixture worse than its best expert is visible."""
+    if cfg.out:  # before any work: never over an expert, a run, or (without --force) other files
+        check_output(cfg.out, [resolve(e) for e in cfg.experts], cfg.force, "--out")
     models, configs, paths = experts or load_experts(cfg.experts)
     mx.random.seed(cfg.seed)
     model, mcfg = assemble(
@@ -146,10 +149,13 @@ def ablate(cfg: FuseConfig, train_data=None, valid_data=None, tokenizer=None) ->
     balance = cfg.balance or 0.01
     rows = []
     out = Path(cfg.out or Path(cfg.runs_dir or "runs") / (cfg.name or "moee-ablation"))
+    check_output(out, [resolve(e) for e in cfg.experts], cfg.force, "--out")
     for i, (label, change) in enumerate(LADDER):
         # Each rung's trainer run lives inside the ablation folder, not loose under runs/.
         rung = cfg.with_(mtp_heads=mtp, balance=balance, out=None, shared=True, runs_dir=str(out))
         rung = rung.with_(**change, name=f"{out.name}-rung{i}")
+        if cfg.force:  # the rung run of a previous ablation into this folder: ours to replace
+            remove_own(out / rung.name, "the rung run of a previous ablation")
         print(f"== rung {i}: {label}")
         rep, _ = fuse(rung, train_data, valid_data, tokenizer, experts=experts, compare=False)
         r = rep["routing"] or {}

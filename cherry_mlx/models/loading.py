@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -25,18 +24,10 @@ from cherry_mlx.models.families import check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.moee import moee_classes, shim_text
+from cherry_mlx.models.outputs import TOKENIZER_FILES, make_tmp_dir, replace_dir  # noqa: F401
 from cherry_mlx.models.presets import DEFAULT_PRESET, REPO_ROOT, WEIGHTS_DIR, list_presets  # noqa: F401
 from cherry_mlx.models.runs import resolve_run_checkpoint
 
-# Files copied along with a model so that the directory is self-contained (HF layout).
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 # Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
 MODEL_FILE = "cherry_model.py"
 _MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(path, trust_remote_code=True) build this model."""
@@ -170,10 +161,12 @@ def save_model(
     tokenizer_dir: Optional[str | os.PathLike] = None,
     extra_files: Optional[Dict[str, str]] = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ tokenizer files) atomically."""
+    """Write ``model.safetensors`` + ``config.json`` (+ tokenizer files) atomically.
+
+    An existing ``out_dir`` loses only entries with the names written here (``outputs``); callers
+    taking a user's ``-o`` check it first with ``outputs.check_output``."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_tmp_dir(out_dir)
     try:
         weights = dict(tree_flatten(model.parameters()))
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
@@ -199,17 +192,6 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` onto ``out_dir``; an existing ``out_dir`` is removed only after the swap."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

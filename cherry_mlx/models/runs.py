@@ -2,7 +2,7 @@
 
     runs/NAME/
         train_config.json          the resolved training settings
-        train.pid                  present while a trainer process writes the run
+        train.pid                  the live-run lock: PID HOST START of the trainer writing it
         metrics.jsonl, evals.jsonl, curves.png
         checkpoints/step-N/        full step checkpoints (model + optimizer + trainer state)
         best/                      the best evaluated model (a plain model directory)
@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import struct
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 RUNS_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs"))
 CHECKPOINTS = "checkpoints"
@@ -138,19 +142,168 @@ def source_name(model_dir) -> str:
     return p.name
 
 
-def live_trainer(run_dir: Path) -> Optional[int]:
-    """The id of another live process training ``run_dir`` (from its ``train.pid``), else None.
-    A pid file left by a killed run names a dead process and is ignored."""
+def check_run_name(name: Optional[str]) -> Optional[str]:
+    """``name`` if it names a directory directly under the runs directory, else a ValueError:
+    a separator, ``..``, an absolute path or a leading dot would write elsewhere or hide the run."""
+    if name is None:
+        return None
+    text = str(name)
+    seps = [c for c in ("/", "\\", os.sep, os.altsep or "/", "\0") if c in text]
+    if not text.strip() or seps or text.startswith(".") or Path(text).is_absolute():
+        raise ValueError(
+            f"--name {text!r} is not a run name: give one directory name, without path "
+            f"separators or a leading dot (the run goes to <runs dir>/NAME; set the parent "
+            f"with --runs-dir)"
+        )
+    return text
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    """Start time of process ``pid`` (Linux /proc), to tell a live holder from a reused pid."""
     try:
-        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
         return None
-    if pid == os.getpid():
+
+
+def _read_lock(run_dir: Path) -> Optional[Tuple[int, str, Optional[str]]]:
+    """(pid, host, start) from ``train.pid`` (``PID HOST START``; a bare pid from older runs)."""
+    try:
+        parts = (Path(run_dir) / PID_FILE).read_text().split()
+        return int(parts[0]), (parts[1] if len(parts) > 1 else ""), (parts[2:3] or [None])[0]
+    except (OSError, ValueError, IndexError):
         return None
+
+
+def _holder_alive(pid: int, host: str, start: Optional[str]) -> bool:
+    if host and host != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here, assume alive
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:  # alive, owned by someone else
-        return pid
-    return pid
+        pass
+    now = _proc_start(pid)
+    return start in (None, "-") or now is None or now == start
+
+
+def live_trainer(run_dir: Path) -> Optional[int]:
+    """The id of another live process training ``run_dir`` (from its ``train.pid``), else None.
+    A pid file left by a killed run names a dead process (or a reused pid) and is ignored."""
+    held = _read_lock(run_dir)
+    if held is None or (held[0] == os.getpid() and held[1] in ("", socket.gethostname())):
+        return None
+    return held[0] if _holder_alive(*held) else None
+
+
+def _busy(run_dir: Path, held) -> ValueError:
+    pid, host, _ = held
+    where = f" on {host}" if host else ""
+    return ValueError(
+        f"run {run_dir} is being trained by process {pid}{where}; wait for it or stop it, or "
+        f"choose another --name (if that process is gone, delete {Path(run_dir) / PID_FILE})"
+    )
+
+
+class RunLock:
+    """The live-run lock of a run directory: ``train.pid`` holding ``PID HOST START``, created
+    exclusively. A lock whose process is gone (killed run) is taken over with a notice."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / PID_FILE
+        self.held = False
+
+    def acquire(self, notice=None) -> "RunLock":
+        me = f"{os.getpid()} {socket.gethostname()} {_proc_start(os.getpid()) or '-'}\n"
+        for _ in range(3):
+            # Written whole under a private name, then hard-linked into place: the link fails if
+            # a lock exists, and no reader ever sees a half-written one.
+            mine = self.path.with_name(f".{PID_FILE}.{os.getpid()}")
+            mine.write_text(me)
+            try:
+                os.link(mine, self.path)
+            except FileExistsError:
+                held = _read_lock(self.run_dir)
+                if held is not None and held[0] != os.getpid() and _holder_alive(*held):
+                    raise _busy(self.run_dir, held) from None
+                if held is not None and held[0] != os.getpid() and notice is not None:
+                    notice(f"note: {self.run_dir} was left locked by process {held[0]}, which "
+                           "is no longer running; taking it over")  # fmt: skip
+                self.path.unlink(missing_ok=True)
+                continue
+            finally:
+                mine.unlink(missing_ok=True)
+            self.held = True
+            return self
+        raise ValueError(f"could not lock {self.run_dir}: {self.path} keeps reappearing")
+
+    def release(self) -> None:
+        held = _read_lock(self.run_dir)
+        if self.held and (held is None or held[0] == os.getpid()):
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+@contextmanager
+def open_run(run_dir: Path, notice=None) -> Iterator[Path]:
+    """Create (if needed) and lock ``run_dir`` for one trainer process; on failure before the
+    first checkpoint, remove the directory again if this process created it (no half-made
+    runs). The lock is released whatever happens."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(run_dir).acquire(notice)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        yield run_dir
+    except BaseException:
+        lock.release()
+        if created and not step_dirs(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    lock.release()
+
+
+def damaged_checkpoint(path: Path) -> Optional[str]:
+    """Why a step checkpoint cannot be resumed (empty/truncated safetensors, unreadable JSON),
+    or None when it is intact. Reads headers and sizes only, not the weights."""
+    path = Path(path)
+    for name in (TRAINER_STATE, "train_config.json", "config.json"):
+        f = path / name
+        if name == "train_config.json" and not f.exists():
+            continue
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as err:
+            return f"{name} is unreadable ({type(err).__name__})"
+        if not isinstance(data, dict) or (name == TRAINER_STATE and "step" not in data):
+            return f"{name} is incomplete"
+    weights = "adapters.safetensors" if (path / "adapters.safetensors").exists() else None
+    for name in ("model.safetensors", "optimizer.safetensors", weights):
+        if name is not None and not _safetensors_ok(path / name):
+            return f"{name} is missing, empty or truncated"
+    return None
+
+
+def _safetensors_ok(f: Path) -> bool:
+    """The header parses and the file is as long as its tensors say."""
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                return False
+            n = struct.unpack("<Q", head)[0]
+            size = os.fstat(fh.fileno()).st_size
+            if n > size - 8:
+                return False
+            header = json.loads(fh.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, struct.error, AttributeError, KeyError, TypeError, IndexError):
+        return False
+    return size == 8 + n + max(ends, default=0)

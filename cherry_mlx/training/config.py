@@ -9,6 +9,8 @@ builds its options from these fields, so there is exactly one list of settings.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +20,7 @@ import yaml
 
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
-from cherry_mlx.models.runs import RUNS_DIR, latest_run
+from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run, list_checkpoints
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
@@ -171,6 +173,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_run_name(self.name)
         for c in self.categories or []:
             if c not in CATEGORIES:
                 raise ValueError(f"--categories {c!r}: unknown, use some of {','.join(CATEGORIES)}")
@@ -190,7 +193,13 @@ class TrainConfig:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        """Write-then-rename: a full disk or a kill never leaves a truncated settings file."""
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
@@ -269,7 +278,22 @@ def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
         run = parent / resume
     if run is None or not (run / "train_config.json").is_file():
         return None  # train() reports the missing run or checkpoint
-    return run / "train_config.json"
+    # a damaged run-level copy (full disk, kill): each checkpoint keeps the same settings
+    for f in [
+        run / "train_config.json",
+        *(c / "train_config.json" for c in list_checkpoints(run)[::-1]),
+    ]:
+        try:
+            TrainConfig.from_file(f)
+        except (ValueError, TypeError, FileNotFoundError):
+            continue
+        if f != run / "train_config.json":
+            print(f"note: {run / 'train_config.json'} is damaged; using {f}", file=sys.stderr)
+        return f
+    raise ValueError(
+        f"--resume {resume}: {run / 'train_config.json'} is damaged and no checkpoint has a "
+        "readable copy; start a new run instead"
+    )
 
 
 def field_specs(cls=TrainConfig, names: Optional[Sequence[str]] = None, defaults=None):

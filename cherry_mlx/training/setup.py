@@ -6,6 +6,7 @@ reads as the algorithm.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ from cherry_mlx.models.loading import (
     resolve,
 )
 from cherry_mlx.models.mtp import ensure_mtp_heads, freeze_for_mtp
-from cherry_mlx.models.runs import RUNS_DIR, latest_run, list_checkpoints, live_trainer
+from cherry_mlx.models.outputs import is_ours
+from cherry_mlx.models.runs import (
+    RUNS_DIR,
+    damaged_checkpoint,
+    latest_run,
+    list_checkpoints,
+    live_trainer,
+)
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.prepare import find_tokenizer, open_tokenizer, prepare
 
@@ -71,19 +79,45 @@ def setup_run(cfg: TrainConfig):
                 f"--resume {cfg.resume}: {run_dir} has no complete checkpoint "
                 "(checkpoints/step-N/trainer_state.json); start a new run instead"
             )
-        return run_dir, found[-1]
+        return run_dir, intact_checkpoint(found, cfg.resume)
     run_dir = runs_dir / (cfg.name or default_run_name(cfg))
+    live = live_trainer(run_dir)
+    if live is not None:
+        raise ValueError(
+            f"run {run_dir} is being trained by process {live}; wait for it or stop it, or "
+            "choose another --name"
+        )
     if list_checkpoints(run_dir):
         raise ValueError(
             f"run {run_dir} already has checkpoints; pass --resume {run_dir} to continue it "
             "or choose another --name"
         )
+    if run_dir.is_dir() and not is_ours(run_dir):
+        raise ValueError(
+            f"{run_dir} exists and holds files that are not a run's; choose another --name "
+            "(or --runs-dir), or move those files away"
+        )
     return run_dir, None  # the directory is created once model and data are ready (no empty runs)
+
+
+def intact_checkpoint(found, resume: str) -> Path:
+    """The newest of ``found`` (oldest first) that is not damaged; skipped ones are reported."""
+    for path in reversed(found):
+        why = damaged_checkpoint(path)
+        if why is None:
+            if path != found[-1]:
+                print(f"resuming from {path.name}, the newest intact checkpoint", file=sys.stderr)
+            return path
+        print(f"note: skipping damaged checkpoint {path}: {why}", file=sys.stderr)
+    raise ValueError(
+        f"--resume {resume}: every checkpoint of {found[-1].parent.parent} is damaged "
+        f"({damaged_checkpoint(found[-1])} in {found[-1].name}); start a new run instead"
+    )
 
 
 def default_run_name(cfg: TrainConfig) -> str:
     """``<model or preset>-<selection>-<date>-<time>`` for a run started without ``--name``."""
-    base = Path(cfg.model).name if cfg.model else cfg.preset
+    base = (Path(cfg.model).name if cfg.model else cfg.preset).lstrip(".") or "run"
     return time.strftime(f"{base}-{cfg.select}-%Y%m%d-%H%M%S")
 
 

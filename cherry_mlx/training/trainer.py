@@ -11,7 +11,7 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 import types
 from dataclasses import dataclass, field, replace
@@ -22,7 +22,7 @@ import mlx.core as mx
 from mlx.utils import tree_unflatten
 
 from cherry_mlx.models.loading import save_model
-from cherry_mlx.models.runs import BEST, PID_FILE, list_checkpoints, step_dir
+from cherry_mlx.models.runs import BEST, list_checkpoints, open_run, step_dir
 from cherry_mlx.training import checkpoint as ckpt
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
@@ -121,10 +121,22 @@ def train(
     hint = f"; continue with: cherry-mlx train --resume {run_dir} (any number of ranks)"
     watchdog = Watchdog(dist, cfg.collective_timeout, hint)
     with watchdog.waiting("start: the other ranks loading the model and data"):
-        barrier(dist)  # every rank has checked the run before rank 0 marks it live
+        barrier(dist)  # every rank has checked the run before rank 0 takes it
+    args = (cfg, run_dir, resume_from, s, loss_fn, eval_loss, callbacks, dist, watchdog)
+    if not dist.main:  # only rank 0 writes (and locks) the run directory
+        return _train_locked(*args)
+    # created and locked only now, once model and data are ready; removed on a failure before
+    # its first checkpoint; a second trainer of the same run fails naming this process
+    with open_run(run_dir, notice=lambda m: print(m, file=sys.stderr)):
+        return _train_locked(*args)
+
+
+def _train_locked(
+    cfg, run_dir, resume_from, s, loss_fn, eval_loss, callbacks, dist, watchdog
+) -> TrainResult:
+    """The loop proper, over a run directory rank 0 holds (``train`` set it all up)."""
+    model = s.model
     if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
         s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
         cfg.save(run_dir / "train_config.json")
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
@@ -263,10 +275,8 @@ def train(
         watchdog.close()
         metrics.flush()
         progress.close()
-        if dist.main:
-            (run_dir / PID_FILE).unlink(missing_ok=True)
-            if metrics.rows or evals:
-                plot_curves(run_dir, metrics.rows, evals, _title(cfg))
+        if dist.main and (metrics.rows or evals):
+            plot_curves(run_dir, metrics.rows, evals, _title(cfg))
     result.step = step
     result.stopped_early = stop_at < cfg.steps
     result.history, result.evals, result.best = metrics.rows, evals, best

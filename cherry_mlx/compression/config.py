@@ -26,25 +26,32 @@ class CompressConfig(PhaseConfig):
         None, "Output dir (default runs/<source>-<label>).", "--out", short="-o"
     )
     to: Optional[str] = setting(None, "Unique layers after merging, e.g. 6L.")
-    factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.")
+    factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.", at_least=1)
     groups: Optional[str] = setting(
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
     )
-    loops: int = setting(1, "Core loops after merging (1 = no recurrence).")
-    prelude: Optional[int] = setting(None, "Unique layers before the looped core (default 1).")
-    coda: Optional[int] = setting(None, "Unique layers after the looped core (default 1).")
+    loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
+    prelude: Optional[int] = setting(
+        None, "Unique layers before the looped core (default 1).", at_least=0
+    )
+    coda: Optional[int] = setting(
+        None, "Unique layers after the looped core (default 1).", at_least=0
+    )
     layout: Optional[str] = setting(
         None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
     )
     heal: bool = setting(True, "SGT-heal (else merge+unroll only).")
-    pre_unroll_steps: int = setting(100, "SGT steps on the merged model before unrolling.")
-    heal_steps: int = setting(500, "SGT steps after unrolling.")
+    pre_unroll_steps: int = setting(
+        100, "SGT steps on the merged model before unrolling.", at_least=0
+    )
+    heal_steps: int = setting(500, "SGT steps after unrolling.", at_least=0)
     control: bool = setting(
         False, "Also train the uncompressed source for the same total steps (fair reference)."
     )
     train: TrainConfig = field(default_factory=lambda: CompressConfig.default_train())
 
     def __post_init__(self):
+        super().__post_init__()
         if self.layout is not None:
             if self.prelude is not None or self.coda is not None:
                 raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")

@@ -537,3 +537,21 @@ def test_cli_prints_bad_config_json_as_one_line(tmp_path, monkeypatch, capsys):
     assert ex.value.code == 2 and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("cherry-mlx: error:")]
     assert len(lines) == 1 and "holds a JSON list" in lines[0]
+
+
+def test_chat_command_survives_xff_and_generate_stdin_is_repaired(tmp_path, tiny_config):
+    """The real commands: a ``\\xff`` typed in chat is repaired with a notice and the session goes
+    on to answer the next line; ``generate -p -`` repairs invalid UTF-8 on stdin."""
+    from cherry_mlx_cli.main import app
+
+    cfg = {**tiny_config, "vocab_size": 4096}
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    path = save_model(model, tmp_path / "m", cfg, tokenizer_dir=WEIGHTS_DIR / "cherry-tiny")
+    runner = CliRunner()
+    res = runner.invoke(app, ["chat", str(path), "-m", "2"], input=b"caf\xff\n/stats\n/quit\n")
+    assert res.exit_code == 0, res.output
+    assert "replaced with U+FFFD" in res.output and "last turn" in res.output
+    res = runner.invoke(app, ["generate", str(path), "-p", "-", "-m", "2"], input=b"caf\xff\n")
+    assert res.exit_code == 0, res.output
+    assert "stdin was not valid UTF-8" in res.output

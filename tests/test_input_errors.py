@@ -116,6 +116,27 @@ def test_seed_minus_1_rejected_everywhere():
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "build", "--seed", "-1"],
+        ["ssgt-eval", "nowhere", "--seed", "-1"],
+        ["cabstractor", "train", "--seed", "-1"],
+        ["eval", "nowhere", "--seed", "-1"],
+        ["train", "--seed", "-1"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_seed_minus_1_rejected_by_every_command(args):
+    res = cli(*args)
+    assert res.exit_code != 0
+    err = res.exception
+    if isinstance(err, ValueError):  # the settings dataclass said it
+        assert "--seed -1" in str(err) and "\n" not in str(err)
+    else:  # typer's range check: a usage error before anything runs
+        assert "greater than or equal to 0" in res.output, res.output
+
+
+@pytest.mark.parametrize(
     "make",
     [
         lambda: SamplingConfig(temp=math.nan),

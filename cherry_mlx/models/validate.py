@@ -48,7 +48,8 @@ def check_model_config(config: Any, source: str = "config.json") -> Dict[str, An
             raise ValueError(
                 f"{source}: {key} is {value!r}, not an integer; write it as a number without quotes"
             )
-        if value < 1:
+        # a whole-model MoEE keeps its layers in its experts: its own stack may be empty
+        if value < (0 if key == "num_hidden_layers" and config.get("moee") else 1):
             raise ValueError(f"{source}: {key} is {value}; it must be at least 1")
     for key in POSITIVE_FLOATS:
         value = config.get(key)

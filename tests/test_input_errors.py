@@ -91,6 +91,12 @@ def test_settings_file_not_utf8_deeply_nested_or_a_directory(tmp_path):
         resolve_config({}, tmp_path)
 
 
+def test_lone_surrogate_in_a_yaml_settings_file(tmp_path):
+    f = write(tmp_path / "s.yaml", 'name: "run\\ud800"\n')
+    with pytest.raises(ValueError, match=r"s\.yaml: name: lone surrogate '\\ud800'"):
+        resolve_config({}, f)
+
+
 def test_unreadable_file_is_one_line(tmp_path, monkeypatch):
     f = write(tmp_path / "data.jsonl", "{}")
 

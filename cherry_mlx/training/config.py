@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from cherry_mlx._io import loads_json, read_text
+from cherry_mlx._io import find_surrogate, loads_json, read_text
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
 from cherry_mlx.models.runs import RUNS_DIR, latest_run
@@ -249,6 +249,11 @@ def load_settings_file(path: str | Path) -> Dict[str, Any]:
         except RecursionError:
             raise ValueError(f"{path}: YAML nested too deeply to read; flatten it") from None
         data = {} if data is None else data
+        bad = find_surrogate(data)
+        if bad is not None:
+            raise ValueError(
+                f"{path}: {bad[0]}: lone surrogate {ascii(bad[1])}; write the character"
+            )
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of setting: value")
     return data

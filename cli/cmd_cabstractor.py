@@ -28,7 +28,7 @@ def train(
     num_heads: int = typer.Option(8, help="Attention heads."),
     dims: int = typer.Option(0, help="Width (0: the LM's hidden size, at most 1024)."),
     valid_fraction: float = typer.Option(0.1, help="Share of examples held out for evaluation."),
-    seed: int = typer.Option(0, help="Seed of initialisation and data order."),
+    seed: int = typer.Option(0, min=0, help="Seed of initialisation and data order."),
     force: bool = typer.Option(
         False, "--force", help="Write into a non-empty -o, replacing only the cabstractor files."
     ),

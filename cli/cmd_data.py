@@ -16,7 +16,9 @@ def build_cmd(
     out: Optional[str] = typer.Option(
         None, "--out", "-o", help="output folder (default: weights/data in the checkout)"
     ),
-    seed: int = typer.Option(0, help="seed of every random choice (same seed -> same bytes)"),
+    seed: int = typer.Option(
+        0, min=0, help="seed of every random choice (same seed -> same bytes)"
+    ),
     scale: float = typer.Option(1.0, help="multiplies every family's example count"),
     prose: bool = typer.Option(True, help="also write prose/{ko,en}*.jsonl"),
     tokenizer: Optional[str] = typer.Option(

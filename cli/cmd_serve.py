@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import typer
@@ -39,7 +38,7 @@ SPECULATIVE = typer.Option(
     help="Self-speculative decoding with the MTP heads (default: on when the model has them).",
 )
 NUM_DRAFT = typer.Option(None, "--num-draft", help="Heads used to draft.")
-SEED = typer.Option(None, "--seed", help="Random seed for sampling.")
+SEED = typer.Option(None, "--seed", min=0, help="Random seed for sampling.")
 
 
 def register(app: typer.Typer) -> None:
@@ -59,16 +58,18 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = SEED,
     ):
         """Generate a completion for one prompt, streaming, then print speed (and acceptance)."""
+        from cherry_mlx._io import read_stdin_text
         from cherry_mlx.decoding.session import generate_text
 
+        sampling = _sampling(temp, top_p, top_k, min_p, repetition_penalty)  # before any work
         model_obj, tokenizer = _load(model)
-        text = sys.stdin.read() if prompt == "-" else prompt
+        text = read_stdin_text() if prompt == "-" else prompt
         stats = None
         for piece, stats in generate_text(
             model_obj,
             tokenizer,
             text,
-            _sampling(temp, top_p, top_k, min_p, repetition_penalty),
+            sampling,
             max_tokens=max_tokens,
             speculative=speculative,
             num_draft=num_draft,
@@ -100,9 +101,10 @@ def register(app: typer.Typer) -> None:
         from cherry_mlx.decoding.chat import ChatConfig, ChatSession
         from cherry_mlx.decoding.repl import chat_loop
 
+        sampling = _sampling(temp, top_p, top_k, min_p, repetition_penalty)  # before any work
         model_obj, tokenizer = _load(model)
         cfg = ChatConfig(
-            sampling=_sampling(temp, top_p, top_k, min_p, repetition_penalty),
+            sampling=sampling,
             max_tokens=max_tokens,
             speculative=speculative,
             num_draft=num_draft,

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             "a bar chart beside it (.png).",
         ),
         temp: float = typer.Option(0.0, "--temp", help="Sampling temperature (0 = greedy)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed (used when --temp > 0)."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Random seed (used when --temp > 0)."),
         limit: Optional[int] = typer.Option(
             None, "--limit", help="At most N prompts of each kind and language (a quick look)."
         ),

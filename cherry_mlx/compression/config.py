@@ -26,22 +26,26 @@ class CompressConfig(PhaseConfig):
         None, "Output dir (default runs/<source>-<label>).", "--out", short="-o"
     )
     to: Optional[str] = setting(None, "Unique layers after merging, e.g. 6L.")
-    factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.")
+    factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.", at_least=1)
     groups: Optional[str] = setting(
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
     )
-    loops: int = setting(1, "Core loops after merging (1 = no recurrence).")
-    prelude: Optional[int] = setting(None, "Unique layers before the looped core (default 1).")
-    coda: Optional[int] = setting(None, "Unique layers after the looped core (default 1).")
+    loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
+    prelude: Optional[int] = setting(
+        None, "Unique layers before the looped core (default 1).", at_least=0
+    )
+    coda: Optional[int] = setting(
+        None, "Unique layers after the looped core (default 1).", at_least=0
+    )
     layout: Optional[str] = setting(
         None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
     )
     heal: bool = setting(True, "SGT-heal (else merge+unroll only).")
     # the paper heals 100 + 500 steps; the defaults fit minutes on a laptop CPU
     pre_unroll_steps: int = setting(
-        40, "SGT steps on the merged model before unrolling (paper: 100)."
+        40, "SGT steps on the merged model before unrolling (paper: 100).", at_least=0
     )
-    heal_steps: int = setting(80, "SGT steps after unrolling (paper: 500).")
+    heal_steps: int = setting(80, "SGT steps after unrolling (paper: 500).", at_least=0)
     control: bool = setting(
         False, "Also train the uncompressed source for the same total steps (fair reference)."
     )
@@ -51,6 +55,7 @@ class CompressConfig(PhaseConfig):
     train: TrainConfig = field(default_factory=lambda: CompressConfig.default_train())
 
     def __post_init__(self):
+        super().__post_init__()
         if self.layout is not None:
             if self.prelude is not None or self.coda is not None:
                 raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")

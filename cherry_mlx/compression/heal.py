@@ -36,7 +36,7 @@ from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.evaluate import split_losses
-from cherry_mlx.training.prepare import prepare
+from cherry_mlx.training.prepare import check_vocab, prepare
 from cherry_mlx.training.trainer import train
 
 
@@ -88,6 +88,17 @@ def recovered_fraction(source: float, merged: float, healed: float) -> float:
     return (merged - healed) / gap if gap > 0 else float("nan")
 
 
+def gap_text(source: float, merged: float, recovered: float, healed: bool) -> str:
+    """The recovered share as printed: "n/a" always says why, comparing the two losses."""
+    if not healed:
+        return f"n/a (--no-heal: merged loss {merged:.4f} vs source {source:.4f}, nothing healed)"
+    if recovered == recovered:
+        return f"{recovered:.1%}"
+    if merged <= source:
+        return f"n/a (merging did not raise the loss: merged {merged:.4f} <= source {source:.4f})"
+    return f"n/a (merged loss {merged:.4f} vs source {source:.4f})"
+
+
 def param_count(model) -> int:
     return sum(v.size for _, v in tree_flatten(model.parameters()))
 
@@ -109,8 +120,16 @@ class Data:
         self.batches = valid_batches(valid, batch_size, seq_len)
 
     @classmethod
-    def load(cls, cfg: CompressConfig, model_dir: Optional[Path]) -> "Data":
-        prep = prepare(cfg.data, cfg.seq_len, cfg.tokenizer, [str(model_dir)], verbose=False)
+    def load(cls, cfg: CompressConfig, model_dir: Optional[Path], vocab: int = 0) -> "Data":
+        """``vocab``: the model's embedding rows; a tokenizer with more ids fails here."""
+        prep = prepare(
+            cfg.data,
+            cfg.seq_len,
+            cfg.tokenizer,
+            [str(model_dir)],
+            verbose=False,
+            check=lambda tok: check_vocab(tok, cfg.tokenizer or model_dir, vocab),
+        )
         return cls(
             prep.tokenizer, prep.tokenizer_dir, prep.train, prep.valid, cfg.batch_size, cfg.seq_len
         )
@@ -271,16 +290,12 @@ def compress(cfg: CompressConfig, log=print, data: Optional[Data] = None) -> Com
     recurrence_of(cfg, len(groups))
     if describe_groups(groups):
         log(describe_groups(groups))
-    data = data or Data.load(cfg, model_dir)
+    data = data or Data.load(cfg, model_dir, source_cfg.get("vocab_size", 0))
     res = run_pipeline(source, source_cfg, cfg, data, out_dir, log)
     res.config = dict(res.config)
     save_model(res.model, out_dir / "model", res.config, data.tokenizer_dir)
     write_report(res, cfg, out_dir)
-    gap = (
-        "n/a (merging did not raise the loss)"
-        if res.recovered != res.recovered
-        else (f"{res.recovered:.1%}")
-    )
+    gap = gap_text(res.stage("source").loss, res.stage("merged").loss, res.recovered, cfg.heal)
     log(f"recovered fraction of the merge gap: {gap}; model in {out_dir / 'model'}")
     (out_dir / "compress_config.json").write_text(
         json.dumps(asdict(cfg), indent=2, ensure_ascii=False) + "\n"

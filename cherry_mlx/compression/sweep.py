@@ -78,7 +78,7 @@ def sweep(
         raise ValueError(f"--sweep-to {bad}: each must be fewer than the model's {n} layers")
     out_dir = Path(cfg.out) if cfg.out else RUNS_DIR / f"{source_name(model_dir)}-sweep"
     check_output(out_dir, [model_dir], cfg.force, "--out")
-    data = data or Data.load(cfg, model_dir)
+    data = data or Data.load(cfg, model_dir, source_cfg.get("vocab_size", 0))
     src = evaluate(source, data, "source", cfg.eval_batches)
     source_row = {"unique": n, "effective_depth": n, "params": src.params, "loss": src.loss}
     control = None

@@ -36,6 +36,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cherry_mlx._io import InputError, find_surrogate, iter_lines
 from cherry_mlx.data.categories import CATEGORIES
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -146,6 +147,13 @@ def validate_tool_calls(calls: Any, role: str, where: str, field: str) -> None:
                 f"expected an object or a JSON string, got {type(fn.get('arguments')).__name__}",
                 'write "arguments": {} when the tool takes none',
             )
+        if isinstance(fn["arguments"], str) and not _is_json_object(fn["arguments"]):
+            _fail(
+                where,
+                f"{ff}.arguments",
+                f"{_short(fn['arguments'])} is not a JSON object",
+                'write the arguments as an object, e.g. "arguments": {"city": "Seoul"}',
+            )
         if "gt" in tc:
             if role != "assistant":
                 _fail(
@@ -155,6 +163,17 @@ def validate_tool_calls(calls: Any, role: str, where: str, field: str) -> None:
                     "annotate assistant turns only (other turns are never supervised)",
                 )
             validate_spans(tc["gt"], tool_call_text(tc), where, f"{f}.gt")
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _check_str(obj: dict, key: str, where: str, field: str, optional: bool = False) -> None:
@@ -195,6 +214,8 @@ def validate_example(ex: Any, where: str) -> dict:
             # an assistant turn that only calls tools may have no content
             optional = m["role"] == "assistant" and bool(m.get("tool_calls"))
             _check_str(m, "content", where, f"{f}.content", optional=optional)
+            for key in ("reasoning_content", "thinking", "refusal"):
+                _check_str(m, key, where, f"{f}.{key}", optional=True)
             if "gt" in m:
                 if m["role"] != "assistant":
                     _fail(
@@ -206,6 +227,13 @@ def validate_example(ex: Any, where: str) -> dict:
                 validate_spans(m["gt"], m.get("content") or "", where, f"{f}.gt")
             if "tool_calls" in m:
                 validate_tool_calls(m["tool_calls"], m["role"], where, f"{f}.tool_calls")
+        if "gt" in ex:
+            _fail(
+                where,
+                "gt",
+                "top-level GT spans on a messages example",
+                'put "gt" on the assistant message whose content it indexes',
+            )
         if not any(m["role"] == "assistant" for m in msgs):
             _fail(where, "messages", "no assistant turn", "add the assistant's response")
         if "tools" in ex and not isinstance(ex["tools"], list):
@@ -227,24 +255,43 @@ def validate_example(ex: Any, where: str) -> dict:
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """Yield validated examples of a JSONL file, one per non-blank line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"{path}: no such data file (build the default with "
             "`cherry-mlx data build` or pass an existing .jsonl)"
         )
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{where}: field (line): invalid JSON ({err.msg} at column "
-                    f"{err.colno}); write one JSON object per line"
-                ) from None
-            yield validate_example(ex, where)
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            ex = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{where}: field (line): invalid JSON ({err.msg} at column "
+                f"{err.colno}); write one JSON object per line"
+            ) from None
+        except RecursionError:
+            raise DataError(
+                f"{where}: field (line): JSON nested too deeply; flatten the example"
+            ) from None
+        bad = find_surrogate(ex)
+        if bad is not None:
+            _fail(
+                where,
+                bad[0],
+                f"lone surrogate {ascii(bad[1])} is not a character",
+                "write the full character (or its surrogate pair)",
+            )
+        yield validate_example(ex, where)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines; an encoding or I/O problem is a ``DataError`` naming file and line."""
+    try:
+        yield from iter_lines(path, "data file")
+    except InputError as err:
+        raise DataError(str(err)) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

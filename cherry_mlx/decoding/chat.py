@@ -71,7 +71,8 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, cfg: Optional[ChatConfig] = None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg or ChatConfig()
-        check_serving_options(model, self.cfg.max_tokens, self.cfg.speculative, self.cfg.num_draft)
+        cfg = self.cfg
+        check_serving_options(model, cfg.max_tokens, cfg.speculative, cfg.num_draft, cfg.seed)
         self.speculative = has_mtp(model) if self.cfg.speculative is None else self.cfg.speculative
         self.stop = set(tokenizer.eos_token_ids)
         self.total = GenerationStats()

@@ -12,6 +12,7 @@ temperature. ``temp == 0`` is greedy (argmax after the processors).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -36,6 +37,13 @@ class SamplingConfig:
     repetition_context: int = 20
 
     def __post_init__(self):
+        for name in ("temp", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {value}: not a finite number; give a real one")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"--min-p {self.min_p} must be in [0, 1] (0 = off)")
         if self.temp < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temp}")
         if not 0 < self.top_p <= 1:
@@ -200,8 +208,10 @@ def generate_tokens(
         stats.decode_s += time.perf_counter() - t0
 
 
-def check_serving_options(model, max_tokens: int, speculative, num_draft) -> None:
+def check_serving_options(model, max_tokens: int, speculative, num_draft, seed=None) -> None:
     """Options of `generate` / `chat` that would otherwise be ignored or misread, as one error."""
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ValueError(f"--seed {seed} must be a non-negative integer")
 
     if max_tokens < 1:
         raise ValueError(f"--max-tokens {max_tokens} must be >= 1")

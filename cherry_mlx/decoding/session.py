@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterator, Optional, Tuple
 
 import mlx.core as mx
 from mlx.utils import tree_map
 
+from cherry_mlx._io import repair_text
 from cherry_mlx.decoding.chat import render
 from cherry_mlx.decoding.generate import (
     GenerationStats,
@@ -55,6 +57,17 @@ def load_for_serving(name: Optional[str]):
     return model, load_tokenizer(name)
 
 
+def warn_if_past_context(model, n: int, what: str) -> None:
+    """Past its context a model's output degrades into garbage: say so (as chat does)."""
+    context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+    if context and n > context:
+        print(
+            f"[note: {what} ({n} tokens) is longer than the model's context of {context}; "
+            "the output degrades past it: shorten it]",
+            file=sys.stderr,
+        )
+
+
 def generate_text(
     model,
     tokenizer,
@@ -68,14 +81,18 @@ def generate_text(
 ) -> Iterator[Tuple[str, GenerationStats]]:
     """Stream (text piece, running stats) for one prompt, rendered with the chat template unless
     ``raw``; stops at an end-of-turn token (not shown) or ``max_tokens``."""
-    check_serving_options(model, max_tokens, speculative, num_draft)
+    check_serving_options(model, max_tokens, speculative, num_draft, seed)
     speculative = has_mtp(model) if speculative is None else speculative
     if seed is not None:
         mx.random.seed(seed)
+    prompt, repaired = repair_text(prompt)
+    if repaired:
+        print("[note: the prompt was not valid Unicode; replaced with U+FFFD]", file=sys.stderr)
     if raw:
         ids = tokenizer.encode(prompt)
     else:
         ids = render(tokenizer, [{"role": "user", "content": prompt}])
+    warn_if_past_context(model, len(ids), "the prompt")
     stop = set(tokenizer.eos_token_ids)
     stats = GenerationStats()
     kw = dict(cfg=cfg, max_tokens=max_tokens, stop=stop, stats=stats)

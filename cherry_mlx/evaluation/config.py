@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.training.config import setting
+from cherry_mlx.training.values import check_fields
 
 
 @dataclass
@@ -41,13 +42,14 @@ class EvalConfig:
     # Theorem-3 step sizes (default: derived, see evaluation.coupling); a repeatable option
     etas: Optional[List[float]] = None
     shuffled: bool = setting(False, "Repeat on token-shuffled responses (Corollary 5 control).")
-    seed: int = setting(0, "Seed of the token shuffle.")
+    seed: int = setting(0, "Seed of the token shuffle.", at_least=0)
     json_out: Optional[str] = setting(None, "Write the results as JSON.", "--json")
     plot: Optional[str] = setting(
         None, "PNG of the losses (default: RUN/eval_wave.png when a run is evaluated)."
     )
 
     def __post_init__(self):
+        check_fields(self)  # types, NaN/inf, bounds
         if isinstance(self.categories, str):
             self.categories = [c.strip() for c in self.categories.split(",") if c.strip()] or None
         if self.level not in LEVELS:

@@ -28,14 +28,14 @@ class FuseConfig(PhaseConfig):
     granularity: str = setting(
         "model", "model: whole experts (paper); layer: routed FFNs, shared attention."
     )
-    top_k: int = setting(1, "Experts mixed per token (Eq. 10).")
+    top_k: int = setting(1, "Experts mixed per token (Eq. 10).", at_least=1)
     shared: bool = setting(True, "One shared (averaged) embedding and LM head.")
-    mtp_heads: int = setting(0, "MTP heads to add (needs --shared).")
-    balance: float = setting(0.01, "α of the load-balancing loss α·N·Σ f_i·P_i.")
-    mtp_weight: float = setting(0.3, "β of the MTP loss.")
+    mtp_heads: int = setting(0, "MTP heads to add (needs --shared).", at_least=0)
+    balance: float = setting(0.01, "α of the load-balancing loss α·N·Σ f_i·P_i.", at_least=0)
+    mtp_weight: float = setting(0.3, "β of the MTP loss.", at_least=0)
     sgt: bool = setting(True, "SGT loss (off: plain cross-entropy, the ablation's first rung).")
     train_experts: bool = setting(False, "Train the experts too (default: gate + heads).")
-    steps: int = setting(100, "Training steps (0 = assemble only).")
+    steps: int = setting(100, "Training steps (0 = assemble only).", at_least=0)
     force: bool = setting(
         False, "Write into a non-empty --out, replacing only what fuse writes there."
     )
@@ -59,5 +59,5 @@ class DistillConfig(PhaseConfig):
     student: str = setting("", "Student model to train.")
     positions: str = setting("gt", "gt: Eq. 11 at GT positions; all: every response position.")
     teacher_quant: str = setting("none", "Quantise the teacher: none, nvfp4, mxfp4, affine.")
-    beta: float = setting(1.0, "Weight of the KL sum next to the SGT loss.")
+    beta: float = setting(1.0, "Weight of the KL sum next to the SGT loss.", at_least=0)
     train: TrainConfig = field(default_factory=lambda: DistillConfig.default_train())

@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from cherry_mlx._io import read_json
 from cherry_mlx.models.families import check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
@@ -27,6 +28,7 @@ from cherry_mlx.models.moee import moee_classes, shim_text
 from cherry_mlx.models.outputs import TOKENIZER_FILES, make_tmp_dir, replace_dir  # noqa: F401
 from cherry_mlx.models.presets import DEFAULT_PRESET, REPO_ROOT, WEIGHTS_DIR, list_presets  # noqa: F401
 from cherry_mlx.models.runs import resolve_run_checkpoint
+from cherry_mlx.models.validate import check_finite_weights, check_model_config
 
 # Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
 MODEL_FILE = "cherry_model.py"
@@ -89,13 +91,11 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_config(path: Path) -> Dict[str, Any]:
+    """The checked ``config.json`` of a model directory (one-line errors, see models.validate)."""
     cfg_file = Path(path) / "config.json"
-    try:
-        return json.loads(cfg_file.read_text())
-    except FileNotFoundError:
-        raise ModelNotFound(f"{cfg_file} is missing") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{cfg_file} is not valid JSON ({err}); fix or regenerate it") from None
+    if not cfg_file.exists():
+        raise ModelNotFound(f"{cfg_file} is missing")
+    return check_model_config(read_json(cfg_file, "model config"), str(cfg_file))
 
 
 def model_classes(config: Dict[str, Any]):
@@ -124,6 +124,7 @@ def load_model(
             f"{path} has a config but no model*.safetensors; train it first "
             f"(cherry-mlx train --preset {path.name}) or point at a trained run"
         )
+    saved = load_config(path)
     # model_file=None: use our classes directly instead of executing the shim.
     model, config = mlx_lm_load_model(
         path,
@@ -133,7 +134,8 @@ def load_model(
         get_model_classes=model_classes,
     )
     config.pop("model_file", None)
-    saved = load_config(path)
+    if not lazy:
+        check_finite_weights(model, str(path))
     if "model_file" in saved:
         config["model_file"] = saved["model_file"]
     return model, config

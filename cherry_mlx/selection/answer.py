@@ -13,6 +13,7 @@ JSON literal values and the copula complement ("정답은 금입니다" -> 금, 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import List, Optional, Tuple
 
 from cherry_mlx.selection import markers, rules_en, rules_ko, rules_struct
@@ -38,7 +39,8 @@ def answer_sentence(
                 best, best_n = (s, e), n
         if best is not None:
             return best
-    holding = [(s, e) for s, e in sents if any(s <= c[0] < e for c in cands)]
+    starts = sorted(c[0] for c in cands)  # bisect per sentence: linear in text + candidates
+    holding = [(s, e) for s, e in sents if bisect_left(starts, e) > bisect_left(starts, s)]
     cued = [se for se in holding if markers.ANSWER_CUES.search(text[se[0] : se[1]])]
     return (cued or holding or [None])[-1]
 

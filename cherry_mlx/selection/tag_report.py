@@ -135,6 +135,8 @@ def tag_file(
 
     t0 = time.time()
     examples = read_jsonl(data)
+    if not examples:
+        raise ValueError(f"{data} has no examples (empty, or blank lines only): nothing to tag")
     tagged = tag_examples(examples, cfg)
     stats = token_stats(tagged, tokenizer) if tokenizer is not None else char_stats(tagged)
     res = TagResult(tagged, stats)

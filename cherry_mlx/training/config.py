@@ -18,17 +18,27 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from cherry_mlx._io import find_surrogate, loads_json, read_text
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
 from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run, list_checkpoints
+from cherry_mlx.training.values import check_fields, coerce
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
 
 
-def setting(default, help: str, flag: Optional[str] = None, short: Optional[str] = None, **kw):
-    """A dataclass field with its help text (and command-line flag when it differs)."""
+def setting(
+    default, help: str, flag: Optional[str] = None, short: Optional[str] = None,
+    at_least=None, at_most=None, **kw,
+):  # fmt: skip
+    """A dataclass field with its help text (and command-line flag when it differs); numbers
+    outside ``[at_least, at_most]`` are rejected by ``values.check_fields``."""
     meta = {"help": help}
+    if at_least is not None:
+        meta["at_least"] = at_least
+    if at_most is not None:
+        meta["at_most"] = at_most
     if flag:
         meta["flag"] = flag
     if short:
@@ -103,7 +113,7 @@ class TrainConfig:
     min_lr_ratio: float = setting(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
     weight_decay: float = setting(0.01, "AdamW weight decay.")
     grad_clip: float = setting(1.0, "Clip the global gradient norm to this (0 = off).")
-    seed: int = setting(0, "Seed of initialisation, data order and random selection.")
+    seed: int = setting(0, "Seed of initialisation, data order and random selection.", at_least=0)
     grad_checkpoint: bool = setting(
         False, "Recompute each block in the backward pass (less memory)."
     )
@@ -141,6 +151,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check values; raise ValueError naming the option and the fix."""
+        check_fields(self)  # types, NaN/inf, bounds
         if isinstance(self.categories, str):
             self.categories = [c.strip() for c in self.categories.split(",") if c.strip()]
         checks = [
@@ -208,7 +219,7 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(load_settings_file(path), source=str(path))
+        return cls(**typed_settings(load_settings_file(path), str(path)))
 
 
 def canonical(d: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
@@ -231,19 +242,35 @@ def canonical(d: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
     return out
 
 
+def typed_settings(d: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """A settings file's mapping with field names and each value parsed to its field's type, as
+    the command line parses it (``learning_rate: 1e-4`` is a string in YAML 1.1)."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    return {k: coerce(v, types[k], k, source) for k, v in canonical(d, source).items()}
+
+
 def load_settings_file(path: str | Path) -> Dict[str, Any]:
     """Read a YAML or JSON settings file into a dict."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"training config {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-    except Exception as err:
-        raise ValueError(f"{path} could not be parsed ({err}); fix its syntax") from None
+    text = read_text(path, "settings file")
+    if path.suffix not in (".yaml", ".yml"):
+        data = loads_json(text, str(path))
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            first = " ".join(str(err).split())
+            raise ValueError(f"{path} could not be parsed ({first}); fix its syntax") from None
+        except RecursionError:
+            raise ValueError(f"{path}: YAML nested too deeply to read; flatten it") from None
+        data = {} if data is None else data
+        bad = find_surrogate(data)
+        if bad is not None:
+            raise ValueError(
+                f"{path}: {bad[0]}: lone surrogate {ascii(bad[1])}; write the character"
+            )
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of setting: value")
     return data
@@ -266,7 +293,7 @@ def resolve_config(
             merged.update(TrainConfig.from_file(saved).to_dict())
             merged.pop("stop_after", None)
     if config_file:
-        merged.update(canonical(load_settings_file(config_file), str(config_file)))
+        merged.update(typed_settings(load_settings_file(config_file), str(config_file)))
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})
     return TrainConfig.from_dict(merged)
 
@@ -325,6 +352,9 @@ class PhaseConfig:
 
     TRAIN_OPTIONS: ClassVar[Tuple[str, ...]] = ()
     TRAIN_DEFAULTS: ClassVar[Dict[str, Any]] = {}
+
+    def __post_init__(self):
+        check_fields(self)  # the phase's own fields: types, NaN/inf, bounds
 
     @classmethod
     def default_train(cls) -> TrainConfig:

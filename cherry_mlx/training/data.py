@@ -9,6 +9,7 @@ computed there only.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
@@ -44,6 +45,11 @@ def load_split(path: Path, tokenizer, max_len: int):
 def load_splits(data_dir: Optional[str], tokenizer, max_len: int) -> Dict[str, Any]:
     """Encoded ``train`` and ``valid`` (and raw ``test`` examples when present) of a data dir."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
+    if data_dir.is_file():
+        raise ValueError(
+            f"--data {data_dir} is a file; pass the directory that holds train.jsonl (and "
+            f"valid.jsonl, test.jsonl), e.g. put it there as train.jsonl and pass that directory"
+        )
     train_file, valid_file = data_dir / "train.jsonl", data_dir / "valid.jsonl"
     if not train_file.is_file():
         hint = "cherry-mlx data build" if not data_dir.exists() else "add train.jsonl"
@@ -52,9 +58,23 @@ def load_splits(data_dir: Optional[str], tokenizer, max_len: int) -> Dict[str, A
     out["train"], out["train_stats"], out["train_examples"] = load_split(
         train_file, tokenizer, max_len
     )
+    if not out["train"]:
+        raise ValueError(f"training data is empty: {_all_dropped(train_file, out['train_stats'])}")
     if valid_file.is_file():
         out["valid"], out["valid_stats"], _ = load_split(valid_file, tokenizer, max_len)
+        if not out["valid"]:
+            warnings.warn(
+                f"valid split is empty: {_all_dropped(valid_file, out['valid_stats'])}; "
+                "training runs with no evaluation and writes no best/",
+                stacklevel=2,
+            )
     else:  # hold out 5% of train, deterministically
+        if len(out["train"]) < 2:
+            raise ValueError(
+                f"training data is empty: {train_file} has one usable example and, with no "
+                f"valid.jsonl beside it, it would be held out for validation; add valid.jsonl "
+                f"or more examples"
+            )
         n = max(1, len(out["train"]) // 20)
         out["valid"], out["train"] = out["train"][:n], out["train"][n:]
     test_file = data_dir / "test.jsonl"
@@ -63,11 +83,33 @@ def load_splits(data_dir: Optional[str], tokenizer, max_len: int) -> Dict[str, A
     return out
 
 
+def _all_dropped(path: Path, stats) -> str:
+    """Why encoding kept none of a split's examples, with the fix."""
+    return (
+        f"all {stats.examples} examples of {path} were dropped when encoding "
+        f"({stats.dropped_no_response} had no response left after truncation, "
+        f"{stats.dropped_too_long} were too long); raise --seq-len or shorten the prompts"
+    )
+
+
+def warn_without_gt(select: str, data) -> None:
+    """``--select gt`` on examples without a single GT token trains only the plain part of the
+    mixed loss: say so loudly instead of reporting ``GT 0 (0.0%)`` as if that were fine."""
+    if select != "gt" or not isinstance(data, (list, tuple)) or not data:
+        return
+    if not any(bool((np.asarray(e.level)[np.asarray(e.response)] > 0).any()) for e in data):
+        warnings.warn(
+            "--select gt: the training data has no GT spans, so only the (1-λ) plain part of the "
+            "loss trains; tag it first (cherry-mlx tag FILE -o OUT) or pass --select all",
+            stacklevel=2,
+        )
+
+
 def train_iterator(data, batch_size: int, max_len: int, seed: int):
     """An endless batch iterator with state_dict/load_state_dict over encoded examples."""
     if isinstance(data, (list, tuple)):
         if len(data) == 0:
-            raise ValueError("training data is empty")
+            raise ValueError("training data is empty: no encoded examples were given")
         # Length bucketing: less padding, and the shapes the compiled step sees stay few.
         return BatchIterator(
             list(data),

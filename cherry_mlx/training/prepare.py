@@ -89,6 +89,22 @@ class Prepared:
         return self.splits.get("valid")
 
 
+def check_vocab(tokenizer, where, vocab_size: int) -> None:
+    """A tokenizer with more ids than the model's embedding rows would index past the table
+    (NaN losses, a model saved with the wrong tokenizer): fail before any work, naming both."""
+    if tokenizer is None or not vocab_size:
+        return
+    try:
+        n = len(getattr(tokenizer, "_tokenizer", tokenizer))
+    except TypeError:
+        return
+    if n > int(vocab_size):
+        raise ValueError(
+            f"tokenizer {where} has {n:,} tokens but the model has vocab_size {int(vocab_size):,}:"
+            f" pass --tokenizer with the model's own tokenizer (at most {int(vocab_size):,} ids)"
+        )
+
+
 def require_tokenizer(tokenizer_dir: Optional[Path]) -> Path:
     if tokenizer_dir is None:
         raise FileNotFoundError(

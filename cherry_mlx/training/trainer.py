@@ -25,7 +25,13 @@ from cherry_mlx.models.loading import save_model
 from cherry_mlx.models.runs import BEST, list_checkpoints, open_run, step_dir
 from cherry_mlx.training import checkpoint as ckpt
 from cherry_mlx.training.config import TrainConfig
-from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
+from cherry_mlx.training.data import (
+    next_batch,
+    prepare_batch,
+    train_iterator,
+    valid_batches,
+    warn_without_gt,
+)
 from cherry_mlx.training.distributed import (
     Watchdog,
     barrier,
@@ -139,6 +145,7 @@ def _train_locked(
     if dist.main:
         s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
         cfg.save(run_dir / "train_config.json")
+    warn_without_gt(cfg.select, s.train_data)
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     train_it = shard_iterator(train_it, dist)  # this rank's rows of every global batch
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)

@@ -25,7 +25,13 @@ from cherry_mlx.models.loading import save_model
 from cherry_mlx.models.runs import BEST, PID_FILE, list_checkpoints, step_dir
 from cherry_mlx.training import checkpoint as ckpt
 from cherry_mlx.training.config import TrainConfig
-from cherry_mlx.training.data import next_batch, prepare_batch, train_iterator, valid_batches
+from cherry_mlx.training.data import (
+    next_batch,
+    prepare_batch,
+    shuffled_examples,
+    train_iterator,
+    valid_batches,
+)
 from cherry_mlx.training.evaluate import split_losses
 from cherry_mlx.training.objective import make_objective, with_extras
 from cherry_mlx.training.report import MetricsLog, Progress, plot_curves, read_jsonl_rows
@@ -108,6 +114,8 @@ def train(
     (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")  # --resume refuses a live run
     s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
     cfg.save(run_dir / "train_config.json")
+    if cfg.shuffle_responses:  # Corollary 5's control, on the training side
+        s.train_data = shuffled_examples(s.train_data, cfg.seed)
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)
 

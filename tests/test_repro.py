@@ -12,6 +12,7 @@ import pytest
 from cherry_mlx.data.shuffle import response_runs
 from cherry_mlx.evaluation import repro
 from cherry_mlx.evaluation.repro_config import STAGES, ReproConfig
+from cherry_mlx.evaluation.repro_report import cell
 from cherry_mlx.evaluation.verdict import claim_row, judge
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import shuffled_examples
@@ -128,7 +129,7 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
         for r in rows:
             again = judge(r["values"], r["other"], r["threshold"], r["greater"], r["exact"])
             assert again["verdict"] == r["verdict"], r["claim"]
-            line = next(x for x in report.splitlines() if f"| {r['claim']} |" in x)
+            line = next(x for x in report.splitlines() if f"| {cell(r['claim'])} |" in x)
             assert line.endswith(f"**{r['verdict']}** |")
     claims = " ".join(r["claim"] for s in STAGES for r in results[s]["rows"])
     for needed in ("ROI", "share reading", "W̃", "γ̄ > 0 at the source", "shuffled responses",

@@ -145,6 +145,11 @@ def build_context(cfg: ReproConfig, out: Path, source_dir: Path) -> Context:
     )  # fmt: skip
     ctx.sets["chat"] = valid_batches(valid, b.batch_size, b.seq_len)
     ctx.sets["chat_shuffled"] = [shuffle_batch(x, seed=i) for i, x in enumerate(ctx.sets["chat"])]
+    # γ̄ is measured per batch (their spread is its noise): its own cut, the budget's size
+    couple = list(prep.valid)[: b.coupling_batches * b.batch_size]
+    ctx.sets["coupling"] = valid_batches(couple, b.batch_size, b.seq_len)
+    ctx.sets["coupling_shuffled"] = [shuffle_batch(x, seed=i)
+                                     for i, x in enumerate(ctx.sets["coupling"])]  # fmt: skip
     for lang in PROSE:
         try:
             path = prose_paths(lang)["valid"]

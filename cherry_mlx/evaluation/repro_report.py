@@ -32,6 +32,11 @@ def _f(x, nd: int = 3) -> str:
     return f"{x:.{nd}g}" if isinstance(x, float) else str(x)
 
 
+def cell(text) -> str:
+    """A markdown table cell: a literal '|' (as in |G|/|T|) must not split the row."""
+    return str(text).replace("|", "\\|")
+
+
 def _mean(xs) -> float:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else math.nan
@@ -44,10 +49,9 @@ def verdict_table(results: Dict[str, Any]) -> List[str]:
     ]
     for stage in STAGES:
         for r in (results.get(stage) or {}).get("rows", []):
-            lines.append(
-                f"| {stage} | {r['table']} | {r['claim']} | {r['paper']} | {r['ours']} | "
-                f"{r['control'] or '-'} | {r['spread']} | **{r['verdict']}** |"
-            )
+            cells = [stage, r["table"], r["claim"], r["paper"], r["ours"], r["control"] or "-",
+                     r["spread"], f"**{r['verdict']}**"]  # fmt: skip
+            lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     return lines
 
 

@@ -68,8 +68,7 @@ def run_sgt(ctx: Context) -> Dict[str, Any]:
     seeds = list(range(ctx.cfg.n_seeds))
     bar = StageBar("sgt", 2 + len(ARMS) * len(seeds))
     ctx.runs_dir("sgt", fresh=True)
-    couple = ctx.sets["chat"][: b.coupling_batches]
-    couple_shuf = ctx.sets["chat_shuffled"][: b.coupling_batches]
+    couple, couple_shuf = ctx.sets["coupling"], ctx.sets["coupling_shuffled"]
     source, _ = ctx.load_source()
     res: Dict[str, Any] = {"steps": b.steps, "seeds": seeds, "arms": {}, "coupling": {}}
     res["baseline"] = ctx.evaluate(source)
@@ -84,6 +83,8 @@ def run_sgt(ctx: Context) -> Dict[str, Any]:
         for arm, kw in ARMS.items():
             model, _ = ctx.load_source()
             extra = dict(reference=str(ctx.source_dir)) if arm == "rho1" else {}
+            if arm == "sgt":  # on_step must see every step, not a flushed group of them
+                extra["report_every"] = 1
             cfg = ctx.train_cfg("sgt", f"{arm}-s{seed}", b.steps, seed, **kw, **extra)
             mid = MidCoupling(model, couple, max(b.steps // 2, 1)) if arm == "sgt" else None
             ctx.fit(model, cfg, reference=reference if arm == "rho1" else None,

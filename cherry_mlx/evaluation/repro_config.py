@@ -1,10 +1,9 @@
 """Settings of ``cherry-mlx repro`` and its three budgets (no MLX: the CLI reads them for --help).
 
-One knob, ``--budget``, sizes every experiment: ``tiny`` runs in about two minutes on the default
-preset (CI: every row filled; one seed, so verdicts that need a seed spread are
-"inconclusive"); ``cpu`` is about two hours for a
-~135M pretrained model on 2 cores; ``paper`` uses the paper's step counts (500 SGT steps,
-100 + 500 healing steps, three seeds) for a workstation.
+One knob, ``--budget``, sizes every experiment: ``tiny`` takes about three CPU-minutes on the
+default preset (CI: every row filled; one seed, so verdicts that need a seed spread are
+"inconclusive"); ``cpu`` is meant for about two hours on a ~135M pretrained model on 2 cores;
+``paper`` uses the paper's step counts (500 SGT steps, 100 + 500 healing steps, three seeds).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from cherry_mlx.training.config import PhaseConfig, TrainConfig, setting
 
+METHODS = ("average", "prune-bi", "prune-angular")
+
 
 @dataclass
 class CompressConfig(PhaseConfig):
@@ -29,6 +31,12 @@ class CompressConfig(PhaseConfig):
     factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.", at_least=1)
     groups: Optional[str] = setting(
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
+    )
+    method: str = setting(
+        "average",
+        "How depth is removed: average (each group averaged, the paper), prune-bi (drop the "
+        "lowest block-influence layers, ShortGPT) or prune-angular (drop the contiguous block "
+        "with the smallest angular distance, Gromov et al.).",
     )
     loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
     prelude: Optional[int] = setting(
@@ -56,6 +64,8 @@ class CompressConfig(PhaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.layout is not None:
             if self.prelude is not None or self.coda is not None:
                 raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
@@ -67,7 +77,8 @@ class CompressConfig(PhaseConfig):
     def label(self) -> str:
         what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
         what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
-        return f"{what}x{self.loops}".replace(",", "_")
+        tag = "" if self.method == "average" else f"-{self.method}"
+        return f"{what}x{self.loops}{tag}".replace(",", "_")
 
 
 def parse_layout(text: str) -> Tuple[int, int, int]:

@@ -23,7 +23,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx.compression.config import CompressConfig
-from cherry_mlx.compression.merge import _check_mergeable, describe_groups, merge_model, plan_groups
+from cherry_mlx.compression.merge import _check_mergeable, describe_groups, plan_groups
+from cherry_mlx.compression.prune import shrink
 from cherry_mlx.compression.recurrent import (
     Recurrence,
     current_recurrence,
@@ -257,10 +258,11 @@ def merge_and_heal(source, source_cfg, cfg: CompressConfig, data: Data, out_dir:
     """Stage 1: merge, evaluate, and (unless --no-heal) SGT-heal the merged model."""
     groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
     t0 = time.perf_counter()
-    merged, mcfg = merge_model(source, source_cfg, groups)
+    merged, mcfg = shrink(source, source_cfg, groups, cfg.method, data.batches)
     mx.eval(merged.parameters())
     stages = [evaluate(merged, data, "merged", cfg.eval_batches, time.perf_counter() - t0)]
-    log(f"merged {len(source.layers)} -> {len(groups)} layers: loss {stages[0].loss:.4f}")
+    how = "merged" if cfg.method == "average" else f"{cfg.method}: kept {mcfg['merge_map']} of"
+    log(f"{how} {len(source.layers)} -> {len(groups)} layers: loss {stages[0].loss:.4f}")
     if cfg.heal and cfg.pre_unroll_steps > 0:
         secs, rdir = heal(merged, cfg, data, cfg.pre_unroll_steps, out_dir, "heal-1-merged")
         st = evaluate(merged, data, "merged-healed", cfg.eval_batches, secs)

@@ -85,6 +85,11 @@ class TrainConfig:
     reference: Optional[str] = setting(
         None, "Reference model for --select rho1 (directory or run)."
     )
+    shuffle_responses: bool = setting(
+        False,
+        "Train on token-shuffled responses (each assistant turn's tokens permuted with their "
+        "labels; the Corollary 5 control). Held-out evaluation stays on coherent text.",
+    )
     # multi-token prediction heads (serving: self-speculative decoding; models/mtp.py)
     mtp: int = setting(
         0,

@@ -21,6 +21,7 @@ from cherry_mlx.data.batching import BatchIterator
 from cherry_mlx.data.encode import encode_dataset
 from cherry_mlx.data.jsonl import read_jsonl
 from cherry_mlx.data.paths import DEFAULT_DATA_DIR
+from cherry_mlx.data.shuffle import shuffle_encoded
 
 PAD_T = 32
 # Evaluation reads the loss at response positions only: their logits are all it needs.
@@ -121,6 +122,18 @@ def train_iterator(data, batch_size: int, max_len: int, seed: int):
             pad_multiple=PAD_T,
         )
     return data  # already an iterator of batches
+
+
+def shuffled_examples(data, seed: int):
+    """Encoded examples with each response run token-shuffled (``train --shuffle-responses``),
+    numpy-seeded so a resumed run sees the same text; batch iterators cannot be shuffled here."""
+    if not isinstance(data, (list, tuple)):
+        raise ValueError(
+            "--shuffle-responses needs encoded examples, not a batch iterator; shuffle the "
+            "batches yourself (cherry_mlx.data.shuffle.shuffle_batch)"
+        )
+    rng = np.random.default_rng(seed)
+    return [shuffle_encoded(e, rng) for e in data]
 
 
 def valid_batches(data, batch_size: int, max_len: int) -> List[dict]:

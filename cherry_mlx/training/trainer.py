@@ -28,6 +28,7 @@ from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import (
     next_batch,
     prepare_batch,
+    shuffled_examples,
     train_iterator,
     valid_batches,
     warn_without_gt,
@@ -146,6 +147,8 @@ def _train_locked(
         s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
         cfg.save(run_dir / "train_config.json")
     warn_without_gt(cfg.select, s.train_data)
+    if cfg.shuffle_responses:  # Corollary 5's control, on the training side
+        s.train_data = shuffled_examples(s.train_data, cfg.seed)
     train_it = train_iterator(s.train_data, cfg.batch_size, cfg.seq_len, cfg.seed)
     train_it = shard_iterator(train_it, dist)  # this rank's rows of every global batch
     val = valid_batches(s.valid_data, cfg.batch_size, cfg.seq_len)

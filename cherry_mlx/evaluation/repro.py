@@ -1,0 +1,119 @@
+"""``cherry-mlx repro``: the paper's experiments at a chosen budget, side by side with the paper.
+
+Stages run in order: ``source`` (only for a preset without weights: full-loss training from
+scratch), then ``sgt``, ``compress``, ``mtp``, ``quant``, ``moee`` (``--only`` picks some). Each
+finished stage writes ``results/STAGE.json`` atomically, so a killed repro rerun with the same
+``-o`` skips the finished stages and starts again at the one it was in (that stage's run
+directories are cleared first). ``report.md`` and the plots are rewritten from the JSON at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from cherry_mlx.evaluation.repro_common import (
+    build_context,
+    has_weights,
+    source_config,
+)
+from cherry_mlx.evaluation.repro_compress import run_compress
+from cherry_mlx.evaluation.repro_config import ReproConfig
+from cherry_mlx.evaluation.repro_moee import run_moee
+from cherry_mlx.evaluation.repro_report import write_report
+from cherry_mlx.evaluation.repro_serve import run_mtp, run_quant
+from cherry_mlx.evaluation.repro_sgt import run_sgt
+from cherry_mlx.models.loading import load_config, model_config, resolve, save_model
+from cherry_mlx.models.runs import RUNS_DIR
+from cherry_mlx.training.prepare import find_tokenizer
+from cherry_mlx.training.trainer import train
+
+RUNNERS: Dict[str, Callable] = {
+    "sgt": run_sgt,
+    "compress": run_compress,
+    "mtp": run_mtp,
+    "quant": run_quant,
+    "moee": run_moee,
+}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file, then rename): a kill leaves the old or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_results(out: Path) -> Dict[str, Any]:
+    """Finished stages' results: ``{stage: result}`` from ``out/results/*.json``."""
+    folder = Path(out) / "results"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _manifest(cfg: ReproConfig, out: Path) -> Dict[str, Any]:
+    """What the results in ``out`` were made with; resuming with other settings is an error."""
+    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data}
+    path = out / "repro.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("key") != key:
+            raise ValueError(
+                f"{out} holds a repro made with {old.get('key')}; rerun with those settings to "
+                f"resume it, or pass another -o DIR for {key}"
+            )
+        return old
+    man = {"key": key, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, man)
+    return man
+
+
+def _source(cfg: ReproConfig, out: Path, log) -> Path:
+    """The model every stage starts from: MODEL itself, or MODEL trained from scratch."""
+    if has_weights(cfg.model):
+        return resolve(cfg.model)
+    done = out / "results" / "source.json"
+    if done.is_file():
+        return Path(json.loads(done.read_text())["dir"])
+    t0 = time.perf_counter()
+    tcfg = source_config(cfg, out)
+    log(f"[repro] {cfg.model} has no weights: training it {tcfg.steps} steps from scratch")
+    result = train(tcfg)
+    path = out / "source"
+    tok = find_tokenizer(None, [cfg.model])
+    base = load_config(resolve(cfg.model))
+    save_model(result.model, path, model_config(result.model, base), tok)
+    write_json(done, {"dir": str(path), "steps": tcfg.steps, "pretrained": False,
+                      "seconds": time.perf_counter() - t0})  # fmt: skip
+    return path
+
+
+def run_repro(cfg: ReproConfig, log=print) -> Dict[str, Any]:
+    """Run (or resume) every selected stage, then write ``report.md`` and the plots."""
+    out = Path(cfg.out) if cfg.out else RUNS_DIR / f"repro-{cfg.budget}"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(cfg, out)
+    source_dir = _source(cfg, out, log)
+    ctx = None
+    for stage in cfg.stages:
+        path = out / "results" / f"{stage}.json"
+        if path.is_file():
+            log(f"[repro] {stage}: done earlier ({path}), skipped")
+            continue
+        ctx = ctx or build_context(cfg, out, source_dir)
+        log(f"[repro] {stage}: running at the {cfg.budget} budget")
+        t0 = time.perf_counter()
+        res = RUNNERS[stage](ctx)
+        res["seconds"] = time.perf_counter() - t0
+        write_json(path, res)
+        log(f"[repro] {stage}: {res['seconds']:.0f}s, {path}")
+    results = read_results(out)
+    write_json(out / "results.json", {"key": manifest["key"], "stages": results})
+    report = write_report(out, cfg, manifest, results)
+    log(f"[repro] report: {report}")
+    return results

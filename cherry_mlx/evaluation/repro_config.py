@@ -1,0 +1,111 @@
+"""Settings of ``cherry-mlx repro`` and its three budgets (no MLX: the CLI reads them for --help).
+
+One knob, ``--budget``, sizes every experiment: ``tiny`` takes about three CPU-minutes on the
+default preset (CI: every row filled; one seed, so verdicts that need a seed spread are
+"inconclusive"); ``cpu`` is meant for about two hours on a ~135M pretrained model on 2 cores;
+``paper`` uses the paper's step counts (500 SGT steps, 100 + 500 healing steps, three seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from cherry_mlx.models.presets import DEFAULT_PRESET
+from cherry_mlx.training.config import setting
+
+STAGES = ("sgt", "compress", "mtp", "quant", "moee")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How big each experiment is; everything else (arms, metrics, rules) is fixed."""
+
+    name: str
+    pretrain_steps: int  # full-loss training from scratch, only for a MODEL without weights
+    steps: int  # SGT arms (all at matched steps)
+    batch_size: int
+    seq_len: int
+    learning_rate: float  # fine-tuning / healing
+    eval_batches: int  # held-out batches per evaluation set (-1 = all)
+    coupling_batches: int  # batches for γ̄ (one γ̄ per batch: their spread is the noise)
+    layouts: Tuple[Tuple[int, int], ...]  # (depth divisor, loops): depth // divisor unique layers
+    pre_unroll_steps: int
+    heal_steps: int
+    mtp_heads: int
+    mtp_steps: int
+    decode_prompts: int
+    decode_tokens: int
+    decode_reps: int
+    moee_steps: int  # S: experts S steps each, then S fused steps; single gets 2S + S
+    seeds: int
+
+
+BUDGETS = {
+    "tiny": Budget(
+        "tiny", pretrain_steps=30, steps=3, batch_size=4, seq_len=128, learning_rate=1e-3,
+        eval_batches=1, coupling_batches=2, layouts=((2, 1), (2, 2)), pre_unroll_steps=2,
+        heal_steps=2, mtp_heads=2, mtp_steps=3, decode_prompts=1, decode_tokens=8,
+        decode_reps=2, moee_steps=2, seeds=1,
+    ),
+    "cpu": Budget(
+        "cpu", pretrain_steps=600, steps=60, batch_size=4, seq_len=256, learning_rate=1e-4,
+        eval_batches=16, coupling_batches=4, layouts=((2, 1), (2, 2), (3, 3), (5, 5), (5, 8)),
+        pre_unroll_steps=20, heal_steps=60, mtp_heads=3, mtp_steps=150, decode_prompts=4,
+        decode_tokens=64, decode_reps=3, moee_steps=40, seeds=2,
+    ),
+    "paper": Budget(
+        "paper", pretrain_steps=3000, steps=500, batch_size=16, seq_len=512, learning_rate=1e-4,
+        eval_batches=-1, coupling_batches=8,
+        layouts=((2, 1), (2, 2), (3, 3), (4, 4), (6, 6), (8, 8)), pre_unroll_steps=100,
+        heal_steps=500, mtp_heads=3, mtp_steps=500, decode_prompts=16, decode_tokens=128,
+        decode_reps=3, moee_steps=500, seeds=3,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class ReproConfig:
+    """Settings of ``cherry-mlx repro`` (its options are generated from these fields)."""
+
+    model: str = setting(
+        DEFAULT_PRESET,
+        "Source model (dir, run or preset); a preset without weights is first trained from "
+        "scratch with the full loss (the budget's pretrain steps).",
+    )
+    budget: str = setting("tiny", f"Experiment size: one of {', '.join(BUDGETS)}.")
+    only: Optional[str] = setting(
+        None, f"Comma-separated stages to run (default all): {','.join(STAGES)}."
+    )
+    seeds: Optional[int] = setting(
+        None, "Seeds per arm (default: the budget's; >= 2 for verdicts)."
+    )
+    out: Optional[str] = setting(
+        None, "Output directory (default runs/repro-BUDGET); rerun to resume.", "--out", "-o"
+    )
+    data: Optional[str] = setting(None, "Chat data directory (default: the bundled data).")
+
+    def __post_init__(self):
+        if self.budget not in BUDGETS:
+            raise ValueError(f"--budget {self.budget!r}: use one of {', '.join(BUDGETS)}")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ValueError(
+                f"--only {','.join(bad)}: unknown stage; use some of {','.join(STAGES)}"
+            )
+        if self.seeds is not None and self.seeds < 1:
+            raise ValueError(f"--seeds {self.seeds}: must be >= 1")
+
+    @property
+    def stages(self) -> Tuple[str, ...]:
+        if not self.only:
+            return STAGES
+        return tuple(s.strip() for s in str(self.only).split(",") if s.strip())
+
+    @property
+    def spec(self) -> Budget:
+        return BUDGETS[self.budget]
+
+    @property
+    def n_seeds(self) -> int:
+        return self.seeds if self.seeds is not None else self.spec.seeds

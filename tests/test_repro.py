@@ -1,0 +1,142 @@
+"""``cherry-mlx repro``: the verdict rule against hand-computed cases, training on shuffled
+responses, resuming a killed repro at the stage it was in, and (slow) the whole tiny budget with
+every report row filled and every verdict re-derived from the JSON by the stated rule."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from cherry_mlx.data.shuffle import response_runs
+from cherry_mlx.evaluation import repro
+from cherry_mlx.evaluation.repro_config import STAGES, ReproConfig
+from cherry_mlx.evaluation.repro_report import cell
+from cherry_mlx.evaluation.verdict import claim_row, judge
+from cherry_mlx.training.config import TrainConfig
+from cherry_mlx.training.data import shuffled_examples
+
+
+def test_verdict_rule_hand_computed():
+    # a = [1, 3] (mean 2, var 2), b = [5, 7] (mean 6, var 2): se = sqrt(2/2 + 2/2) = sqrt(2)
+    v = judge([5, 7], [1, 3])
+    assert v["diff"] == pytest.approx(4) and v["se"] == pytest.approx(math.sqrt(2))
+    assert v["verdict"] == "holds"  # 4 > 2·1.414
+    assert judge([1, 3], [5, 7])["verdict"] == "does not hold"
+    assert judge([1, 3], [5, 7], greater=False)["verdict"] == "holds"
+    # d = 2 < 2·se = 2·sqrt(2): inconclusive
+    assert judge([3, 5], [1, 3])["verdict"] == "inconclusive"
+    # threshold: [0.2, 0.4] > 0: se = sqrt(0.02/2) = 0.1, d = 0.3 > 0.2
+    assert judge([0.2, 0.4], threshold=0.0)["verdict"] == "holds"
+    # one value: no spread, inconclusive; unless the measurement is exact
+    assert judge([10.0], threshold=0.0)["verdict"] == "inconclusive"
+    assert judge([0.5], threshold=0.05, greater=False, exact=True)["verdict"] == "does not hold"
+    assert judge([0.01], threshold=0.05, greater=False, exact=True)["verdict"] == "holds"
+    assert judge([math.nan, math.nan], threshold=0.0)["verdict"] == "inconclusive"
+
+
+def test_shuffled_examples_keep_each_turns_tokens():
+    from cherry_mlx.data.encode import Encoded
+
+    tokens = np.arange(12)
+    response = np.array([0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1], bool)
+    level = np.arange(12) % 3
+    ex = Encoded(tokens=tokens, response=response, level=level, category=level.copy())
+    (out,) = shuffled_examples([ex], seed=0)
+    assert not np.array_equal(out.tokens, tokens)  # something moved
+    np.testing.assert_array_equal(out.tokens[~response], tokens[~response])  # prompt in place
+    for s, e in response_runs(response):
+        assert sorted(out.tokens[s:e]) == list(range(s, e))
+        # each token carries its own label along
+        np.testing.assert_array_equal(out.level[s:e], level[out.tokens[s:e]])
+    assert TrainConfig(shuffle_responses=True).shuffle_responses
+    with pytest.raises(ValueError, match="encoded examples"):
+        shuffled_examples(iter([]), seed=0)
+
+
+def test_repro_config_errors():
+    with pytest.raises(ValueError, match="--budget 'huge'"):
+        ReproConfig(budget="huge")
+    with pytest.raises(ValueError, match="--only bogus"):
+        ReproConfig(only="sgt,bogus")
+    assert ReproConfig(only="quant, sgt").stages == ("quant", "sgt")
+    assert ReproConfig(seeds=3).n_seeds == 3
+
+
+def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
+    """Stage functions are faked (the real ones run in the slow test): a stage that raises leaves
+    no results file; the rerun skips the finished stage and runs the killed one."""
+    calls = []
+
+    def fake(stage):
+        def run(ctx):
+            calls.append(stage)
+            return {"rows": [claim_row("T", f"{stage} claim", "p", [1.0, 2.0], threshold=0.0)]}
+
+        return run
+
+    def boom(ctx):
+        calls.append("quant")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(repro, "_source", lambda cfg, out, log: tmp_path / "source")
+    monkeypatch.setattr(repro, "build_context", lambda cfg, out, src: object())
+    monkeypatch.setattr(repro, "write_report", lambda out, cfg, man, res: out / "report.md")
+    monkeypatch.setitem(repro.RUNNERS, "sgt", fake("sgt"))
+    monkeypatch.setitem(repro.RUNNERS, "quant", boom)
+    cfg = ReproConfig(only="sgt,quant", out=str(tmp_path / "r"))
+    with pytest.raises(RuntimeError, match="killed"):
+        repro.run_repro(cfg, log=lambda *_: None)
+    assert (tmp_path / "r/results/sgt.json").is_file()
+    assert not (tmp_path / "r/results/quant.json").exists()
+    monkeypatch.setitem(repro.RUNNERS, "quant", fake("quant"))
+    results = repro.run_repro(cfg, log=lambda *_: None)
+    assert calls == ["sgt", "quant", "quant"]
+    assert set(results) == {"sgt", "quant"}
+    saved = json.loads((tmp_path / "r/results.json").read_text())
+    # [1, 2] > 0: d = 1.5, se = 0.707 / sqrt(2) = 0.5, and 1.5 > 2·0.5
+    assert saved["stages"]["quant"]["rows"][0]["verdict"] == "holds"
+    with pytest.raises(ValueError, match="holds a repro made with"):
+        repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), seeds=5))
+
+
+@pytest.mark.slow
+def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
+    """``repro --budget tiny``: killed in its last stage, rerun, then every stage's rows are in
+    the JSON and in report.md with the verdict the stated rule gives."""
+    out = tmp_path / "repro"
+    real = repro.RUNNERS["moee"]
+
+    def killed(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(repro.RUNNERS, "moee", killed)
+    with pytest.raises(KeyboardInterrupt):
+        repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
+    done = {p.stem for p in (out / "results").glob("*.json")}
+    assert done == {"source", "sgt", "compress", "mtp", "quant"}
+    for stage in ("sgt", "compress", "mtp", "quant"):  # finished: must not run again
+        monkeypatch.setitem(repro.RUNNERS, stage, killed)
+    monkeypatch.setitem(repro.RUNNERS, "moee", real)
+    results = repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
+    report = (out / "report.md").read_text()
+    assert set(STAGES) <= set(results)
+    for stage in STAGES:
+        rows = results[stage]["rows"]
+        assert rows, stage
+        assert (out / f"{stage}.png").stat().st_size > 1000
+        for r in rows:
+            again = judge(r["values"], r["other"], r["threshold"], r["greater"], r["exact"])
+            assert again["verdict"] == r["verdict"], r["claim"]
+            line = next(x for x in report.splitlines() if f"| {cell(r['claim'])} |" in x)
+            assert line.endswith(f"**{r['verdict']}** |")
+    claims = " ".join(r["claim"] for s in STAGES for r in results[s]["rows"])
+    for needed in ("ROI", "share reading", "W̃", "γ̄ > 0 at the source", "shuffled responses",
+                   "random", "rho1", "prune-bi", "prune-angular", "looping", "speedup",
+                   "nvfp4", "MoEE"):  # fmt: skip
+        assert needed in claims, needed
+    assert "n/a" not in re.findall(r"\| \*\*(.*?)\*\* \|", report)
+    sgt = results["sgt"]
+    assert set(sgt["arms"]) == {"sgt", "full", "random", "loss", "rho1", "shuffled"}
+    assert all("en" in r["eval"] and "ko" in r["eval"] for r in sgt["arms"]["sgt"])

@@ -186,7 +186,10 @@ def _wait_for(path: Path, procs, timeout=180):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("fault", ["kill", "hang"])
+@pytest.mark.parametrize(
+    "fault",
+    ["kill", pytest.param("hang", marks=pytest.mark.slow)],  # hang: +40 s, the same path
+)
 def test_a_dead_or_hung_rank_stops_the_other_with_a_message_naming_it(small_run, fault):
     tmp, opt = small_run
     argv = _argv(opt, name="f", steps=200, save_every=2, collective_timeout=8)

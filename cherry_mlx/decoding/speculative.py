@@ -261,7 +261,8 @@ def speculative_generate_tokens(
             T = len(tokens) - 2  # trunk states known through T; tokens[T+1] not yet fed
             if k == 0:  # drafting does not pay now: plain steps, heads catch up later
                 states = []
-                for tok, h in _plain_burst(model, tokens, cfg, cache, ctrl.burst_len):
+                burst = min(ctrl.burst_len, max_tokens - n)  # never feed past the last token
+                for tok, h in _plain_burst(model, tokens, cfg, cache, burst):
                     states.append(h)
                     n += 1
                     stats.generated += 1

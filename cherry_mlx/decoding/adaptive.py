@@ -6,7 +6,9 @@ per c(0). The controller keeps recent estimates of each α_j (counts that forget
 c(k) (measured: moving averages of wall time per round, and per plain token), and picks the k with
 the highest E(k)/c(k). k = 0 means "stop drafting": a burst of plain pipelined steps, after which
 one probe round re-measures acceptance (text can turn predictable again). Short plain bursts also
-run now and then to keep c(0) measured on a machine whose load changes.
+run now and then to keep c(0) measured on a machine whose load changes (early in a generation
+only when the prior cannot tell whether drafting pays: a calibration burst costs a short
+generation more than it saves).
 
 The choice depends only on the past, so greedy output stays plain greedy output and speculative
 sampling stays exact whatever k is chosen.
@@ -77,6 +79,11 @@ class AdaptiveDraft:
             return c0 + (s - c0) * k / j
         return c0 * (1 + k * self.head_cost)
 
+    def marginal(self, margin: float = 1.5) -> bool:
+        """Whether the best drafting round beats plain by less than ``margin`` (estimates)."""
+        gain = max(self.expected(k) / self.cost(k) for k in range(1, self.max_k + 1))
+        return gain * self.cost(0) < margin
+
     def best(self, lo: int = 0) -> int:
         scores = {k: self.expected(k) / self.cost(k) for k in range(lo, self.max_k + 1)}
         return max(scores, key=lambda k: (scores[k], -k))
@@ -116,8 +123,8 @@ class AdaptiveDraft:
             self.hits[i] = self.forget * self.hits[i] + (1.0 if i <= accepted else 0.0)
         if seconds is not None:
             self._measure(k, seconds)
-        if self.sec[0] is None and self._next is None and sum(self.tries[1:2]) >= 4:
-            self._next = 0  # calibrate plain speed early
+        if self.sec[0] is None and self._next is None and self.tries[1] >= 4 and self.marginal():
+            self._next = 0  # the prior cannot tell whether drafting pays: measure plain speed
 
     def _measure(self, k: int, s: float) -> None:
         old = self.sec[k]

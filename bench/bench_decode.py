@@ -4,7 +4,12 @@
     python bench/bench_decode.py --model runs/NAME   # a trained model with MTP heads
 
 (a) our plain decode vs mlx-lm's ``generate_step`` on the same model and prompt (target >= 1.0x);
-(b) self-speculative (MTP heads, K = 1..3) vs our plain decode, with the mean accepted length.
+(b) self-speculative (MTP heads, K = 1..3) vs our plain decode, with the mean accepted length
+    and each head's acceptance (given the earlier heads were accepted); rows with the reduced
+    draft vocabulary (the model's ``mtp.draft_vocab``, or ``--draft-vocab N`` most frequent
+    tokens of the bundled train split) and with adaptive drafting (the default of
+    ``generate``/``chat``). Each repetition runs plain and every row back to back and the ratio is
+    taken per repetition (median shown), so a machine whose load changes compares like with like.
     Random heads accept nothing, so without --model the trunk is made near-bigram and the heads
     copy it (tests/test_speculative.py's construction): acceptance is then high by design, and the
     figure shows the speedup *at that acceptance*, not a trained model's;
@@ -26,8 +31,9 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
-from cherry_mlx.decoding.speculative import speculative_generate_tokens
+from cherry_mlx.decoding.speculative import head_acceptance, speculative_generate_tokens
 from cherry_mlx.models import build_model
+from cherry_mlx.models.mtp import draft_vocab, set_draft_vocab
 
 
 def bandwidth_gbs(n_bytes: int = 1 << 29) -> float:
@@ -66,14 +72,70 @@ def ours(model, prompt, n, stop=()):
     return st.decode_tps
 
 
-def spec(model, prompt, n, k, stop=()):
+def spec(model, prompt, n, k, stop=(), adaptive=False):
+    """Speculative decode: (tok/s, tokens per verify pass, per-head acceptance, share of tokens
+    produced by verify rounds rather than plain steps)."""
     st = GenerationStats()
     for p in prompt if isinstance(prompt[0], list) else [prompt]:
         for _ in speculative_generate_tokens(
-            model, p, max_tokens=n, stats=st, num_draft=k, stop=stop
+            model, p, max_tokens=n, stats=st, num_draft=k, stop=stop, adaptive=adaptive
         ):
             pass
-    return st.decode_tps, st.mean_accepted
+    in_rounds = (st.accepted + st.rounds) / max(st.generated, 1)
+    return st.decode_tps, st.mean_accepted, head_acceptance(st), in_rounds
+
+
+def verify_cost(model, k, ctx=128, reps=40):
+    """Seconds of one trunk pass over k+1 tokens (a verify) / one token (a decode step), both
+    with a KV cache of ``ctx`` tokens, logits at every position: the verify's relative cost."""
+    cache = model.make_cache()
+    mx.eval(model.hidden(mx.zeros((1, ctx), dtype=mx.int32), cache=cache))
+
+    def run(m):
+        t = time.perf_counter()
+        for _ in range(reps):
+            mx.eval(model.logits(model.hidden(mx.zeros((1, m), dtype=mx.int32), cache=cache)))
+            for c in cache:
+                c.trim(m)
+        return (time.perf_counter() - t) / reps
+
+    run(1), run(k + 1)  # warm up
+    one = statistics.median(run(1) for _ in range(3))
+    return statistics.median(run(k + 1) for _ in range(3)) / one
+
+
+def speculative_rows(model, prompts, n, reps, stop, reduced):
+    """Plain vs fixed-K (full and reduced draft vocabulary) vs adaptive, ratio per repetition."""
+    ids = draft_vocab(model.args.mtp)
+    K = model.mtp.num_heads
+    rows = [(f"K={k}", k, None, False) for k in range(1, K + 1)]
+    if reduced:
+        rows += [(f"K={k} draft vocab {len(ids)}", k, ids, False) for k in range(1, K + 1)]
+    rows += [("adaptive (full vocab)", None, None, True)]
+    if reduced:
+        rows += [(f"adaptive, draft vocab {len(ids)}", None, ids, True)]
+    ratios = {r[0]: [] for r in rows}
+    last = {}
+    base = []
+    for _ in range(reps):
+        b = ours(model, prompts, n, stop)
+        base.append(b)
+        for name, k, vocab, adaptive in rows:
+            set_draft_vocab(model, vocab)
+            last[name] = spec(model, prompts, n, k, stop, adaptive)
+            ratios[name].append(last[name][0] / b)
+    set_draft_vocab(model, ids)
+    costs = ", ".join(f"K={k}: {verify_cost(model, k):.2f}x" for k in range(1, K + 1))
+    print(f"    verify pass (K+1 tokens, one trunk call) vs one decode step: {costs}")
+    print(f"    plain {statistics.median(base):.1f} tok/s (median of {reps})")
+    for name, *_ in rows:
+        tps, acc, heads, share = last[name]
+        per_head = ", ".join(f"{a:.0%}" for a in heads)
+        print(
+            f"    {name}: {statistics.median(ratios[name]):.2f}x plain "
+            f"(range {min(ratios[name]):.2f}-{max(ratios[name]):.2f}), {acc:.2f} tok/pass, "
+            f"head acceptance [{per_head}], {share:.0%} of tokens from verify rounds"
+        )
 
 
 def data_prompts(model_name, count=8):
@@ -138,6 +200,13 @@ def main():
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--model", default=None, help="trained model with MTP heads (acceptance)")
+    ap.add_argument(
+        "--draft-vocab",
+        type=int,
+        default=0,
+        help="reduced draft vocabulary for --model: its N most frequent train-split tokens",
+    )
+    ap.add_argument("--sections", default="abcd", help="which of (a)-(d) to run, e.g. b")
     a = ap.parse_args()
 
     mx.random.seed(0)
@@ -174,12 +243,13 @@ def main():
 
     # (a) ours vs mlx-lm, interleaved
     ours(model, prompt, 8), mlx_lm_decode(model, prompt, 8)  # warm up
-    r_ours, r_mlx = [], []
-    for _ in range(a.reps):
-        r_ours.append(ours(model, prompt, n))
-        r_mlx.append(mlx_lm_decode(model, prompt, n))
-    t_ours, t_mlx = statistics.median(r_ours), statistics.median(r_mlx)
-    print(f"(a) ours {t_ours:.1f} tok/s vs mlx-lm {t_mlx:.1f} tok/s: {t_ours / t_mlx:.2f}x")
+    if "a" in a.sections:
+        r_ours, r_mlx = [], []
+        for _ in range(a.reps):
+            r_ours.append(ours(model, prompt, n))
+            r_mlx.append(mlx_lm_decode(model, prompt, n))
+        t_ours, t_mlx = statistics.median(r_ours), statistics.median(r_mlx)
+        print(f"(a) ours {t_ours:.1f} tok/s vs mlx-lm {t_mlx:.1f} tok/s: {t_ours / t_mlx:.2f}x")
 
     # (b) speculative
     stop = ()
@@ -195,14 +265,20 @@ def main():
             )
         sprompt, stop = data_prompts(a.model)
         note = f" ({len(sprompt)} held-out chat prompts, stop at end of turn)"
-    base = med(lambda: ours(model, sprompt, n, stop), a.reps)
-    print(f"(b) plain {base:.1f} tok/s{note}")
-    for k in range(1, model.mtp.num_heads + 1):
-        tps, acc = med(lambda: spec(model, sprompt, n, k, stop), a.reps)
-        print(
-            f"    speculative K={k}: {tps:.1f} tok/s = {tps / base:.2f}x plain, "
-            f"mean accepted {acc:.2f} tok/pass"
-        )
+        if a.draft_vocab:
+            from cherry_mlx.data.frequency import top_tokens
+            from cherry_mlx.models import load_tokenizer
+            from cherry_mlx.training.data import default_data_dir, load_split
+
+            tok = load_tokenizer(a.model)
+            train_split, _, _ = load_split(default_data_dir() / "train.jsonl", tok, 4096)
+            set_draft_vocab(model, top_tokens(train_split, a.draft_vocab, V))
+    if "b" in a.sections:
+        print(f"(b) self-speculative vs plain{note}")
+        reduced = draft_vocab(model.args.mtp) is not None
+        speculative_rows(model, sprompt, n, a.reps, stop, reduced)
+    if not set("cd") & set(a.sections):
+        return
 
     # (c) NVFP4 vs fp32 (fresh random trunk so the quantised one is a normal network)
     from cherry_mlx.quant.quantize import quantize_model, weight_memory

@@ -71,7 +71,9 @@ def test_greedy_speculative_equals_plain(tiny_config, kind, good_heads):
         _copy_heads(model)
     plain = list(generate_tokens(model, PROMPT, max_tokens=48))
     stats = GenerationStats()
-    spec = list(speculative_generate_tokens(model, PROMPT, max_tokens=48, stats=stats))
+    spec = list(
+        speculative_generate_tokens(model, PROMPT, max_tokens=48, stats=stats, adaptive=False)
+    )
     assert spec == plain
     assert stats.rounds > 0
     if good_heads:  # copy heads on a near-bigram trunk: most drafts are right
@@ -155,7 +157,9 @@ def test_speculative_sampling_matches_plain_distribution(tiny_config):
     stats = GenerationStats()
     for i in range(n):
         out = list(
-            speculative_generate_tokens(model, prompt, sc, max_tokens=2, seed=i, stats=stats)
+            speculative_generate_tokens(
+                model, prompt, sc, max_tokens=2, seed=i, stats=stats, adaptive=False
+            )
         )
         counts[out[0], out[1]] += 1
     emp = counts / n
@@ -184,7 +188,9 @@ def test_head_caches_hold_the_oracle_states(tiny_config, good_heads):
     drafter = MTPDrafter(model)
     stats = GenerationStats()
     out = list(
-        speculative_generate_tokens(model, PROMPT, max_tokens=30, drafter=drafter, stats=stats)
+        speculative_generate_tokens(
+            model, PROMPT, max_tokens=30, drafter=drafter, stats=stats, adaptive=False
+        )
     )
     assert stats.accepted < stats.drafted and (stats.accepted > 0 or not good_heads)
     x = mx.array(PROMPT + out)[None]

@@ -72,6 +72,7 @@ class GenerationStats:
     accepted: int = 0  # drafted tokens accepted
     drafted: int = 0
     accept_hist: List[int] = field(default_factory=list)
+    draft_hist: List[int] = field(default_factory=list)  # drafts per round (adaptive: varies)
 
     @property
     def decode_tps(self) -> float:

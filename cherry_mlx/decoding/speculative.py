@@ -29,11 +29,13 @@ piece (``observe`` trunk states, ``draft``, ``commit``) for any loop that expose
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import mlx.core as mx
 import numpy as np
 
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
+from cherry_mlx.decoding.drafting import CrossDrafter, DraftScorer
 from cherry_mlx.decoding.generate import (
     GenerationStats,
     SamplingConfig,
@@ -50,12 +52,16 @@ class MTPDrafter:
     def __init__(self, model, num_draft: Optional[int] = None):
         if not has_mtp(model):
             raise ValueError("model has no MTP heads (config key 'mtp'): use plain decoding")
+        if model.mtp.kind != "sequential":
+            raise ValueError(f"MTPDrafter drafts with sequential heads; use make_drafter for "
+                             f"{model.mtp.kind!r} heads")  # fmt: skip
         self.model = model
         k = model.mtp.num_heads
         if num_draft is not None and not 1 <= num_draft <= k:
             raise ValueError(f"--num-draft {num_draft}: the model has {k} MTP heads, use 1..{k}")
         self.heads = model.mtp.heads[: num_draft or k]
         self.K = len(self.heads)
+        self.scorer = DraftScorer(model)
         self.reset(0)
 
     def reset(self, start: int) -> None:
@@ -84,13 +90,14 @@ class MTPDrafter:
         assert h is not None and s0 <= lo and hi < s0 + h.shape[1], (level, lo, hi, s0)
         return h[:, lo - s0 : hi - s0 + 1]
 
-    def draft(self, tokens: Sequence[int], cfg: SamplingConfig):
-        """Tokens x_0..x_{T+1} -> (drafts (K,) lazy int array, draft log-probs (K, V) or None)."""
+    def draft(self, tokens: Sequence[int], cfg: SamplingConfig, num: Optional[int] = None):
+        """Tokens x_0..x_{T+1} -> (drafts (n,) lazy int array, draft log-probs (n, V) or None)
+        from the first n = ``num`` (default all K) heads."""
         T = len(tokens) - 2
         embed = self.model.model.embed_tokens
         drafts: List[mx.array] = []
         qs: List[mx.array] = []
-        for k, head in enumerate(self.heads, start=1):
+        for k, head in enumerate(self.heads[: num or self.K], start=1):
             lo = self._c[k]
             # token t+k for t = lo..T: committed where it exists, else an earlier head's draft
             known = [tokens[t + k] for t in range(lo, T + 1) if t + k < len(tokens)]
@@ -102,8 +109,8 @@ class MTPDrafter:
             self._c[k] = T + 1
             if k < self.K:
                 self._set_hist(k, hk, lo)
-            lp = target_logprobs(self.model.logits(hk[:, -1, :]), None, cfg)  # (1, V)
-            drafts.append(sample(lp, cfg).astype(mx.int32))
+            tok, lp = self.scorer(hk[:, -1, :], cfg)  # reduced vocabulary when the model has one
+            drafts.append(tok)
             qs.append(lp)
         return mx.concatenate(drafts), (None if cfg.greedy else mx.concatenate(qs))
 
@@ -142,6 +149,55 @@ def accept_sampled(
     return len(drafts), int(rng.choice(len(last), p=last / last.sum()))
 
 
+def make_drafter(model, num_draft: Optional[int] = None):
+    """The drafter for the model's kind of heads (sequential or cross-attention)."""
+    if has_mtp(model) and model.mtp.kind == "cross":
+        return CrossDrafter(model, num_draft)
+    return MTPDrafter(model, num_draft)
+
+
+def head_acceptance(stats: GenerationStats) -> List[float]:
+    """Per-head acceptance from the rounds of ``stats``: head i's draft was accepted in this share
+    of the rounds where it was judged (it drafted and heads 1..i-1 were accepted)."""
+    K = max(stats.draft_hist, default=0)
+    hits, tries = [0] * (K + 1), [0] * (K + 1)
+    for a, k in zip(stats.accept_hist, stats.draft_hist):
+        for i in range(1, min(a + 1, k) + 1):
+            tries[i] += 1
+            hits[i] += i <= a
+    return [h / t if t else 0.0 for h, t in zip(hits[1:], tries[1:])]
+
+
+def _plain_burst(model, tokens: List[int], cfg: SamplingConfig, cache, n: int):
+    """n plain decode steps from tokens[-1] (not yet fed), pipelined like ``generate_tokens``:
+    yields (token, trunk state (1, 1, D) of the token fed before it). The last token yielded is
+    not fed, as after a speculative round."""
+    ahead = cfg.repetition_penalty == 1.0
+
+    def step(tok_array):
+        hs = model.hidden(tok_array[None], cache=cache)  # (1, 1, D)
+        hist = None
+        if cfg.repetition_penalty != 1.0:
+            hist = mx.array(tokens[-cfg.repetition_context :], dtype=mx.int32)
+        lp = target_logprobs(model.logits(hs[:, -1, :]), hist, cfg)
+        return sample(lp, cfg), hs
+
+    y, h = step(mx.array(tokens[-1:], dtype=mx.int32))
+    mx.async_eval(y)
+    for i in range(n):
+        nxt = None
+        if ahead and i + 1 < n:  # queue the next step before reading this token
+            nxt = step(y)
+            mx.async_eval(nxt[0])
+        tok = y.item()
+        tokens.append(tok)
+        if not ahead and i + 1 < n:
+            nxt = step(y)
+        yield tok, h
+        if nxt is not None:
+            y, h = nxt
+
+
 def speculative_generate_tokens(
     model,
     prompt: Sequence[int],
@@ -150,18 +206,27 @@ def speculative_generate_tokens(
     cache=None,
     stop: Iterable[int] = (),
     stats: Optional[GenerationStats] = None,
-    drafter: Optional[MTPDrafter] = None,
+    drafter=None,
     num_draft: Optional[int] = None,
     seed: Optional[int] = None,
     prefix_len: int = 0,
+    adaptive: Union[bool, AdaptiveDraft] = True,
 ) -> Iterator[int]:
     """Self-speculative counterpart of ``generate_tokens`` (same arguments, same output for
     greedy, same distribution for sampling). ``prompt`` holds every token of the context; the first
-    ``prefix_len`` of them must already be in ``cache`` (a chat's earlier turns)."""
+    ``prefix_len`` of them must already be in ``cache`` (a chat's earlier turns).
+
+    ``adaptive`` (default on; or an ``AdaptiveDraft`` to tune) picks how many heads draft each
+    round from recent acceptance and measured speed, down to none (plain steps with an occasional
+    probe), so a model whose heads do not pay decodes at plain speed; False drafts with every
+    head (of ``num_draft``) each round."""
     stop = set(stop)
     stats = stats if stats is not None else GenerationStats()
     cache = cache if cache is not None else model.make_cache()
-    drafter = drafter or MTPDrafter(model, num_draft)
+    drafter = drafter or make_drafter(model, num_draft)
+    ctrl = adaptive if isinstance(adaptive, AdaptiveDraft) else None
+    if adaptive is True:
+        ctrl = AdaptiveDraft(drafter.K)
     if seed is None:  # follow mx.random.seed so runs are reproducible like plain sampling
         seed = int(mx.random.randint(0, 2**31 - 1, shape=()).item())
     rng = np.random.default_rng(seed)
@@ -177,6 +242,8 @@ def speculative_generate_tokens(
     stats.prefill_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     n = 0
+    last = None  # (k, tokens produced, timed?) of the previous action, timed until this one
+    t_mark = t0
     try:
         pending = [tokens[-1]]
         while True:
@@ -186,13 +253,30 @@ def speculative_generate_tokens(
                 yield tok
                 if n >= max_tokens or tok in stop:
                     return
+            now = time.perf_counter()
+            if ctrl is not None and last is not None:
+                ctrl.update(last[0], last[1], now - t_mark if last[2] else None)
+            t_mark = now
+            k = ctrl.choose() if ctrl is not None else drafter.K
             T = len(tokens) - 2  # trunk states known through T; tokens[T+1] not yet fed
-            drafts, q = drafter.draft(tokens, cfg)
+            if k == 0:  # drafting does not pay now: plain steps, heads catch up later
+                states = []
+                burst = min(ctrl.burst_len, max_tokens - n)  # never feed past the last token
+                for tok, h in _plain_burst(model, tokens, cfg, cache, burst):
+                    states.append(h)
+                    n += 1
+                    stats.generated += 1
+                    yield tok
+                    if n >= max_tokens or tok in stop:
+                        return
+                drafter.observe(mx.concatenate(states, axis=1), T + 1)
+                last, pending = (0, len(states), True), []
+                continue
+            drafts, q = drafter.draft(tokens, cfg, k)
             h = model.hidden(
                 mx.concatenate([mx.array(tokens[-1:], dtype=mx.int32), drafts])[None], cache=cache
-            )  # (1, K+1, D): verify every draft in one pass
-            logits = model.logits(h)[0]  # (K+1, V)
-            K = drafter.K
+            )  # (1, k+1, D): verify every draft in one pass
+            logits = model.logits(h)[0]  # (k+1, V)
             if cfg.repetition_penalty != 1.0:  # position i's history includes d_1..d_i
                 ctx = mx.array(tokens, dtype=mx.int32)
                 rows = [
@@ -201,7 +285,7 @@ def speculative_generate_tokens(
                         mx.concatenate([ctx, drafts[:i]])[-cfg.repetition_context :],
                         cfg,
                     )
-                    for i in range(K + 1)
+                    for i in range(k + 1)
                 ]
                 lp = mx.concatenate(rows)
             else:
@@ -215,14 +299,17 @@ def speculative_generate_tokens(
                 p = np.exp(np.array(lp, dtype=np.float64))
                 a, bonus = accept_sampled(np.array(drafts), p, np.exp(np.array(q, np.float64)), rng)
             for c in cache:  # keep x_{T+1} and the a accepted drafts
-                c.trim(K - a)
+                c.trim(k - a)
             drafter.commit(T, a)
             drafter.observe(h[:, : a + 1], T + 1)
             pending = [int(d) for d in np.array(drafts)[:a]] + [bonus]
             tokens.extend(pending)
+            # a round right after prefill or a burst also paid the heads' catch-up: not timed
+            last = (k, a + 1, last is not None and last[0] > 0)
             stats.rounds += 1
             stats.accepted += a
-            stats.drafted += K
+            stats.drafted += k
             stats.accept_hist.append(a)
+            stats.draft_hist.append(k)
     finally:
         stats.decode_s += time.perf_counter() - t0

@@ -5,7 +5,13 @@ mask shifted by k and weighted by the same Eq. 2 as the trunk: per example
 ``λ·L_GT + (1-λ)·L_full`` over the shifted GT / response positions, falling back to L_full for an
 example without GT tokens. ``train --mtp``, ``fuse`` and ``distill`` all use this definition.
 
-    L = L_trunk + β · (1/K) Σ_k L_SGT(head k)
+    L = L_trunk + β · (1/K) Σ_k [ L_SGT(head k) + w_f · L_feat(head k) ]
+
+``L_feat`` (off unless ``--mtp-feature-weight`` w_f > 0) is EAGLE's feature regression: smooth-L1
+between head k's state at t and the trunk's state at t+k (the state whose LM-head row choice the
+head must reproduce), averaged over the same response positions. It gives the heads a dense
+target (D numbers per position instead of one token), which EAGLE found speeds up learning to
+agree with the trunk.
 """
 
 from __future__ import annotations
@@ -13,12 +19,23 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 from cherry_mlx.models.mtp import has_mtp
 from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
 
 TARGETS = ("data", "trunk")
+
+
+def feature_loss(hk: mx.array, target: mx.array, mask: mx.array) -> mx.array:
+    """Smooth-L1 between head states and (constant) trunk states, mean over D, masked mean over
+    positions. (B, L, D), (B, L, D), (B, L) -> ()."""
+    per = nn.losses.smooth_l1_loss(
+        hk.astype(mx.float32), mx.stop_gradient(target).astype(mx.float32), reduction="none"
+    ).mean(axis=-1)  # (B, L)
+    m = mask.astype(mx.float32)
+    return (per * m).sum() / mx.maximum(m.sum(), 1.0)
 
 
 def head_losses(
@@ -29,14 +46,18 @@ def head_losses(
     level: int = 1,
     categories: Optional[Sequence[str]] = None,
     targets: Optional[mx.array] = None,
+    feature_weight: float = 0.0,
 ) -> List[mx.array]:
-    """Eq. 2 per head. h0: (B, L, D) trunk states; ``targets`` (B, L) default batch targets."""
+    """Eq. 2 per head (+ ``feature_weight`` · feature regression). h0: (B, L, D) trunk states;
+    ``targets`` (B, L) default batch targets."""
     targets = batch["targets"] if targets is None else targets
     gt = gt_mask(batch, level, categories)  # (B, L)
     out = []
     for k, hk in enumerate(model.mtp.sequence_states(model, h0, batch["inputs"]), start=1):
         ce = per_token_ce(model.logits(hk), targets[:, k:])  # (B, L-k): predicts t+k+1
         loss, _ = sgt_loss_from_ce(ce, batch["response"][:, k:], gt[:, k:], lam)
+        if feature_weight:  # the trunk's state at t+k predicts the same token t+k+1
+            loss = loss + feature_weight * feature_loss(hk, h0[:, k:], batch["response"][:, k:])
         out.append(loss)
     return out
 
@@ -49,7 +70,14 @@ def mtp_head_loss(model, h0: mx.array, batch, lam: float, level: int = 1, catego
     return sum(losses) / max(len(losses), 1)
 
 
-def mtp_loss(model, batch, beta: float = 0.3, lam: float = 0.7, freeze_trunk: bool = False):
+def mtp_loss(
+    model,
+    batch,
+    beta: float = 0.3,
+    lam: float = 0.7,
+    freeze_trunk: bool = False,
+    feature_weight: float = 0.0,
+):
     """Trunk SGT loss (Eq. 2 on tagged GT) + β · the heads' SGT loss, as one function.
 
     With ``freeze_trunk`` the trunk's states are a constant (``stop_gradient``) so only the heads
@@ -62,7 +90,8 @@ def mtp_loss(model, batch, beta: float = 0.3, lam: float = 0.7, freeze_trunk: bo
     loss, ntoks = sgt_loss_from_ce(ce, batch["response"], gt_mask(batch), lam)
     if not has_mtp(model) or beta == 0:
         return loss, ntoks
-    return loss + beta * mtp_head_loss(model, h0, batch, lam), ntoks
+    heads = head_losses(model, h0, batch, lam, feature_weight=feature_weight)
+    return loss + beta * sum(heads) / max(len(heads), 1), ntoks
 
 
 class _Tap:
@@ -93,9 +122,19 @@ class MTPLoss:
     prediction there (self-distillation): a draft is accepted when it equals the trunk's choice.
     """
 
-    def __init__(self, base, beta: float = 0.3, freeze_trunk: bool = False, targets: str = "data"):
+    def __init__(
+        self,
+        base,
+        beta: float = 0.3,
+        freeze_trunk: bool = False,
+        targets: str = "data",
+        feature_weight: float = 0.0,
+    ):
         if beta < 0:
             raise ValueError(f"--mtp-weight must be >= 0, got {beta}")
+        if feature_weight < 0:
+            raise ValueError(f"--mtp-feature-weight must be >= 0, got {feature_weight}")
+        self.feature_weight = float(feature_weight)
         if targets not in TARGETS:
             raise ValueError(f"--mtp-targets {targets!r}: use data or trunk")
         self.base, self.beta, self.freeze_trunk = base, float(beta), freeze_trunk
@@ -125,5 +164,7 @@ class MTPLoss:
         targets = None
         if self.targets == "trunk":  # the trunk's greedy next token at every position
             targets = mx.stop_gradient(mx.argmax(model.logits(h0), axis=-1))
-        losses = head_losses(model, h0, batch, self.lam, self.level, self.categories, targets)
+        losses = head_losses(
+            model, h0, batch, self.lam, self.level, self.categories, targets, self.feature_weight
+        )
         return loss + self.beta * sum(losses) / max(len(losses), 1), ntoks

@@ -15,7 +15,9 @@ def make_objective(cfg: TrainConfig, reference=None):
     """``loss_fn(model, batch) -> (loss, ntoks)`` for ``cfg``; ``reference`` for ``rho1``."""
     loss = make_loss(cfg.select, cfg.lam, cfg.level_int, cfg.categories, reference=reference)
     if cfg.mtp:  # trunk loss + β·mean MTP head loss
-        loss = MTPLoss(loss, cfg.mtp_weight, cfg.freeze_trunk, cfg.mtp_targets)
+        loss = MTPLoss(
+            loss, cfg.mtp_weight, cfg.freeze_trunk, cfg.mtp_targets, cfg.mtp_feature_weight
+        )
     return loss
 
 

@@ -16,6 +16,7 @@ import mlx.core as mx
 from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
+from cherry_mlx.data.frequency import top_tokens
 from cherry_mlx.models.loading import (
     TOKENIZER_FILES,
     build_model,
@@ -24,7 +25,13 @@ from cherry_mlx.models.loading import (
     model_config,
     resolve,
 )
-from cherry_mlx.models.mtp import ensure_mtp_heads, freeze_for_mtp
+from cherry_mlx.models.mtp import (
+    ensure_mtp_heads,
+    freeze_for_mtp,
+    has_mtp,
+    init_heads_from_trunk,
+    set_draft_vocab,
+)
 from cherry_mlx.models.outputs import is_ours
 from cherry_mlx.models.runs import (
     RUNS_DIR,
@@ -196,7 +203,10 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, refe
         except Exception:  # a colleague's model without HF-style args
             model_cfg = dict(getattr(model, "config", {}) or {})
     if cfg.mtp:  # MTP heads exist before resume loads their weights
-        model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp)
+        old = (model.mtp.num_heads, model.mtp.kind) if has_mtp(model) else None
+        model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp, cfg.mtp_kind)
+        if old != (model.mtp.num_heads, model.mtp.kind) and cfg.mtp_init == "trunk":
+            init_heads_from_trunk(model)  # new heads start as a copy of the last trunk layer
     mx.eval(model.parameters())
     if cfg.lora:
         _apply_lora(model, cfg)
@@ -226,6 +236,9 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, refe
                       "train": prep.splits.get("train_examples")}  # fmt: skip
     elif s.tokenizer is None and s.tokenizer_dir is not None:
         s.tokenizer = open_tokenizer(s.tokenizer_dir)
+    if cfg.mtp and cfg.mtp_draft_vocab:  # EAGLE-3's reduced draft vocabulary, saved with the model
+        ids = top_tokens(s.train_data, cfg.mtp_draft_vocab, model.args.vocab_size)
+        s.model_cfg["mtp"] = set_draft_vocab(model, ids)
     if cfg.select == "rho1":
         if reference is None:
             reference, _ = load_model(cfg.reference)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
-from cherry_mlx.training.config import PhaseConfig, TrainConfig, setting
+from cherry_mlx.training.config import TrainConfig, setting
+from cherry_mlx.training.phase import PhaseConfig
 
 METHODS = ("average", "prune-bi", "prune-angular")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from cherry_mlx.training.config import PhaseConfig, TrainConfig, setting
+from cherry_mlx.training.config import TrainConfig, setting
+from cherry_mlx.training.phase import PhaseConfig
 
 
 @dataclass

@@ -3,6 +3,8 @@
 ``quantize_model`` folds the NVFP4 tensor scales (``fold.py``), then swaps Linear/Embedding layers
 for MLX's quantised ones through ``mlx_lm.utils.quantize_model`` (so the config's ``quantization``
 block is exactly what mlx-lm's loader expects: a quantised plain Llama loads in ``mlx_lm.load``).
+The embedding (tied LM head included) gets its scale through the residual stream; where that
+is impossible (MTP heads) and plain NVFP4 would zero it, it stays in full precision (``auto_kept``).
 ``--keep`` leaves layers in full precision. ``quantize`` is the command's library call: load, fold,
 quantise, save, and report bits per weight, weight memory and held-out loss against the source.
 """
@@ -19,7 +21,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import get_total_parameters
 from mlx_lm.utils import quantize_model as mlx_lm_quantize
 
-from cherry_mlx.quant.fold import fold_tensor_scales, target_scale
+from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
 
 # mode -> (MLX mode, group size, bits)
 MODES: Dict[str, Tuple[str, int, int]] = {
@@ -69,6 +71,16 @@ def _check_keep(model, keep: Sequence[str]) -> None:
             )
 
 
+def _collapses(model) -> bool:
+    """Would plain NVFP4 (no tensor scale) lose most of the embedding?"""
+    w = model.model.embed_tokens.weight if hasattr(model, "model") else None
+    if w is None or w.shape[-1] % 16:
+        return False
+    q, sc = mx.quantize(w, mode="nvfp4")
+    d = mx.dequantize(q, sc, mode="nvfp4", dtype=mx.float32)
+    return (mx.linalg.norm(d - w) / mx.maximum(mx.linalg.norm(w), 1e-30)).item() > 0.5
+
+
 def _kept_paths(model, kept) -> List[str]:
     return [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and kept(p)]
 
@@ -91,10 +103,14 @@ def quantize_model(
         # a tied LM head is the embedding matrix: keeping the head keeps the embedding
         keep = keep + ["embed"] if "embed" not in keep else keep
     _check_keep(model, keep)
-    kept = keep_predicate(keep)
-    folded = {}
+    config = dict(config)  # the fold may rescale rms_norm_eps
+    folded, auto_kept = {}, []
     if fold and mlx_mode == "nvfp4":
-        folded = fold_tensor_scales(model, skip=_kept_paths(model, kept))
+        if not residual_foldable(model) and "embed" not in keep and _collapses(model):
+            auto_kept = keep = keep + ["embed"]  # no scale possible: keep it rather than zero it
+        kept = keep_predicate(keep)
+        folded = fold_tensor_scales(model, skip=_kept_paths(model, kept), config=config)
+    kept = keep_predicate(keep)
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own bpw line
         model, qconfig = mlx_lm_quantize(
             model,
@@ -105,6 +121,10 @@ def quantize_model(
             quant_predicate=lambda path, module: not kept(path),
         )
     qconfig["cherry_quant"] = {"mode": mode, "keep": list(keep), "folded_layers": len(folded)}
+    if "model.embed_tokens" in folded:
+        qconfig["cherry_quant"]["embed_scale"] = folded["model.embed_tokens"]["embed"]
+    if auto_kept:
+        qconfig["cherry_quant"]["auto_kept"] = ["embed"]
     mx.eval(model.parameters())
     return model, qconfig
 

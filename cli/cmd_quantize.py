@@ -22,7 +22,10 @@ def register(app: typer.Typer) -> None:
             "layers, measured on calibration data, within BITS per weight; default mode + 0.5).",
         ),
         calibrate: Optional[str] = typer.Option(
-            None, "--calibrate", help="gptq: quantise Linear layers with GPTQ (any --mode)."
+            None,
+            "--calibrate",
+            help="gptq (error-compensating rounding), awq (activation-aware channel scales) or "
+            "awq+gptq; any --mode, on --calib-data.",
         ),
         calib_data: Optional[str] = typer.Option(
             None,

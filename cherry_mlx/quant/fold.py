@@ -100,7 +100,7 @@ def fold_block(block) -> Dict[str, float]:
     return {"q": s1, "k": s1, "v": fv, "o": fo, "gate": s3, "up": fu, "down": fd}
 
 
-def _is_llama_block(m) -> bool:
+def is_llama_block(m) -> bool:
     try:
         return (
             all(hasattr(m, n) for n in ("input_layernorm", "post_attention_layernorm"))
@@ -116,7 +116,7 @@ def residual_foldable(model) -> bool:
     return (
         isinstance(model, Model)
         and getattr(model, "mtp", None) is None
-        and all(_is_llama_block(layer) for layer in model.layers)
+        and all(is_llama_block(layer) for layer in model.layers)
         and model.model.embed_tokens.weight.dtype in (mx.float32, mx.bfloat16)
     )
 
@@ -177,7 +177,7 @@ def fold_tensor_scales(
             folded["model.embed_tokens"] = {"embed": s_e}
 
     for i, layer in enumerate(model.layers):
-        if _is_llama_block(layer) and not skipped(f"model.layers.{i}"):
+        if is_llama_block(layer) and not skipped(f"model.layers.{i}"):
             folded[f"model.layers.{i}"] = fold_block(layer)
     mtp = getattr(model, "mtp", None)
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be

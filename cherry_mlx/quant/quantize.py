@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import get_total_parameters
 from mlx_lm.utils import quantize_model as mlx_lm_quantize
 
+from cherry_mlx.quant.awq import awq_scale
 from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
 from cherry_mlx.quant.gptq import gptq_quantize
 from cherry_mlx.quant.sensitivity import choose_kept, layer_sensitivity, parse_auto
@@ -87,7 +88,7 @@ def _kept_paths(model, kept) -> List[str]:
     return [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and kept(p)]
 
 
-CALIBRATIONS = ("gptq",)
+CALIBRATIONS = ("gptq", "awq", "awq+gptq")
 
 
 def _matrix_bits(mode: str, dtype_bits: int) -> float:
@@ -109,7 +110,8 @@ def quantize_model(
 
     ``keep`` may hold ``auto`` / ``auto:BITS`` (layers chosen by their measured sensitivity
     within a bits-per-weight budget) and ``calibrate="gptq"`` quantises the Linear layers with
-    GPTQ; both need ``calib``, calibration batches of token ids (B, T)."""
+    GPTQ (``awq``: activation-aware channel scales folded in first; ``awq+gptq``: both); all need
+    ``calib``, calibration batches of token ids (B, T)."""
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if "quantization" in config:
@@ -129,7 +131,9 @@ def quantize_model(
         keep = keep + ["embed"] if "embed" not in keep else keep
     _check_keep(model, keep)
     config = dict(config)  # the fold may rescale rms_norm_eps
-    folded, auto_kept = {}, []
+    folded, auto_kept, info_awq = {}, [], {}
+    if calibrate and "awq" in calibrate:  # before the fold, which then rescales its result
+        info_awq = {"awq_spread": awq_scale(model, calib, mlx_mode, group, bits)}
     if fold and mlx_mode == "nvfp4":
         if not residual_foldable(model) and "embed" not in keep and _collapses(model):
             auto_kept = keep = keep + ["embed"]  # no scale possible: keep it rather than zero it
@@ -137,7 +141,7 @@ def quantize_model(
         folded = fold_tensor_scales(model, skip=_kept_paths(model, kept), config=config)
     base_kept = keep_predicate(keep)
     chosen: List[str] = []
-    info: Dict[str, Any] = {}
+    info: Dict[str, Any] = dict(info_awq)
     if budgets:  # measured on the model as it will be quantised (folded)
         cands = [p for p, m in model.named_modules() if hasattr(m, "to_quantized")
                  and not base_kept(p) and m.weight.shape[-1] % group == 0]  # fmt: skip
@@ -150,7 +154,7 @@ def quantize_model(
     def kept(path):
         return base_kept(path) or path in chosen
 
-    if calibrate == "gptq":
+    if calibrate and "gptq" in calibrate:
         linears = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and not kept(p)]
         info["gptq_layers"] = len(gptq_quantize(model, calib, linears, mlx_mode, group, bits))
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own bpw line

@@ -111,7 +111,8 @@ def quantize(
     model, qconfig = quantize_model(model, config, mode, keep_list, fold=fold,
                                     calibrate=calibrate, calib=calib)  # fmt: skip
     out = save_model(model, out_dir, qconfig, tokenizer_dir=resolve(model_name))
-    report = QuantReport(mode, str(out), source, weight_memory(model), keep_list)
+    fixed = [k for k in keep_list if not k.startswith("auto")]
+    report = QuantReport(mode, str(out), source, weight_memory(model), fixed)
     report.calibration = {k: v for k, v in qconfig["cherry_quant"].items() if k != "sensitivity"}
     if batches:
         loss_q, ntok = heldout_loss(model, batches)

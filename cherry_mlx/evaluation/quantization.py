@@ -129,15 +129,25 @@ def calibration_batches(
     batch_size: int = 4,
     max_len: int = 256,
 ) -> list:
-    """Token batches (B, T) for GPTQ and ``--keep auto``: the first ``samples`` examples of
-    ``data`` (a JSONL file or a data dir's train.jsonl; default the bundled train split)."""
+    """Token batches (B, max_len) for GPTQ, AWQ and ``--keep auto``: ``samples`` windows of the
+    examples of ``data`` (a JSONL file or a data dir's train.jsonl; default the bundled train
+    split) packed end to end, so no padding token skews the activation statistics."""
     path = Path(data) if data else default_data_dir() / "train.jsonl"
     if path.is_dir():
         path = path / "train.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass --calib-data with a JSONL file or a dir")
     encoded, _, _ = load_split(path, load_tokenizer(model_name), max_len)
-    return [b["inputs"] for b in valid_batches(encoded[:samples], batch_size, max_len)]
+    stream, need = [], samples * max_len
+    for e in encoded:
+        stream.extend(int(t) for t in e.tokens)
+        if len(stream) >= need:
+            break
+    n = len(stream) // max_len
+    if n == 0:
+        raise ValueError(f"{path}: fewer than {max_len} tokens; pass more calibration data")
+    rows = mx.array(stream[: n * max_len], dtype=mx.int32).reshape(n, max_len)
+    return [rows[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def heldout_batches(

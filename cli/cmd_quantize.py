@@ -18,7 +18,25 @@ def register(app: typer.Typer) -> None:
             None,
             "--keep",
             help="Layers left in full precision, comma-separated: embed, lm_head, gate, mtp, "
-            "attn, mlp, or any path fragment (e.g. layers.0.).",
+            "attn, mlp, any path fragment (e.g. layers.0.), or auto[:BITS] (the most sensitive "
+            "layers, measured on calibration data, within BITS per weight; default mode + 0.5).",
+        ),
+        calibrate: Optional[str] = typer.Option(
+            None,
+            "--calibrate",
+            help="gptq (error-compensating rounding), awq (activation-aware channel scales) or "
+            "awq+gptq; any --mode, on --calib-data.",
+        ),
+        calib_data: Optional[str] = typer.Option(
+            None,
+            "--calib-data",
+            help="Calibration JSONL file or data dir (its train.jsonl; default: bundled data).",
+        ),
+        calib_samples: int = typer.Option(
+            32, "--calib-samples", help="Calibration examples (sequences of up to 256 tokens)."
+        ),
+        measure_speed: bool = typer.Option(
+            False, "--speed", help="Also measure prefill and decode tokens/s before and after."
         ),
         out: Optional[str] = typer.Option(
             None, "--out", "-o", help="Output directory (default: MODEL-MODE beside it)."
@@ -46,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from pathlib import Path
 
         from cherry_mlx.decoding.session import default_model
-        from cherry_mlx.evaluation.quantization import heldout_batches
+        from cherry_mlx.evaluation.quantization import calibration_batches, heldout_batches
         from cherry_mlx.evaluation.quantization import quantize as run
         from cherry_mlx.models.loading import resolve
         from cherry_mlx.models.outputs import check_output
@@ -60,7 +78,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 "no held-out data found (pass --data); skipping the loss comparison", err=True
             )
-        report = run(
-            model, out, mode=mode, keep=keep, batches=batches, fold=not no_fold, force=force
+        needs_calib = calibrate or any(
+            k.strip().startswith("auto") for k in (keep or "").split(",")
         )
+        calib = calibration_batches(model, calib_data, calib_samples) if needs_calib else None
+        report = run(model, out, mode=mode, keep=keep, batches=batches, fold=not no_fold,
+                     calibrate=calibrate, calib=calib, measure_speed=measure_speed,
+                     force=force)  # fmt: skip
         typer.echo(report.summary())

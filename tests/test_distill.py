@@ -141,3 +141,55 @@ def test_kd_log_names_the_distilled_positions(capsys):
         log = _KDLog(None, [], make_distill_loss(positions=positions))
         log.on_eval(0, {"total": 1.0, "gt": 1.0, "non_gt": 1.0})
         assert label in capsys.readouterr().out
+
+
+def test_nvfp4_teacher_gets_tensor_scales(tiny_config):
+    """--teacher-quant nvfp4 goes through the same fold as quantize: a teacher with std 0.002
+    weights (plain NVFP4 would zero it) keeps its log-probabilities."""
+    from mlx.utils import tree_map
+
+    cfg = {**tiny_config, "tie_word_embeddings": True}
+    teacher = _model(cfg, 1)
+    teacher.update(
+        tree_map(
+            lambda w: mx.random.normal(w.shape) * 0.002 if w.ndim == 2 else w, teacher.parameters()
+        )  # fmt: skip
+    )
+    mx.eval(teacher.parameters())
+    x = mx.array([[5, 9, 2, 77, 31, 8, 100, 200]])
+    ref = np.array(teacher(x)).astype(np.float64)
+    quantize_teacher(teacher, "nvfp4", dict(cfg))
+    assert "scales" in teacher.model.embed_tokens
+    out = np.array(teacher(x)).astype(np.float64)
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.2
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_temperature_kl_matches_numpy(T):
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), computed from the stored T=1 teacher log-probs."""
+    t = mx.random.normal((6, 40)) * 3
+    s = mx.random.normal((6, 40)) * 3
+    tlp = t - mx.logsumexp(t, axis=-1, keepdims=True)
+    lt = _np_log_softmax(np.array(t, np.float64) / T)
+    ls = _np_log_softmax(np.array(s, np.float64) / T)
+    ref = T**2 * (np.exp(lt) * (lt - ls)).sum(-1)
+    np.testing.assert_allclose(np.array(kl_rows(tlp, s, T)), ref, rtol=1e-4, atol=1e-6)
+    if T != 1.0:  # the temperature changes the value (the test can fail)
+        assert not np.allclose(np.array(kl_rows(tlp, s, 1.0)), ref, rtol=1e-2)
+
+
+def test_distill_loss_uses_the_temperature(tiny_config):
+    teacher, student = _model(tiny_config, 1), _model(tiny_config, 2)
+    batch = attach_teacher(_batch(), teacher)
+    n = int(np.array(batch["pos_valid"]).sum())
+    base, _ = make_distill_loss(0.7, 0.0)(student, batch)  # the SGT part alone
+    loss, _ = make_distill_loss(0.7, 1.0, temperature=2.0)(student, batch)
+    h = student.hidden(batch["inputs"])
+    rows = np.array(h.reshape(-1, h.shape[-1]))[np.array(batch["pos"])[:n]]
+    s_logits = np.array(student.logits(mx.array(rows)), np.float64)
+    lt = _np_log_softmax(np.array(batch["kd_logp"], np.float64)[:n] / 2.0)
+    ls = _np_log_softmax(s_logits / 2.0)
+    kd = 4.0 * (np.exp(lt) * (lt - ls)).sum() / batch["inputs"].shape[0]
+    assert float(loss) == pytest.approx(float(base) + kd, rel=1e-4)
+    with pytest.raises(ValueError, match="temperature"):
+        make_distill_loss(temperature=0.0)

@@ -173,3 +173,77 @@ def test_keep_typo_is_an_error_and_tied_lm_head_keeps_embedding(tiny_config):
     qmodel, qcfg = quantize_model(model, cfg, "nvfp4", keep=["lm_head"])
     assert "scales" not in qmodel.model.embed_tokens
     assert "scales" in qmodel.model.layers[0].mlp.up_proj
+
+
+def _small_model(cfg, std=0.002, seed=0):
+    """A model whose every matrix has std ``std`` (plain NVFP4 zeroes most of such weights)."""
+    from mlx.utils import tree_map
+
+    mx.random.seed(seed)
+    model = build_model(cfg)
+    model.update(
+        tree_map(
+            lambda w: mx.random.normal(w.shape) * std if w.ndim == 2 else w, model.parameters()
+        )
+    )
+    mx.eval(model.parameters())
+    return model
+
+
+def _np_forward_ref(model, x):
+    """Full-precision logits as float64 numpy (the reference before any quantisation)."""
+    return np.array(model(x)).astype(np.float64)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_nvfp4_embedding_gets_a_tensor_scale(tiny_config, tmp_path, tied):
+    """The embedding (and a tied LM head) is scaled through the residual stream: with std 0.002
+    weights plain NVFP4 loses ~all of the signal, the folded model stays close, and the saved
+    model (with its rescaled rms_norm_eps) reloads in mlx-lm."""
+    cfg = {**tiny_config, "tie_word_embeddings": tied}
+    x = mx.array([[5, 9, 2, 77, 31, 8, 100, 200]])
+    errors = {}
+    for fold in (True, False):
+        model = _small_model(cfg)
+        emb = np.array(model.model.embed_tokens.weight)
+        ref = _np_forward_ref(model, x)
+        qmodel, qcfg = quantize_model(model, dict(cfg), "nvfp4", fold=fold)
+        out = np.array(qmodel(x)).astype(np.float64)
+        errors[fold] = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+        e = qmodel.model.embed_tokens
+        deq = np.array(mx.dequantize(e.weight, e.scales, mode="nvfp4", dtype=mx.float32))
+        s_e = qcfg["cherry_quant"].get("embed_scale", 1.0)
+        emb_err = np.linalg.norm(deq / s_e - emb) / np.linalg.norm(emb)
+        if fold:
+            assert s_e > 1 and emb_err < NVFP4_BOUND
+            assert qcfg["rms_norm_eps"] == pytest.approx(cfg["rms_norm_eps"] * s_e**2)
+            save_model(qmodel, tmp_path / "q", qcfg)
+            from mlx_lm.utils import load_model as mlx_lm_load
+
+            mlm, _ = mlx_lm_load(tmp_path / "q")
+            np.testing.assert_allclose(np.array(mlm(x)), out, rtol=1e-4, atol=1e-5)
+        else:
+            assert emb_err > 0.9  # the collapse the scale prevents
+    assert errors[True] < 0.2 and errors[False] > 0.9, errors
+
+
+def test_embedding_fold_is_exact_in_full_precision(tiny_config):
+    from cherry_mlx.quant.fold import fold_embedding_scale
+
+    for tied in (True, False):
+        cfg = {**tiny_config, "tie_word_embeddings": tied}
+        model = _small_model(cfg)
+        x = mx.array([[1, 2, 3, 4, 5, 6, 7]])
+        ref = np.array(model(x))
+        s_e = fold_embedding_scale(model, cfg)
+        assert s_e >= 2**10
+        np.testing.assert_allclose(np.array(model(x)), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_mtp_model_keeps_an_unscalable_embedding(tiny_config):
+    """With MTP heads the stream cannot be rescaled (their hnorm reads the final norm's output):
+    an embedding plain NVFP4 would zero is kept in full precision instead, and said so."""
+    model = _small_model({**tiny_config, "mtp": {"num_heads": 1}})
+    qmodel, qcfg = quantize_model(model, {**tiny_config, "mtp": {"num_heads": 1}}, "nvfp4")
+    assert qcfg["cherry_quant"]["auto_kept"] == ["embed"]
+    assert "scales" not in qmodel.model.embed_tokens

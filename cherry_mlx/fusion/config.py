@@ -61,4 +61,9 @@ class DistillConfig(PhaseConfig):
     positions: str = setting("gt", "gt: Eq. 11 at GT positions; all: every response position.")
     teacher_quant: str = setting("none", "Quantise the teacher: none, nvfp4, mxfp4, affine.")
     beta: float = setting(1.0, "Weight of the KL sum next to the SGT loss.", at_least=0)
+    temperature: float = setting(
+        1.0,
+        "Distillation temperature T: KL of softmax(logits/T), scaled by T² (1 = Eq. 11).",
+        at_least=1e-6,
+    )
     train: TrainConfig = field(default_factory=lambda: DistillConfig.default_train())

@@ -2,6 +2,10 @@
 
 ``L = L_SGT(student) + β·L_KD``,  ``L_KD = Σ_{t∈G} KL(p_teacher(·|y_<t) ‖ p_student(·|y_<t))``
 
+With a temperature T (``--temperature``, Hinton et al.'s distillation), both distributions are
+softened first, p = softmax(logits / T), and the KL is scaled by T² so its gradient keeps the
+same magnitude as T changes (the soft targets' gradient shrinks as 1/T²); T = 1 is Eq. 11 itself.
+
 Eq. 11 is a *sum* over GT positions, not a mean (the paper: deliberately unnormalised). We sum per
 example and average over the examples of a batch, so the term does not grow with the batch size
 but does grow with an example's GT count, as the paper intends.
@@ -28,6 +32,7 @@ import numpy as np
 from cherry_mlx.fusion.assemble import check_same_tokenizer
 from cherry_mlx.fusion.config import DistillConfig
 from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.quant.quantize import quantize_model
 from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
 from cherry_mlx.training.data import valid_batches
 from cherry_mlx.training.prepare import find_tokenizer, prepare
@@ -77,11 +82,19 @@ def attach_teacher(
     return {**batch, "pos": pos, "pos_valid": valid, "kd_logp": logp}
 
 
-def kl_rows(teacher_logp: mx.array, student_logits: mx.array) -> mx.array:
-    """KL(p_t ‖ p_s) per row. (G, V) log-probs, (G, V) logits -> (G,)"""
+def kl_rows(teacher_logp: mx.array, student_logits: mx.array, temperature: float = 1.0) -> mx.array:
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)) per row. (G, V) log-probs, (G, V) logits -> (G,)
+
+    The teacher's stored log-probabilities soften exactly: log p_t differs from its logits by a
+    per-row constant, which log_softmax(· / T) removes."""
     s = student_logits.astype(mx.float32)
+    if temperature != 1.0:
+        teacher_logp = teacher_logp / temperature
+        teacher_logp = teacher_logp - mx.logsumexp(teacher_logp, axis=-1, keepdims=True)
+        s = s / temperature
     s_logp = s - mx.logsumexp(s, axis=-1, keepdims=True)
-    return (mx.exp(teacher_logp) * (teacher_logp - s_logp)).sum(axis=-1)
+    kl = (mx.exp(teacher_logp) * (teacher_logp - s_logp)).sum(axis=-1)
+    return kl * temperature**2 if temperature != 1.0 else kl
 
 
 def kd_loss(
@@ -91,8 +104,10 @@ def kd_loss(
     teacher: Optional[nn.Module] = None,
     positions: str = "gt",
     level: int = 1,
+    temperature: float = 1.0,
 ):
-    """Eq. 11 per example, mean over examples. h: student hidden (B, T, D).
+    """Eq. 11 per example (at ``temperature``, scaled by T²), mean over examples.
+    h: student hidden (B, T, D).
 
     Teacher log-probs come from the batch (``kd_logp``, stored) or are computed here from
     ``teacher`` at ``pos`` only (inside the compiled step; the teacher is a frozen constant).
@@ -108,7 +123,7 @@ def kd_loss(
     else:
         tlp = teacher_logprobs(teacher, batch["inputs"], pos)
     rows = h.reshape(-1, h.shape[-1])[pos]  # (G', D)
-    kl = kl_rows(tlp, student.logits(rows)) * valid.astype(mx.float32)  # (G',)
+    kl = kl_rows(tlp, student.logits(rows), temperature) * valid.astype(mx.float32)  # (G',)
     return kl.sum() / h.shape[0]
 
 
@@ -118,32 +133,40 @@ def make_distill_loss(
     level: int = 1,
     teacher: Optional[nn.Module] = None,
     positions: str = "gt",
+    temperature: float = 1.0,
 ) -> Callable:
-    """``loss_fn(model, batch) -> (loss, ntoks)``: L_SGT + β·L_KD.
+    """``loss_fn(model, batch) -> (loss, ntoks)``: L_SGT + β·L_KD (KL at ``temperature``, ·T²).
 
     Batches carry ``pos``/``pos_valid``: from ``attach_teacher``, or added by the trainer, which
     asks ``loss_fn.needed`` for the positions.
     """
     position_mask({"response": np.zeros((1, 1), bool), "level": np.zeros((1, 1))}, positions)
+    if not temperature > 0:
+        raise ValueError(f"--temperature {temperature}: use a positive value (1 = Eq. 11)")
 
     def loss_fn(model, batch):
         h = model.hidden(batch["inputs"])  # (B, T, D)
         ce = per_token_ce(model.logits(h), batch["targets"])
         loss, ntoks = sgt_loss_from_ce(ce, batch["response"], gt_mask(batch, level), lam)
-        return loss + beta * kd_loss(model, h, batch, teacher, positions, level), ntoks
+        kd = kd_loss(model, h, batch, teacher, positions, level, temperature)
+        return loss + beta * kd, ntoks
 
     loss_fn.needed = lambda np_batch: position_mask(np_batch, positions, level)
     loss_fn.positions = positions
     return loss_fn
 
 
-def quantize_teacher(teacher: nn.Module, mode: str = "none") -> nn.Module:
-    """Quantise a frozen teacher in place (``nvfp4``: 4-bit E2M1, blocks of 16, FP8 scales)."""
+def quantize_teacher(
+    teacher: nn.Module, mode: str = "none", config: Optional[Dict] = None
+) -> nn.Module:
+    """Quantise a frozen teacher in place through ``quant.quantize_model`` (``nvfp4``: 4-bit E2M1,
+    blocks of 16, FP8 scales, with the per-tensor scales folded in, embedding included)."""
     if mode == "none":
         return teacher
     if mode not in ("nvfp4", "mxfp4", "affine"):
         raise ValueError(f"--teacher-quant {mode!r} is not one of none, nvfp4, mxfp4, affine")
-    nn.quantize(teacher, mode=mode)
+    config = config if config is not None else {"rms_norm_eps": teacher.args.rms_norm_eps}
+    quantize_model(teacher, config, "affine4" if mode == "affine" else mode)
     teacher.freeze()
     mx.eval(teacher.parameters())
     return teacher
@@ -179,7 +202,7 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
     check_same_tokenizer([t_path, s_path], [t_cfg, s_cfg])
     teacher.freeze()
     teacher.eval()
-    quantize_teacher(teacher, cfg.teacher_quant)
+    quantize_teacher(teacher, cfg.teacher_quant, t_cfg)
     tok_dir = find_tokenizer(None, [str(s_path)], default=None)
     if train_data is None:
         prep = prepare(cfg.data, cfg.seq_len, tokenizer_obj=tokenizer, tokenizer_dir=tok_dir,
@@ -187,7 +210,7 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
         tokenizer, train_data, valid_data = prep.tokenizer, prep.train, prep.valid
     val = [attach_teacher(b, teacher, cfg.positions) for b in
            valid_batches(valid_data, cfg.batch_size, cfg.seq_len)]  # fmt: skip
-    loss_fn = make_distill_loss(cfg.lam, cfg.beta, 1, teacher, cfg.positions)
+    loss_fn = make_distill_loss(cfg.lam, cfg.beta, 1, teacher, cfg.positions, cfg.temperature)
     log = _KDLog(student, val, loss_fn)
     tok = str(tok_dir) if tok_dir else None
     tcfg = cfg.stage(cfg.steps, cfg.name, cfg.runs_dir, model=str(s_path),

@@ -21,16 +21,24 @@ undo the factor where the model is linear, so no extra parameter or layer type i
 
 Every factor is chosen ≤ its tensor's target 2^floor(log2(448·6 / amax)) so nothing saturates;
 s2 splits the v·o product so both get the same share of their targets. Norms stay in full
-precision (MLX quantises matrices only) and absorb any factor. The embedding feeds the residual
-stream and has no linear neighbour to fold into, so it is quantised without a tensor scale
-(``--keep embed`` leaves it in full precision); layers of unknown structure are likewise left
-unfolded, and ``quant_error`` reports their error so a collapse is visible.
+precision (MLX quantises matrices only) and absorb any factor. Layers of unknown structure are
+left unfolded, and ``quant_error`` reports their error so a collapse is visible.
+
+The embedding (tied or not) feeds the residual stream, so its scale s_e scales the whole stream:
+
+    embed' = embed · s_e,  o' = o · s_e,  down' = down · s_e   (every residual write, by s_e)
+    every RMSNorm reading the stream: eps' = eps · s_e²       (RMSNorm(s·x; eps·s²) = RMSNorm(x))
+    tied LM head (the same matrix): final norm g' = g / s_e
+
+``rms_norm_eps`` is one config field, so this needs every norm to read the stream: plain models
+without MTP heads (whose hnorm reads the final norm's output) and weights of at least float32's
+or bfloat16's range (float16 would overflow on a stream scaled by s_e).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import mlx.core as mx
 
@@ -92,7 +100,7 @@ def fold_block(block) -> Dict[str, float]:
     return {"q": s1, "k": s1, "v": fv, "o": fo, "gate": s3, "up": fu, "down": fd}
 
 
-def _is_llama_block(m) -> bool:
+def is_llama_block(m) -> bool:
     try:
         return (
             all(hasattr(m, n) for n in ("input_layernorm", "post_attention_layernorm"))
@@ -103,16 +111,73 @@ def _is_llama_block(m) -> bool:
         return False
 
 
-def fold_tensor_scales(model, skip: List[str] = ()) -> Dict[str, Dict[str, float]]:
+def residual_foldable(model) -> bool:
+    """Can the embedding's scale be folded through the residual stream (see the module doc)?"""
+    return (
+        isinstance(model, Model)
+        and getattr(model, "mtp", None) is None
+        and all(is_llama_block(layer) for layer in model.layers)
+        and model.model.embed_tokens.weight.dtype in (mx.float32, mx.bfloat16)
+    )
+
+
+def fold_embedding_scale(model, config: Dict[str, Any], skip: List[str] = ()) -> Optional[float]:
+    """Scale the residual stream by s_e so the embedding (and a tied LM head) reaches its NVFP4
+    target; updates ``config['rms_norm_eps']`` in place. Returns s_e, or None when not foldable.
+
+    s_e is capped so no block loses headroom: o and down absorb s_e, which the v·o and up·down
+    chains must still fit below their targets next to q/k's and gate's own factor."""
+    if not residual_foldable(model):
+        return None
+    s_e = target_scale(model.model.embed_tokens.weight)
+    for i, layer in enumerate(model.layers):
+        if any(f"model.layers.{i}".startswith(s) for s in skip):
+            continue
+        a, m = layer.self_attn, layer.mlp
+        tq, tk, tv, to = (
+            target_scale(getattr(a, n).weight) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+        )
+        tg, tu, td = (
+            target_scale(getattr(m, n).weight) for n in ("gate_proj", "up_proj", "down_proj")
+        )
+        s_e = min(s_e, tv * to / min(tq, tk), tu * td / tg)
+    if s_e <= 1.0:
+        return None
+    model.model.embed_tokens.weight = model.model.embed_tokens.weight * s_e
+    for layer in model.layers:
+        _scale_linear(layer.self_attn.o_proj, s_e, s_e)
+        _scale_linear(layer.mlp.down_proj, s_e, s_e)
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.eps = norm.eps * s_e**2
+    final = model.model.norm
+    final.eps = final.eps * s_e**2
+    if model.args.tie_word_embeddings:
+        final.weight = final.weight / s_e
+    eps = config.get("rms_norm_eps", model.args.rms_norm_eps)
+    config["rms_norm_eps"] = eps * s_e**2
+    model.args.rms_norm_eps = config["rms_norm_eps"]
+    return s_e
+
+
+def fold_tensor_scales(
+    model, skip: List[str] = (), config: Optional[Dict[str, Any]] = None
+) -> Dict[str, Dict[str, float]]:
     """Fold NVFP4 tensor scales into every foldable layer of a cherry/Llama model (in place).
-    ``skip``: path prefixes left untouched (layers kept in full precision gain nothing)."""
+    ``skip``: path prefixes left untouched (layers kept in full precision gain nothing).
+    ``config``: given, the embedding's scale is folded through the residual stream too (its
+    ``rms_norm_eps`` is updated), unless the embedding is skipped."""
     folded: Dict[str, Dict[str, float]] = {}
 
     def skipped(path):
         return any(path.startswith(s) for s in skip)
 
+    if config is not None and not skipped("model.embed_tokens"):
+        s_e = fold_embedding_scale(model, config, skip)
+        if s_e is not None:
+            folded["model.embed_tokens"] = {"embed": s_e}
+
     for i, layer in enumerate(model.layers):
-        if _is_llama_block(layer) and not skipped(f"model.layers.{i}"):
+        if is_llama_block(layer) and not skipped(f"model.layers.{i}"):
             folded[f"model.layers.{i}"] = fold_block(layer)
     mtp = getattr(model, "mtp", None)
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be

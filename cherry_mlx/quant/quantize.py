@@ -3,6 +3,8 @@
 ``quantize_model`` folds the NVFP4 tensor scales (``fold.py``), then swaps Linear/Embedding layers
 for MLX's quantised ones through ``mlx_lm.utils.quantize_model`` (so the config's ``quantization``
 block is exactly what mlx-lm's loader expects: a quantised plain Llama loads in ``mlx_lm.load``).
+The embedding (tied LM head included) gets its scale through the residual stream; where that
+is impossible (MTP heads) and plain NVFP4 would zero it, it stays in full precision (``auto_kept``).
 ``--keep`` leaves layers in full precision. ``quantize`` is the command's library call: load, fold,
 quantise, save, and report bits per weight, weight memory and held-out loss against the source.
 """
@@ -19,7 +21,10 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import get_total_parameters
 from mlx_lm.utils import quantize_model as mlx_lm_quantize
 
-from cherry_mlx.quant.fold import fold_tensor_scales, target_scale
+from cherry_mlx.quant.awq import awq_scale
+from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
+from cherry_mlx.quant.gptq import gptq_quantize
+from cherry_mlx.quant.sensitivity import choose_kept, layer_sensitivity, parse_auto
 
 # mode -> (MLX mode, group size, bits)
 MODES: Dict[str, Tuple[str, int, int]] = {
@@ -69,8 +74,27 @@ def _check_keep(model, keep: Sequence[str]) -> None:
             )
 
 
+def _collapses(model) -> bool:
+    """Would plain NVFP4 (no tensor scale) lose most of the embedding?"""
+    w = model.model.embed_tokens.weight if hasattr(model, "model") else None
+    if w is None or w.shape[-1] % 16:
+        return False
+    q, sc = mx.quantize(w, mode="nvfp4")
+    d = mx.dequantize(q, sc, mode="nvfp4", dtype=mx.float32)
+    return (mx.linalg.norm(d - w) / mx.maximum(mx.linalg.norm(w), 1e-30)).item() > 0.5
+
+
 def _kept_paths(model, kept) -> List[str]:
     return [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and kept(p)]
+
+
+CALIBRATIONS = ("gptq", "awq", "awq+gptq")
+
+
+def _matrix_bits(mode: str, dtype_bits: int) -> float:
+    """Stored bits per weight of a quantised matrix: values plus block scales (and biases)."""
+    mlx_mode, group, bits = MODES[mode]
+    return bits + (8 if mlx_mode != "affine" else 2 * dtype_bits) / group
 
 
 def quantize_model(
@@ -79,22 +103,60 @@ def quantize_model(
     mode: str = "nvfp4",
     keep: Sequence[str] = (),
     fold: bool = True,
+    calibrate: Optional[str] = None,
+    calib: Optional[Sequence[mx.array]] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Quantise ``model`` in place; returns it and the config to save with it."""
+    """Quantise ``model`` in place; returns it and the config to save with it.
+
+    ``keep`` may hold ``auto`` / ``auto:BITS`` (layers chosen by their measured sensitivity
+    within a bits-per-weight budget) and ``calibrate="gptq"`` quantises the Linear layers with
+    GPTQ (``awq``: activation-aware channel scales folded in first; ``awq+gptq``: both); all need
+    ``calib``, calibration batches of token ids (B, T)."""
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if "quantization" in config:
         raise ValueError("model is already quantised; quantise the full-precision model instead")
+    if calibrate not in (None, *CALIBRATIONS):
+        raise ValueError(f"--calibrate {calibrate!r}: use one of {', '.join(CALIBRATIONS)}")
     mlx_mode, group, bits = MODES[mode]
     keep = list(keep)
+    dtype_bits = model.model.embed_tokens.weight.dtype.size * 8 if hasattr(model, "model") else 32
+    q_bits = _matrix_bits(mode, dtype_bits)
+    budgets = [b for b in (parse_auto(k, q_bits) for k in keep) if b is not None]
+    keep = [k for k in keep if parse_auto(k, q_bits) is None]
+    if (budgets or calibrate) and not calib:
+        raise ValueError("--keep auto and --calibrate need calibration data (--calib-data DIR)")
     if "lm_head" in keep and config.get("tie_word_embeddings", False):
         # a tied LM head is the embedding matrix: keeping the head keeps the embedding
         keep = keep + ["embed"] if "embed" not in keep else keep
     _check_keep(model, keep)
-    kept = keep_predicate(keep)
-    folded = {}
+    config = dict(config)  # the fold may rescale rms_norm_eps
+    folded, auto_kept, info_awq = {}, [], {}
+    if calibrate and "awq" in calibrate:  # before the fold, which then rescales its result
+        info_awq = {"awq_spread": awq_scale(model, calib, mlx_mode, group, bits)}
     if fold and mlx_mode == "nvfp4":
-        folded = fold_tensor_scales(model, skip=_kept_paths(model, kept))
+        if not residual_foldable(model) and "embed" not in keep and _collapses(model):
+            auto_kept = keep = keep + ["embed"]  # no scale possible: keep it rather than zero it
+        kept = keep_predicate(keep)
+        folded = fold_tensor_scales(model, skip=_kept_paths(model, kept), config=config)
+    base_kept = keep_predicate(keep)
+    chosen: List[str] = []
+    info: Dict[str, Any] = dict(info_awq)
+    if budgets:  # measured on the model as it will be quantised (folded)
+        cands = [p for p, m in model.named_modules() if hasattr(m, "to_quantized")
+                 and not base_kept(p) and m.weight.shape[-1] % group == 0]  # fmt: skip
+        sens = layer_sensitivity(model, calib, cands, group, bits, mlx_mode)
+        sizes = {p: m.weight.size for p, m in model.named_modules() if p in sens}
+        chosen, avg = choose_kept(sizes, sens, q_bits, budgets[0], dtype_bits)
+        info = {"keep_auto": chosen, "keep_auto_bits": round(avg, 3),
+                "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
+
+    def kept(path):
+        return base_kept(path) or path in chosen
+
+    if calibrate and "gptq" in calibrate:
+        linears = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and not kept(p)]
+        info["gptq_layers"] = len(gptq_quantize(model, calib, linears, mlx_mode, group, bits))
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own bpw line
         model, qconfig = mlx_lm_quantize(
             model,
@@ -105,6 +167,13 @@ def quantize_model(
             quant_predicate=lambda path, module: not kept(path),
         )
     qconfig["cherry_quant"] = {"mode": mode, "keep": list(keep), "folded_layers": len(folded)}
+    if "model.embed_tokens" in folded:
+        qconfig["cherry_quant"]["embed_scale"] = folded["model.embed_tokens"]["embed"]
+    if auto_kept:
+        qconfig["cherry_quant"]["auto_kept"] = ["embed"]
+    if calibrate:
+        qconfig["cherry_quant"]["calibrate"] = calibrate
+    qconfig["cherry_quant"].update(info)
     mx.eval(model.parameters())
     return model, qconfig
 

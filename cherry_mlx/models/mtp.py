@@ -31,6 +31,7 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
 from cherry_mlx.models.families import make_block
+from cherry_mlx.models.mtp_base import HeadBase
 from cherry_mlx.models.mtp_cross import CrossMTPHead
 
 DEFAULT_NUM_HEADS = 3
@@ -61,17 +62,11 @@ def draft_vocab(mtp: Optional[Dict[str, Any]]) -> Optional[List[int]]:
     return [int(i) for i in ids] if ids else None
 
 
-class MTPHead(nn.Module):
+class MTPHead(HeadBase):
     """One sequential MTP module: two norms, a 2D -> D projection, a block and an output norm."""
 
     def __init__(self, args):
-        super().__init__()
-        d, eps = args.hidden_size, args.rms_norm_eps
-        self.hnorm = nn.RMSNorm(d, eps=eps)
-        self.enorm = nn.RMSNorm(d, eps=eps)
-        self.proj = nn.Linear(2 * d, d, bias=False)
-        self.block = make_block(args)
-        self.norm = nn.RMSNorm(d, eps=eps)
+        super().__init__(args, make_block(args))
 
     def __call__(self, h_prev: mx.array, emb: mx.array, cache=None) -> mx.array:
         """(B, L, D) previous states, (B, L, D) token embeddings -> (B, L, D) normed head states."""

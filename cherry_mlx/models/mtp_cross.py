@@ -27,6 +27,8 @@ import mlx.nn as nn
 from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import scaled_dot_product_attention
 
+from cherry_mlx.models.mtp_base import HeadBase
+
 
 class CrossAttention(mlx_llama.Attention):
     """mlx-lm's Llama attention (same weight names, so a trunk layer's weights fit) with queries
@@ -73,18 +75,12 @@ class CrossBlock(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class CrossMTPHead(nn.Module):
+class CrossMTPHead(HeadBase):
     """One cross-attention MTP head: the sequential head's input projection, a cross block and an
     output norm (the LM head is the trunk's)."""
 
     def __init__(self, args):
-        super().__init__()
-        d, eps = args.hidden_size, args.rms_norm_eps
-        self.hnorm = nn.RMSNorm(d, eps=eps)
-        self.enorm = nn.RMSNorm(d, eps=eps)
-        self.proj = nn.Linear(2 * d, d, bias=False)
-        self.block = CrossBlock(args)
-        self.norm = nn.RMSNorm(d, eps=eps)
+        super().__init__(args, CrossBlock(args))
 
     def __call__(
         self,

@@ -54,7 +54,9 @@ def run_moee(ctx: Context) -> Dict[str, Any]:
         for name, data in (("expert_a", enc_a), ("expert_b", enc_b)):
             model, mcfg = _merged(ctx)
             ctx.fit(model, ctx.train_cfg("moee", f"{name}-s{seed}", S, seed), train_data=data)
-            paths.append(save_model(model, root / f"{name}-s{seed}", mcfg, ctx.tokenizer_dir))
+            # the expert beside its training run (runs/NAME/model/, what compress and fuse write)
+            out = root / f"{name}-s{seed}" / "model"
+            paths.append(save_model(model, out, mcfg, ctx.tokenizer_dir))
             bar.step(f"{name} seed {seed}")
         fcfg = FuseConfig.from_flat(
             experts=[str(p) for p in paths], granularity="model", top_k=1, train_experts=True,

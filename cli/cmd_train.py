@@ -24,8 +24,9 @@ def _build_params():
 
 
 def train_command(**kwargs):
-    """Train with the SGT loss: `cherry-mlx train` alone trains cherry-tiny from scratch on the
-    bundled data in a few minutes. Runs go to runs/NAME/ (checkpoints, best/, metrics, curves)."""
+    """Train with the SGT loss: `cherry-mlx train` alone trains cherry-48l (48 narrow layers) from
+    scratch on the bundled data in minutes. Runs go to runs/NAME/ (checkpoints, best/, metrics,
+    curves)."""
     from dataclasses import replace
 
     from cherry_mlx import training

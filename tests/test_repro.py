@@ -64,6 +64,24 @@ def test_repro_config_errors():
     assert ReproConfig(seeds=3).n_seeds == 3
 
 
+def test_budget_overrides_typed_and_checked():
+    cfg = ReproConfig(budget="cpu", set="steps=12, seq_len=128,learning_rate=3e-5,eval_batches=-1")
+    spec = cfg.spec
+    assert (spec.steps, spec.seq_len, spec.eval_batches) == (12, 128, -1)
+    assert spec.learning_rate == 3e-5 and isinstance(spec.steps, int)
+    assert spec.heal_steps == 60  # untouched fields keep the cpu budget's values
+    for bad, msg in [
+        ("stepz=3", "use NAME=VALUE"),
+        ("steps", "use NAME=VALUE"),
+        ("steps=1.5", "steps takes an integer"),
+        ("steps=0", "must be positive"),
+        ("learning_rate=nan", "must be positive"),
+        ("layouts=2", "use NAME=VALUE"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            ReproConfig(set=bad)
+
+
 def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     """Stage functions are faked (the real ones run in the slow test): a stage that raises leaves
     no results file; the rerun skips the finished stage and runs the killed one."""
@@ -99,6 +117,8 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     assert saved["stages"]["quant"]["rows"][0]["verdict"] == "holds"
     with pytest.raises(ValueError, match="holds a repro made with"):
         repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), seeds=5))
+    with pytest.raises(ValueError, match="holds a repro made with"):
+        repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), set="steps=2"))
 
 
 @pytest.mark.slow

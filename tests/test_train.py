@@ -43,6 +43,7 @@ def synth_batches(n, B=4, T=24, seed=0, V=256):
 
 def base_cfg(tmp_path, **kw):
     d = dict(
+        preset="cherry-tiny",
         steps=8,
         name="run",
         runs_dir=str(tmp_path),

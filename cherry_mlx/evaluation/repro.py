@@ -58,7 +58,8 @@ def read_results(out: Path) -> Dict[str, Any]:
 
 def _manifest(cfg: ReproConfig, out: Path) -> Dict[str, Any]:
     """What the results in ``out`` were made with; resuming with other settings is an error."""
-    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data}
+    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data,
+           "set": cfg.overrides or None}  # fmt: skip
     path = out / "repro.json"
     if path.is_file():
         old = json.loads(path.read_text())

@@ -8,10 +8,11 @@ default preset (CI: every row filled; one seed, so verdicts that need a seed spr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Dict, Optional, Tuple
 
-from cherry_mlx.models.presets import DEFAULT_PRESET
+from cherry_mlx.models.presets import TINY_PRESET
 from cherry_mlx.training.config import setting
 
 STAGES = ("sgt", "compress", "mtp", "quant", "moee")
@@ -69,7 +70,7 @@ class ReproConfig:
     """Settings of ``cherry-mlx repro`` (its options are generated from these fields)."""
 
     model: str = setting(
-        DEFAULT_PRESET,
+        TINY_PRESET,
         "Source model (dir, run or preset); a preset without weights is first trained from "
         "scratch with the full loss (the budget's pretrain steps).",
     )
@@ -84,6 +85,11 @@ class ReproConfig:
         None, "Output directory (default runs/repro-BUDGET); rerun to resume.", "--out", "-o"
     )
     data: Optional[str] = setting(None, "Chat data directory (default: the bundled data).")
+    set: Optional[str] = setting(
+        None,
+        "Override budget fields for a smaller or larger run, e.g. steps=20,seq_len=128 "
+        "(the report lists the budget used).",
+    )
 
     def __post_init__(self):
         if self.budget not in BUDGETS:
@@ -93,6 +99,7 @@ class ReproConfig:
             raise ValueError(
                 f"--only {','.join(bad)}: unknown stage; use some of {','.join(STAGES)}"
             )
+        self.overrides  # parse now: a typo is an error before any work
         if self.seeds is not None and self.seeds < 1:
             raise ValueError(f"--seeds {self.seeds}: must be >= 1")
 
@@ -103,8 +110,30 @@ class ReproConfig:
         return tuple(s.strip() for s in str(self.only).split(",") if s.strip())
 
     @property
+    def overrides(self) -> Dict[str, int | float]:
+        """``--set k=v,...`` as typed budget fields (ints stay ints, the learning rate a float)."""
+        kinds = {f.name: f.type for f in fields(Budget) if f.name not in ("name", "layouts")}
+        out: Dict[str, int | float] = {}
+        for item in filter(None, (x.strip() for x in str(self.set or "").split(","))):
+            key, eq, val = item.partition("=")
+            key = key.strip()
+            if not eq or key not in kinds:
+                raise ValueError(
+                    f"--set {item!r}: use NAME=VALUE with NAME one of {', '.join(kinds)}"
+                )
+            try:
+                num = float(val) if kinds[key] == "float" else int(val)
+            except ValueError:
+                kind = "a number" if kinds[key] == "float" else "an integer"
+                raise ValueError(f"--set {item!r}: {key} takes {kind}") from None
+            if not (math.isfinite(num) and num > 0) and not (key == "eval_batches" and num == -1):
+                raise ValueError(f"--set {item!r}: {key} must be positive")
+            out[key] = num
+        return out
+
+    @property
     def spec(self) -> Budget:
-        return BUDGETS[self.budget]
+        return replace(BUDGETS[self.budget], **self.overrides)
 
     @property
     def n_seeds(self) -> int:

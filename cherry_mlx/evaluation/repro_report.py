@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -200,6 +201,11 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
     src = results.get("source")
     lines = [
         f"# cherry-mlx repro: {cfg.model}, budget {cfg.budget}",
+        "",
+        "Budget used: "
+        + ", ".join(f"{k} {v}" for k, v in asdict(cfg.spec).items() if k != "name")
+        + (f" (`--set {cfg.set}`)" if cfg.overrides else "")
+        + ".",
         "",
         f"Started {manifest.get('started')}, report {time.strftime('%Y-%m-%d %H:%M:%S')}; "
         f"{cfg.n_seeds} seed(s) per arm. Source: "

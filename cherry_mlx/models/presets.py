@@ -7,7 +7,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = Path(os.environ.get("CHERRY_MLX_WEIGHTS", REPO_ROOT / "weights"))
-DEFAULT_PRESET = "cherry-tiny"  # the embedded default: trained by `cherry-mlx train` alone
+# The embedded default, trained by `cherry-mlx train` alone: 48 layers deep like the paper's
+# backbone (so `compress --to 6L --loops 8` is its 48 -> 6 pipeline), narrow enough for minutes.
+DEFAULT_PRESET = "cherry-48l"
+# The shallow preset the fast paths use (`repro --budget tiny`, tests): 8 layers, same tokenizer.
+TINY_PRESET = "cherry-tiny"
 
 
 def list_presets() -> list[str]:

@@ -130,7 +130,7 @@ class TrainConfig:
     # optimisation
     steps: int = setting(300, "Optimizer updates to run.")
     batch_size: int = setting(
-        16, "Sequences per micro-batch: the global batch, split over the ranks under mlx.launch."
+        8, "Sequences per micro-batch: the global batch, split over the ranks under mlx.launch."
     )
     seq_len: int = setting(256, "Maximum sequence length (longer examples are truncated).")
     grad_accum: int = setting(1, "Micro-batches accumulated per optimizer update.")

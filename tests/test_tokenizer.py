@@ -231,3 +231,13 @@ def test_cli_train(tmp_path):
     for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"):
         assert (out / f).is_file()
     assert len(AutoTokenizer.from_pretrained(str(out))) == 2900
+
+
+def test_presets_share_one_tokenizer():
+    """cherry-48l (the default) and cherry-tiny must tokenize alike: runs of either compare, and the
+    refresh command writes one of them."""
+    from cherry_mlx.models.presets import DEFAULT_PRESET, TINY_PRESET, WEIGHTS_DIR
+
+    for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"):
+        a = (WEIGHTS_DIR / DEFAULT_PRESET / name).read_bytes()
+        assert a == (WEIGHTS_DIR / TINY_PRESET / name).read_bytes(), name

@@ -213,7 +213,7 @@ def test_config_precedence_cli_over_file_over_defaults(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("steps: 50\nlambda: 0.5\nlearning_rate: 0.01\n")
     cfg = resolve_config({"steps": 7, "lam": None}, f)
-    assert (cfg.steps, cfg.lam, cfg.learning_rate, cfg.batch_size) == (7, 0.5, 0.01, 16)
+    assert (cfg.steps, cfg.lam, cfg.learning_rate, cfg.batch_size) == (7, 0.5, 0.01, 8)
     f.write_text("stpes: 3\n")
     with pytest.raises(ValueError, match="unknown training setting 'stpes'"):
         resolve_config({}, f)

@@ -15,7 +15,10 @@
     figure shows the speedup *at that acceptance*, not a trained model's;
 (c) NVFP4 (folded tensor scales) vs fp32: decode speed and weight memory;
 (d) decode tok/s as a fraction of the memory-bandwidth bound (weight bytes read per token /
-    measured copy bandwidth).
+    measured copy bandwidth), and the GB/s one LM-head-sized matrix-vector product reaches in MLX
+    and in numpy's gemv (how far the CPU backend's matmul is from the bound).
+
+    python bench/bench_decode.py --model runs/imported/smollm2-135m --sections acd
 """
 
 # ruff: noqa: I001  (cherry_mlx must be imported before mlx)
@@ -25,6 +28,7 @@ import argparse
 import importlib
 import statistics
 import time
+from typing import Tuple
 
 import cherry_mlx  # noqa: F401  (fast BLAS: must come before mlx)
 import mlx.core as mx
@@ -48,6 +52,28 @@ def bandwidth_gbs(n_bytes: int = 1 << 29) -> float:
         np.copyto(b, a)
         ts.append(time.perf_counter() - t)
     return 2 * n_bytes / min(ts) / 1e9
+
+
+def matvec_gbs(rows: int, cols: int, reps: int = 20) -> Tuple[float, float]:
+    """Weight-read GB/s of one (1, cols) @ (cols, rows) product, the decode step's only kind:
+    MLX (what every decode here runs) and numpy's gemv on the same machine (a ceiling MLX's CPU
+    backend could reach)."""
+    import numpy as np
+
+    w, x = mx.random.normal((rows, cols)), mx.random.normal((1, cols))
+    mx.eval(w, x)
+    mx.eval(x @ w.T)
+    t = time.perf_counter()
+    for _ in range(reps):
+        mx.eval(x @ w.T)
+    t_mx = (time.perf_counter() - t) / reps
+    wn, xn = np.array(w), np.array(x)[0]
+    wn @ xn
+    t = time.perf_counter()
+    for _ in range(reps):
+        wn @ xn
+    t_np = (time.perf_counter() - t) / reps
+    return w.nbytes / t_mx / 1e9, w.nbytes / t_np / 1e9
 
 
 def bytes_per_token(model) -> int:
@@ -258,12 +284,12 @@ def main():
         copy_heads(model)
         sprompt, note = prompt, " (near-bigram trunk, copy heads)"
     else:
-        if getattr(model, "mtp", None) is None:
+        if getattr(model, "mtp", None) is None and "b" in a.sections:
             raise SystemExit(
                 f"{a.model} has no MTP heads: train some (cherry-mlx train --model "
                 f"{a.model} --mtp 3 --freeze-trunk)"
             )
-        sprompt, stop = data_prompts(a.model)
+        sprompt, stop = data_prompts(a.model) if "b" in a.sections else (prompt, ())
         note = f" ({len(sprompt)} held-out chat prompts, stop at end of turn)"
         if a.draft_vocab:
             from cherry_mlx.data.frequency import top_tokens
@@ -297,8 +323,13 @@ def main():
         f"{mem_q / 2**20:.1f} vs {mem_fp / 2**20:.1f} MiB ({mem_q / mem_fp:.2f}x)"
     )
 
-    # (d) fraction of the bandwidth bound
+    # (d) fraction of the bandwidth bound, and what one matrix-vector product reaches
     bw = bandwidth_gbs()
+    g_mx, g_np = matvec_gbs(V, model.args.hidden_size)
+    print(
+        f"(d) one {V}x{model.args.hidden_size} matrix-vector product: MLX {g_mx:.1f} GB/s, "
+        f"numpy gemv {g_np:.1f} GB/s ({g_mx / bw:.0%} / {g_np / bw:.0%} of {bw:.1f} GB/s)"
+    )
     for name, tps, bpt in (("fp32", t_fp, bpt_fp), ("nvfp4", t_q, bpt_q)):
         bound = bw * 1e9 / bpt
         print(

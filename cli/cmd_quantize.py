@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
             "--keep",
             help="Layers left in full precision, comma-separated: embed, lm_head, gate, mtp, "
             "attn, mlp, any path fragment (e.g. layers.0.), or auto[:BITS] (the most sensitive "
-            "layers, measured on calibration data, within BITS per weight; default mode + 0.5).",
+            "layers, measured on calibration data, within BITS per weight; default mode + 0.5); "
+            "NAME:MODE quantises those layers in another mode instead (e.g. embed:affine8).",
         ),
         calibrate: Optional[str] = typer.Option(
             None,

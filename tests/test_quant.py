@@ -247,3 +247,27 @@ def test_mtp_model_keeps_an_unscalable_embedding(tiny_config):
     qmodel, qcfg = quantize_model(model, {**tiny_config, "mtp": {"num_heads": 1}}, "nvfp4")
     assert qcfg["cherry_quant"]["auto_kept"] == ["embed"]
     assert "scales" not in qmodel.model.embed_tokens
+
+
+def test_keep_with_a_mode_quantises_that_layer_in_it_and_reloads(tiny_config, tmp_path):
+    """``--keep embed:affine8``: the tied embedding (and so the LM head) in 8-bit affine, every
+    other matrix in NVFP4; the embedding equals MLX's own affine-8 round trip of the source, and
+    the saved model reloads (mlx-lm's per-layer config) with the same logits."""
+    cfg = {**tiny_config, "tie_word_embeddings": True}
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    w = model.model.embed_tokens.weight
+    expect = mx.dequantize(*mx.quantize(w, 64, 8), group_size=64, bits=8)
+    x = mx.array([[1, 5, 9, 3, 7]])
+    qmodel, qcfg = quantize_model(model, cfg, "nvfp4", keep=["embed:affine8"])
+    emb = qmodel.model.embed_tokens
+    assert (emb.bits, emb.mode) == (8, "affine")
+    np.testing.assert_allclose(np.array(emb(mx.arange(cfg["vocab_size"]))), np.array(expect),
+                               atol=1e-6)  # fmt: skip
+    assert qmodel.model.layers[0].mlp.up_proj.mode == "nvfp4"
+    assert qcfg["quantization"]["model.embed_tokens"]["bits"] == 8
+    save_model(qmodel, tmp_path / "q", qcfg)
+    again, _ = load_model(tmp_path / "q")
+    np.testing.assert_allclose(np.array(again(x)), np.array(qmodel(x)), atol=1e-5)
+    with pytest.raises(ValueError, match="'affine5' is no mode"):
+        quantize_model(build_model(cfg), cfg, "nvfp4", keep=["embed:affine5"])

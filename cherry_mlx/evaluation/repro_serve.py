@@ -117,6 +117,8 @@ VARIANTS = (
     ("nvfp4+awq", "nvfp4", {"calibrate": "awq"}),
     ("nvfp4+gptq", "nvfp4", {"calibrate": "gptq"}),
     ("nvfp4 keep embed", "nvfp4", {"keep": ["embed"]}),
+    ("nvfp4 embed affine8", "nvfp4", {"keep": ["embed:affine8"]}),
+    ("nvfp4+awq embed affine8", "nvfp4", {"calibrate": "awq", "keep": ["embed:affine8"]}),
 )
 
 

@@ -51,6 +51,22 @@ def parse_keep(keep: Optional[str | Sequence[str]]) -> List[str]:
     return [k.strip() for k in items if k.strip()]
 
 
+def split_keep(keep: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
+    """``--keep`` items -> (names kept in full precision, {name: MODE} quantised with another
+    mode), e.g. ``embed:affine8`` quantises the embedding to 8 bits instead of keeping it; ``auto``
+    items pass through unchanged."""
+    plain, other = [], {}
+    for k in keep:
+        name, sep, mode = k.partition(":")
+        if not sep or name == "auto":
+            plain.append(k)
+        elif mode not in MODES:
+            raise ValueError(f"--keep {k!r}: {mode!r} is no mode; use one of {', '.join(MODES)}")
+        else:
+            other[name] = mode
+    return plain, other
+
+
 def keep_predicate(keep: Sequence[str]):
     """path -> True when the layer stays in full precision (an alias or a path substring)."""
     tests = [KEEP_ALIASES.get(k, lambda p, k=k: k in p) for k in keep]
@@ -123,13 +139,15 @@ def quantize_model(
     dtype_bits = model.model.embed_tokens.weight.dtype.size * 8 if hasattr(model, "model") else 32
     q_bits = _matrix_bits(mode, dtype_bits)
     budgets = [b for b in (parse_auto(k, q_bits) for k in keep) if b is not None]
-    keep = [k for k in keep if parse_auto(k, q_bits) is None]
+    keep, other = split_keep([k for k in keep if parse_auto(k, q_bits) is None])
+    if config.get("tie_word_embeddings", False) and "lm_head" in other:
+        other.setdefault("embed", other.pop("lm_head"))  # a tied head is the embedding
     if (budgets or calibrate) and not calib:
         raise ValueError("--keep auto and --calibrate need calibration data (--calib-data DIR)")
     if "lm_head" in keep and config.get("tie_word_embeddings", False):
         # a tied LM head is the embedding matrix: keeping the head keeps the embedding
         keep = keep + ["embed"] if "embed" not in keep else keep
-    _check_keep(model, keep)
+    _check_keep(model, keep + list(other))
     config = dict(config)  # the fold may rescale rms_norm_eps
     folded, auto_kept, info_awq = {}, [], {}
     if calibrate and "awq" in calibrate:  # before the fold, which then rescales its result
@@ -137,7 +155,7 @@ def quantize_model(
     if fold and mlx_mode == "nvfp4":
         if not residual_foldable(model) and "embed" not in keep and _collapses(model):
             auto_kept = keep = keep + ["embed"]  # no scale possible: keep it rather than zero it
-        kept = keep_predicate(keep)
+        kept = keep_predicate(keep + list(other))  # other modes carry their own scales
         folded = fold_tensor_scales(model, skip=_kept_paths(model, kept), config=config)
     base_kept = keep_predicate(keep)
     chosen: List[str] = []
@@ -151,8 +169,17 @@ def quantize_model(
         info = {"keep_auto": chosen, "keep_auto_bits": round(avg, 3),
                 "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
+    other_tests = [(keep_predicate([n]), m) for n, m in other.items()]
+
     def kept(path):
-        return base_kept(path) or path in chosen
+        return base_kept(path) or path in chosen or any(t(path) for t, _ in other_tests)
+
+    def predicate(path, module):
+        for test, m in other_tests:
+            if test(path):
+                mm, g, b = MODES[m]
+                return {"group_size": g, "bits": b, "mode": mm}
+        return not kept(path)
 
     if calibrate and "gptq" in calibrate:
         linears = [p for p, m in model.named_modules() if isinstance(m, nn.Linear) and not kept(p)]
@@ -164,9 +191,11 @@ def quantize_model(
             group,
             bits,
             mode=mlx_mode,
-            quant_predicate=lambda path, module: not kept(path),
+            quant_predicate=predicate,
         )
     qconfig["cherry_quant"] = {"mode": mode, "keep": list(keep), "folded_layers": len(folded)}
+    if other:
+        qconfig["cherry_quant"]["other_modes"] = dict(other)
     if "model.embed_tokens" in folded:
         qconfig["cherry_quant"]["embed_scale"] = folded["model.embed_tokens"]["embed"]
     if auto_kept:

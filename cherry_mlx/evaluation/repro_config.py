@@ -1,8 +1,10 @@
 """Settings of ``cherry-mlx repro`` and its three budgets (no MLX: the CLI reads them for --help).
 
 One knob, ``--budget``, sizes every experiment: ``tiny`` takes about three CPU-minutes on the
-default preset (CI: every row filled; one seed, so verdicts that need a seed spread are
-"inconclusive"); ``cpu`` is meant for about two hours on a ~135M pretrained model on 2 cores;
+cherry-tiny (CI: every row filled; one seed, so verdicts that need a seed spread are
+"inconclusive"); ``cpu`` was sized for a couple of hours on a ~135M pretrained model on 2 cores,
+but measured ~5 s per SmolLM2-135M step of 4 x 128 tokens it is ~5 hours there (``--set`` scales
+it down: docs/repro-smollm2.md was made with one seed and shorter runs in ~1.5 hours);
 ``paper`` uses the paper's step counts (500 SGT steps, 100 + 500 healing steps, three seeds).
 """
 

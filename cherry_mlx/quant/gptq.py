@@ -75,8 +75,16 @@ def gptq_linear(
     dead = np.diag(H) == 0  # inputs never active: their weights do not matter
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H[np.diag_indices(n)] += damp * np.mean(np.diag(H))
-    U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper: H⁻¹ = Uᵀ U
+    mean_diag = np.mean(np.diag(H))
+    for extra in (damp, 0.1, 1.0, 10.0):  # more damping until H⁻¹ is numerically positive definite
+        Hd = H.copy()
+        Hd[np.diag_indices(n)] += extra * mean_diag
+        try:
+            U = np.linalg.cholesky(np.linalg.inv(Hd)).T  # upper: H⁻¹ = Uᵀ U
+            break
+        except np.linalg.LinAlgError:
+            if extra == 10.0:
+                raise
     Q = np.zeros_like(W)
     scale_codes, biases, fp4_codes = [], [], np.zeros(W.shape, np.uint32)
     for b0 in range(0, n, BLOCK):

@@ -16,7 +16,9 @@
 (c) NVFP4 (folded tensor scales) vs fp32: decode speed and weight memory;
 (d) decode tok/s as a fraction of the memory-bandwidth bound (weight bytes read per token /
     measured copy bandwidth), and the GB/s one LM-head-sized matrix-vector product reaches in MLX
-    and in numpy's gemv (how far the CPU backend's matmul is from the bound).
+    and in numpy's gemv (how far the CPU backend's matmul is from the bound); on Linux each
+    fp32 figure with the decode-shaped matmul path (``cherry_mlx._smallm.c``) on and off, with the
+    cost of a verify pass over 2 / 3 / 4 tokens relative to one decode step.
 
     python bench/bench_decode.py --model runs/imported/smollm2-135m --sections acd
 """
@@ -34,6 +36,7 @@ import cherry_mlx  # noqa: F401  (fast BLAS: must come before mlx)
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from cherry_mlx import _blas
 from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
 from cherry_mlx.decoding.speculative import head_acceptance, speculative_generate_tokens
 from cherry_mlx.models import build_model
@@ -326,11 +329,28 @@ def main():
     # (d) fraction of the bandwidth bound, and what one matrix-vector product reaches
     bw = bandwidth_gbs()
     g_mx, g_np = matvec_gbs(V, model.args.hidden_size)
+    rows = [("fp32", t_fp, bpt_fp), ("nvfp4", t_q, bpt_q)]
+    if _blas.use_small_gemm(False):  # the same products through OpenBLAS's sgemm only
+        g_off = matvec_gbs(V, model.args.hidden_size)[0]
+        t_off = med(lambda: ours(fp, prompt, n), a.reps)
+        v_off = [verify_cost(fp, k, reps=10) for k in (1, 2, 3)]
+        _blas.use_small_gemm(True)
+        v_on = [verify_cost(fp, k, reps=10) for k in (1, 2, 3)]
+        rows.insert(1, ("fp32, sgemm only", t_off, bpt_fp))
+        print(
+            f"(d) decode-shaped matmuls: plain fp32 decode {t_fp:.1f} tok/s vs {t_off:.1f} "
+            f"with OpenBLAS's sgemm only ({t_fp / t_off:.2f}x); one matrix-vector product "
+            f"{g_mx:.1f} vs {g_off:.1f} GB/s; a verify pass over 2/3/4 tokens costs "
+            + "/".join(f"{v:.2f}" for v in v_on)
+            + " decode steps (sgemm only: "
+            + "/".join(f"{v:.2f}" for v in v_off)
+            + ")"
+        )
     print(
         f"(d) one {V}x{model.args.hidden_size} matrix-vector product: MLX {g_mx:.1f} GB/s, "
         f"numpy gemv {g_np:.1f} GB/s ({g_mx / bw:.0%} / {g_np / bw:.0%} of {bw:.1f} GB/s)"
     )
-    for name, tps, bpt in (("fp32", t_fp, bpt_fp), ("nvfp4", t_q, bpt_q)):
+    for name, tps, bpt in rows:
         bound = bw * 1e9 / bpt
         print(
             f"(d) {name}: {bpt / 2**20:.1f} MiB read/token, bound {bound:.0f} tok/s at "

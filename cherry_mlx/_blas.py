@@ -8,15 +8,26 @@ effect as ``LD_PRELOAD`` with no re-exec. This must therefore run before anythin
 which is why ``cherry_mlx/__init__.py`` calls it first.
 
 Set ``CHERRY_MLX_FAST_BLAS=0`` to turn it off, or to a path to use that library instead.
+
+Decode-shaped products (1..8 activation rows) go further, through ``_smallm.c``: a
+``cblas_sgemm`` compiled on first use (any C compiler, cached under ~/.cache/cherry-mlx) and
+loaded ahead of OpenBLAS that turns them into OpenBLAS gemv calls, since OpenBLAS's sgemm packs
+the whole weight matrix for them (~3x slower per token). ``CHERRY_MLX_SMALL_GEMM=0`` turns it off;
+without a compiler it is skipped with a notice.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import sysconfig
+import tempfile
+from pathlib import Path
 
 ENV = "CHERRY_MLX_FAST_BLAS"
 APT_HINT = "apt-get install libopenblas0-pthread"
@@ -31,10 +42,20 @@ _CANDIDATES = [
     "/usr/local/lib/libopenblas.so.0",
 ]
 
+SMALL_ENV = "CHERRY_MLX_SMALL_GEMM"
+# -march=native: built on the machine that runs it (the cache key includes the CPU's flags);
+# reassociation lets the dot products vectorise (float sums in another order, as BLAS does).
+_CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
+           "-fno-trapping-math", "-shared", "-fPIC"]  # fmt: skip
+_SMALLM_SRC = Path(__file__).with_name("_smallm.c")
+
 # What happened, for `cherry-mlx info` and tests: "preloaded", "not-needed", "disabled",
 # "missing", "too-late" or "failed".
 status: str = "unknown"
 library: str | None = None
+# The decode-shaped sgemm shim: the loaded library, or None with the reason in ``smallm_status``.
+smallm: ctypes.CDLL | None = None
+smallm_status: str = "off"
 
 
 def _say(msg: str) -> None:
@@ -88,7 +109,10 @@ def ensure_fast_blas() -> str:
             )
         else:
             try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                shim = _load_smallm()  # before OpenBLAS: its cblas_sgemm must be found first
+                blas = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                if shim is not None:
+                    _connect_smallm(shim, blas)
                 status, library = "preloaded", path
                 if not os.environ.get("_CHERRY_MLX_BLAS_SAID"):
                     os.environ["_CHERRY_MLX_BLAS_SAID"] = "1"  # once per process tree
@@ -97,3 +121,73 @@ def ensure_fast_blas() -> str:
                 status = "failed"
                 _say(f"could not load {path} ({err}); MLX keeps its reference BLAS")
     return status
+
+
+def smallm_counts() -> tuple[int, int]:
+    """(products sent to gemv, products left to sgemm) so far in this process."""
+    if smallm is None:
+        return 0, 0
+    a, b = ctypes.c_long(), ctypes.c_long()
+    smallm.cherry_smallm_counts(ctypes.byref(a), ctypes.byref(b))
+    return a.value, b.value
+
+
+def _build_smallm() -> Path:
+    """Compile ``_smallm.c`` once per source version into the user's cache (atomic rename)."""
+    src = _SMALLM_SRC.read_bytes()
+    cpu = Path("/proc/cpuinfo").read_bytes() if Path("/proc/cpuinfo").exists() else b""
+    flags = [ln for ln in cpu.splitlines() if ln.startswith((b"flags", b"model name"))][:2]
+    tag = hashlib.sha1(src + os.uname().machine.encode() + b"".join(flags)).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cherry-mlx"
+    out = base / f"smallm-{tag}.so"
+    if out.exists():
+        return out
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise OSError("no C compiler (apt-get install gcc)")
+    base.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=base)
+    os.close(fd)
+    try:
+        subprocess.run([cc, *_CFLAGS, "-o", tmp, str(_SMALLM_SRC), "-lpthread"],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _load_smallm() -> ctypes.CDLL | None:
+    global smallm_status
+    if os.environ.get(SMALL_ENV, "1").lower() in ("0", "off", "false", "no"):
+        smallm_status = "disabled"
+        return None
+    try:
+        return ctypes.CDLL(str(_build_smallm()), mode=ctypes.RTLD_GLOBAL)
+    except (OSError, subprocess.SubprocessError) as err:
+        smallm_status = f"unavailable ({str(err).splitlines()[0] if str(err) else err!r})"
+        _say(f"decode-shaped matmuls stay on OpenBLAS's sgemm: {smallm_status}")
+        return None
+
+
+_addr: list = []
+
+
+def _connect_smallm(shim: ctypes.CDLL, blas: ctypes.CDLL) -> None:
+    """Hand OpenBLAS's sgemm and sgemv to the shim (it forwards every call to one of them)."""
+    global smallm, smallm_status
+    _addr[:] = [
+        ctypes.cast(getattr(blas, n), ctypes.c_void_p) for n in ("cblas_sgemm", "cblas_sgemv")
+    ]
+    shim.cherry_smallm_set(*_addr)
+    smallm, smallm_status = shim, "on"
+
+
+def use_small_gemm(on: bool) -> bool:
+    """Switch the decode-shaped path on or off in this process (benchmarks compare both in one
+    run); returns whether it is on. Off, every product goes to OpenBLAS's sgemm."""
+    if smallm is None:
+        return False
+    smallm.cherry_smallm_set(_addr[0], _addr[1] if on else None)
+    return on

@@ -1,5 +1,6 @@
 """The fast-BLAS preload: which library MLX's matmul binds to, checked in fresh processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,42 @@ def test_missing_library_gives_apt_hint(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "mlx.core")  # pretend mlx is not imported yet
     assert _blas.ensure_fast_blas() == "missing"
     assert "apt-get install libopenblas0-pthread" in capsys.readouterr().err
+
+
+SMALL_PROBE = """
+import json, numpy as np
+import cherry_mlx, mlx.core as mx
+from cherry_mlx import _blas
+rng = np.random.default_rng(0)
+errs = []
+for M in (1, 2, 3, 8, 9, 40):  # 1..8 rows take gemv, 9 and 40 stay on sgemm
+    for N, K in ((5, 7), (70000, 33), (300, 1000)):  # 70000 x 33: many row blocks
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        w = rng.standard_normal((N, K)).astype(np.float32)
+        y = mx.array(x) @ mx.array(w).T  # B transposed (nn.Linear)
+        z = mx.array(x) @ mx.array(w.T.copy())  # B as stored
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+        scale = np.abs(ref).max()
+        errs += [float(np.abs(np.array(y) - ref).max() / scale),
+                 float(np.abs(np.array(z) - ref).max() / scale)]
+print(json.dumps([_blas.smallm_status, max(errs), *_blas.smallm_counts()]))
+"""
+
+
+def _small(**env):
+    full_env = {**os.environ, "CHERRY_MLX_QUIET": "1", **env}
+    full_env.pop("LD_PRELOAD", None)
+    out = subprocess.run([sys.executable, "-c", SMALL_PROBE], capture_output=True, text=True,
+                         env=full_env, check=True)  # fmt: skip
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@needs_linux_reference
+def test_decode_shaped_products_take_gemv_and_agree_with_numpy():
+    status, err, small, gemm = _small()
+    if status.startswith("unavailable"):
+        pytest.skip(f"no C compiler here: {status}")
+    assert status == "on" and err < 1e-5
+    assert small == 2 * 3 * 4 and gemm >= 2 * 3 * 2  # M = 1, 2, 3, 8 vs M = 9, 40
+    status, err, small, gemm = _small(CHERRY_MLX_SMALL_GEMM="0")
+    assert status == "disabled" and small == 0 and err < 1e-5

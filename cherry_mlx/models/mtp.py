@@ -157,6 +157,18 @@ def set_draft_vocab(model, ids: Optional[List[int]]) -> Dict[str, Any]:
     return dict(mtp)
 
 
+def draft_rows(model, ids: mx.array) -> mx.array:
+    """LM-head rows of the draft tokens (N, D), read from the weight when it is a plain matrix
+    (tied embedding or unquantised ``lm_head``), else through ``model.logits`` (any other head)."""
+    emb = model.model.embed_tokens
+    if model.args.tie_word_embeddings and type(emb) is nn.Embedding:
+        return emb.weight[ids]
+    head = getattr(model, "lm_head", None)
+    if not model.args.tie_word_embeddings and type(head) is nn.Linear:
+        return head.weight[ids]
+    return model.logits(mx.eye(model.args.hidden_size))[:, ids].T
+
+
 def init_heads_from_trunk(model, layer: int = -1) -> None:
     """Start every head as a near copy of the trunk (EAGLE initialises its draft layer from the
     target's): the head's block takes trunk layer ``layer``'s weights (those with matching names

@@ -22,7 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from cherry_mlx.models.mtp import has_mtp
+from cherry_mlx.models.mtp import draft_rows, draft_vocab, has_mtp
 from cherry_mlx.selection.losses import gt_mask, per_token_ce, sgt_loss_from_ce
 
 TARGETS = ("data", "trunk")
@@ -168,3 +168,62 @@ class MTPLoss:
             model, h0, batch, self.lam, self.level, self.categories, targets, self.feature_weight
         )
         return loss + self.beta * sum(losses) / max(len(losses), 1), ntoks
+
+
+def context_mask(response: mx.array) -> mx.array:
+    """Every position up to a row's last response token: prompt and response, not padding (which
+    only follows the response). (B, L) bool -> (B, L) bool."""
+    r = response.astype(mx.int32)[:, ::-1]
+    return mx.cumsum(r, axis=1)[:, ::-1] > 0
+
+
+class HeadDistillLoss:
+    """Heads trained on a frozen trunk to reproduce its greedy tokens (``--freeze-trunk
+    --mtp-targets trunk``): ``(model, batch) -> (loss, ntoks)``, the mean over heads of
+
+        CE(head k's scores at t, trunk's greedy token t+k+1) + w_f · L_feat(head k)
+
+    over every prompt and response position (a draft must match the trunk wherever it decodes;
+    the prompt doubles the supervised tokens). The trunk's loss is left out: with the trunk frozen
+    it is a constant, and computing it costs a full-vocabulary projection per step. When the
+    model has a draft vocabulary the heads are scored against its rows only (N of V, as they
+    draft), a position whose trunk token lies outside it does not count: on SmolLM2 (V = 49,152,
+    N = 4,096) a step costs one trunk forward pass instead of K + 1 full projections both ways.
+    """
+
+    def __init__(self, feature_weight: float = 0.0):
+        if feature_weight < 0:
+            raise ValueError(f"--mtp-feature-weight must be >= 0, got {feature_weight}")
+        self.feature_weight = float(feature_weight)
+
+    def needed(self, batch):
+        return np.ones(np.asarray(batch["response"]).shape, bool)
+
+    def __call__(self, model, batch):
+        if not has_mtp(model):
+            raise ValueError("model has no MTP heads to train; add them (--mtp K)")
+        h0 = mx.stop_gradient(model.hidden(batch["inputs"]))  # (B, L, D)
+        greedy = mx.stop_gradient(mx.argmax(model.logits(h0), axis=-1))  # (B, L): token t+1
+        valid = context_mask(batch["response"])  # (B, L)
+        ids = draft_vocab(model.args.mtp)
+        if ids:
+            V = model.args.vocab_size
+            index = np.full(V, -1, np.int32)
+            index[np.asarray(ids)] = np.arange(len(ids), dtype=np.int32)
+            index = mx.array(index)  # (V,): full id -> draft id, -1 outside
+            w = mx.stop_gradient(draft_rows(model, mx.array(ids, dtype=mx.int32)))  # (N, D)
+        losses = []
+        for k, hk in enumerate(model.mtp.sequence_states(model, h0, batch["inputs"]), start=1):
+            tgt, m = greedy[:, k:], valid[:, k:]  # trunk's token t+k+1 at t; (B, L-k)
+            if ids:
+                tgt = index[tgt]
+                m = m & (tgt >= 0)
+                ce = per_token_ce(hk @ w.T, mx.maximum(tgt, 0))  # (B, L-k) over N tokens
+            else:
+                ce = per_token_ce(model.logits(hk), tgt)
+            mf = m.astype(mx.float32)
+            loss = (ce * mf).sum() / mx.maximum(mf.sum(), 1.0)
+            if self.feature_weight:
+                loss = loss + self.feature_weight * feature_loss(hk, h0[:, k:], m)
+            losses.append(loss)
+        return sum(losses) / max(len(losses), 1), valid.astype(mx.float32).sum()

@@ -117,8 +117,21 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     assert saved["stages"]["quant"]["rows"][0]["verdict"] == "holds"
     with pytest.raises(ValueError, match="holds a repro made with"):
         repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), seeds=5))
-    with pytest.raises(ValueError, match="holds a repro made with"):
-        repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), set="steps=2"))
+    # another --set resumes (finished stages are kept); --redo reruns one and records its settings
+    repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), set="steps=2"),
+                    log=lambda *_: None)  # fmt: skip
+    assert calls == ["sgt", "quant", "quant"]
+    first = json.loads((tmp_path / "r/results/sgt.json").read_text())
+    cfg = ReproConfig(only="sgt,quant", redo="sgt", out=str(tmp_path / "r"), set="steps=2")
+    results = repro.run_repro(cfg, log=lambda *_: None)
+    assert calls == ["sgt", "quant", "quant", "sgt"]
+    assert results["sgt"]["set"] == {"steps": 2} and results["sgt"]["budget"]["steps"] == 2
+    assert results["quant"]["set"] is None
+    assert json.loads((tmp_path / "r/results/sgt.json.prev").read_text()) == first
+    with pytest.raises(ValueError, match="--redo moee: not among the stages"):
+        ReproConfig(only="sgt", redo="moee")
+    with pytest.raises(ValueError, match="--redo bogus: unknown stage"):
+        ReproConfig(redo="bogus")
 
 
 @pytest.mark.slow

@@ -2,9 +2,12 @@
 
 Stages run in order: ``source`` (only for a preset without weights: full-loss training from
 scratch), then ``sgt``, ``compress``, ``mtp``, ``quant``, ``moee`` (``--only`` picks some). Each
-finished stage writes ``results/STAGE.json`` atomically, so a killed repro rerun with the same
-``-o`` skips the finished stages and starts again at the one it was in (that stage's run
-directories are cleared first). ``report.md`` and the plots are rewritten from the JSON at the end.
+finished stage writes ``results/STAGE.json`` atomically, with the budget settings it ran with, so
+a killed repro rerun with the same ``-o`` skips the finished stages and starts again at the one it
+was in (that stage's run directories are cleared first). Model, budget, seeds and data are fixed
+per directory; ``--set`` may differ between stages (one slow stage at a smaller size, or one
+rerun larger with ``--redo STAGE``) since every stage's settings are in its result and the
+report. ``report.md`` and the plots are rewritten from the JSON at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -57,19 +61,20 @@ def read_results(out: Path) -> Dict[str, Any]:
 
 
 def _manifest(cfg: ReproConfig, out: Path) -> Dict[str, Any]:
-    """What the results in ``out`` were made with; resuming with other settings is an error."""
-    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data,
-           "set": cfg.overrides or None}  # fmt: skip
+    """What the results in ``out`` were made with; resuming with another model, budget, seed count
+    or data is an error (``--set`` is recorded per stage instead)."""
+    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data}
     path = out / "repro.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("key") != key:
+        if {k: v for k, v in old.get("key", {}).items() if k != "set"} != key:
             raise ValueError(
                 f"{out} holds a repro made with {old.get('key')}; rerun with those settings to "
                 f"resume it, or pass another -o DIR for {key}"
             )
         return old
-    man = {"key": key, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    man = {"key": {**key, "set": cfg.overrides or None},
+           "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     write_json(path, man)
     return man
 
@@ -103,6 +108,9 @@ def run_repro(cfg: ReproConfig, log=print) -> Dict[str, Any]:
     ctx = None
     for stage in cfg.stages:
         path = out / "results" / f"{stage}.json"
+        if path.is_file() and stage in cfg.redo_stages:
+            os.replace(path, path.with_name(path.name + ".prev"))
+            log(f"[repro] {stage}: running again (earlier result kept as {path.name}.prev)")
         if path.is_file():
             log(f"[repro] {stage}: done earlier ({path}), skipped")
             continue
@@ -111,6 +119,8 @@ def run_repro(cfg: ReproConfig, log=print) -> Dict[str, Any]:
         t0 = time.perf_counter()
         res = RUNNERS[stage](ctx)
         res["seconds"] = time.perf_counter() - t0
+        res["set"] = cfg.overrides or None
+        res["budget"] = {k: v for k, v in asdict(cfg.spec).items() if k != "name"}
         write_json(path, res)
         log(f"[repro] {stage}: {res['seconds']:.0f}s, {path}")
     results = read_results(out)

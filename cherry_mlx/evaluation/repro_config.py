@@ -90,17 +90,27 @@ class ReproConfig:
     set: Optional[str] = setting(
         None,
         "Override budget fields for a smaller or larger run, e.g. steps=20,seq_len=128 "
-        "(the report lists the budget used).",
+        "(each stage records the settings it ran with; the report lists them).",
+    )
+    redo: Optional[str] = setting(
+        None,
+        "Comma-separated finished stages to run again (e.g. with other --set values); the "
+        "earlier result is kept as results/STAGE.json.prev.",
     )
 
     def __post_init__(self):
         if self.budget not in BUDGETS:
             raise ValueError(f"--budget {self.budget!r}: use one of {', '.join(BUDGETS)}")
-        bad = [s for s in self.stages if s not in STAGES]
-        if bad:
-            raise ValueError(
-                f"--only {','.join(bad)}: unknown stage; use some of {','.join(STAGES)}"
-            )
+        for opt, names in (("--only", self.stages), ("--redo", self.redo_stages)):
+            bad = [s for s in names if s not in STAGES]
+            if bad:
+                raise ValueError(
+                    f"{opt} {','.join(bad)}: unknown stage; use some of {','.join(STAGES)}"
+                )
+        skipped = [s for s in self.redo_stages if s not in self.stages]
+        if skipped:
+            raise ValueError(f"--redo {','.join(skipped)}: not among the stages to run; add it "
+                             f"to --only")  # fmt: skip
         self.overrides  # parse now: a typo is an error before any work
         if self.seeds is not None and self.seeds < 1:
             raise ValueError(f"--seeds {self.seeds}: must be >= 1")
@@ -110,6 +120,10 @@ class ReproConfig:
         if not self.only:
             return STAGES
         return tuple(s.strip() for s in str(self.only).split(",") if s.strip())
+
+    @property
+    def redo_stages(self) -> Tuple[str, ...]:
+        return tuple(s.strip() for s in str(self.redo or "").split(",") if s.strip())
 
     @property
     def overrides(self) -> Dict[str, int | float]:

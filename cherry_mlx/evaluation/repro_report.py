@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from cherry_mlx.evaluation.repro_compress import ppl_table
-from cherry_mlx.evaluation.repro_config import STAGES, ReproConfig
+from cherry_mlx.evaluation.repro_config import BUDGETS, STAGES, ReproConfig
 from cherry_mlx.evaluation.repro_sgt import ARMS
 from cherry_mlx.evaluation.verdict import RULE
 
@@ -202,10 +202,9 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
     lines = [
         f"# cherry-mlx repro: {cfg.model}, budget {cfg.budget}",
         "",
-        "Budget used: "
-        + ", ".join(f"{k} {v}" for k, v in asdict(cfg.spec).items() if k != "name")
-        + (f" (`--set {cfg.set}`)" if cfg.overrides else "")
-        + ".",
+        f"Budget {cfg.budget}: "
+        + ", ".join(f"{k} {v}" for k, v in asdict(BUDGETS[cfg.budget]).items() if k != "name")
+        + "; each stage's `--set` overrides are in the table below.",
         "",
         f"Started {manifest.get('started')}, report {time.strftime('%Y-%m-%d %H:%M:%S')}; "
         f"{cfg.n_seeds} seed(s) per arm. Source: "
@@ -217,12 +216,15 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
         f"Verdict rule: {RULE}; fewer than 2 values (no spread) is inconclusive, except "
         "deterministic measurements (spread 'exact'), compared directly.",
         "",
-        "| stage | seconds |",
-        "| --- | --- |",
+        "| stage | seconds | `--set` |",
+        "| --- | --- | --- |",
     ]
     for stage in ("source", *STAGES):
         if stage in results:
-            lines.append(f"| {stage} | {results[stage].get('seconds', 0):.0f} |")
+            res = results[stage]
+            over = res.get("set", manifest.get("key", {}).get("set")) if stage != "source" else None
+            over = ",".join(f"{k}={v}" for k, v in over.items()) if over else "-"
+            lines.append(f"| {stage} | {res.get('seconds', 0):.0f} | {over} |")
     lines += ["", "## Verdicts", ""] + verdict_table(results)
     for stage in STAGES:
         lines += ["", f"## {TITLES[stage]}", ""]

@@ -1,7 +1,9 @@
 """Rows 3 and 4 of ``repro``: serving. Self-speculative MTP decoding and quantisation.
 
 MTP: K heads trained on the frozen source trunk with the trunk's own greedy tokens as targets
-(self-distillation: what greedy drafting must match), then per-head held-out accuracy and
+(self-distillation: what greedy drafting must match) over the reduced draft vocabulary, plus
+EAGLE's feature regression, at every prompt and response position; then per-head held-out
+accuracy and
 agreement with the trunk, per-head acceptance while decoding (share of verify passes that accept at
 least k drafts), tokens per pass, and the decode speed against plain greedy decoding for
 K = 1..heads on held-out chat prompts, with greedy output checked identical. Each repetition times
@@ -28,6 +30,7 @@ from cherry_mlx.evaluation.verdict import claim_row
 from cherry_mlx.quant.quantize import MODES, dequantize, quantize_model, weight_memory
 
 HEAD_LR = 1e-3  # heads start from scratch on a frozen trunk: a fine-tuning rate is too small
+HEAD_FEATURE_WEIGHT = 1.0  # EAGLE's regression of the trunk's next state beside the token loss
 DRAFT_VOCAB = 4096  # most frequent training tokens the heads draft from (at most half the vocab)
 
 
@@ -53,7 +56,8 @@ def run_mtp(ctx: Context) -> Dict[str, Any]:
     draft = min(DRAFT_VOCAB, model.args.vocab_size // 2)
     cfg = ctx.train_cfg("mtp", "heads", b.mtp_steps, 0, mtp=K, freeze_trunk=True,
                         mtp_targets="trunk", learning_rate=HEAD_LR,
-                        mtp_draft_vocab=draft)  # fmt: skip
+                        mtp_draft_vocab=draft,
+                        mtp_feature_weight=HEAD_FEATURE_WEIGHT)  # fmt: skip
     ctx.fit(model, cfg)
     if len(model.args.mtp.get("draft_vocab", ())) != draft:
         raise RuntimeError("the trained heads lost their draft vocabulary")

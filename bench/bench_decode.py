@@ -37,6 +37,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx import _blas
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
 from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
 from cherry_mlx.decoding.speculative import head_acceptance, speculative_generate_tokens
 from cherry_mlx.models import build_model
@@ -105,6 +106,8 @@ def spec(model, prompt, n, k, stop=(), adaptive=False):
     """Speculative decode: (tok/s, tokens per verify pass, per-head acceptance, share of tokens
     produced by verify rounds rather than plain steps)."""
     st = GenerationStats()
+    if adaptive:  # one controller across the prompts, as a chat session keeps one
+        adaptive = AdaptiveDraft(k or model.mtp.num_heads)
     for p in prompt if isinstance(prompt[0], list) else [prompt]:
         for _ in speculative_generate_tokens(
             model, p, max_tokens=n, stats=st, num_draft=k, stop=stop, adaptive=adaptive

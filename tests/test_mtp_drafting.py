@@ -162,6 +162,23 @@ def test_adaptive_stops_drafting_when_nothing_is_accepted_and_probes_again():
     assert ctrl.choose() == 3  # every draft accepted again: all heads draft
 
 
+def test_adaptive_backs_off_probing_when_probes_keep_failing():
+    """Heads that never pay: each failed probe doubles the plain burst before the next one, up to
+    max_gap, so probing costs a vanishing share of a long generation (or a chat session)."""
+    ctrl = AdaptiveDraft(2, max_gap=128)
+    bursts = []
+    for _ in range(40):
+        k = ctrl.choose()
+        if k == 0:
+            bursts.append(ctrl.burst_len)
+            ctrl.update(0, ctrl.burst_len, 0.010 * ctrl.burst_len)
+        else:
+            ctrl.update(k, 1, 0.015 + 0.002 * k)  # nothing accepted, a round costs 1.5+ steps
+    probes = [b for b in bursts if b != ctrl.calibrate_len]
+    assert probes[:4] == [32, 64, 128, 128], bursts
+    assert sum(bursts) > 20 * (40 - len(bursts))  # plain tokens far outnumber probe rounds
+
+
 def test_adaptive_prefers_fewer_heads_when_later_heads_fail():
     ctrl = AdaptiveDraft(3)
     ctrl.choose()

@@ -5,13 +5,17 @@ A round with k drafts costs c(k) seconds and yields E(k) = 1 + Σ_{i<=k} Π_{j<=
 per c(0). The controller keeps recent estimates of each α_j (counts that forget old rounds) and of
 c(k) (measured: moving averages of wall time per round, and per plain token), and picks the k with
 the highest E(k)/c(k). k = 0 means "stop drafting": a burst of plain pipelined steps, after which
-one probe round re-measures acceptance (text can turn predictable again). Short plain bursts also
+one probe round re-measures acceptance (text can turn predictable again); each probe after which
+drafting still does not pay doubles the next burst (up to ``max_gap``), so heads that never pay
+cost a vanishing share of the tokens. Short plain bursts also
 run now and then to keep c(0) measured on a machine whose load changes (early in a generation
 only when the prior cannot tell whether drafting pays: a calibration burst costs a short
 generation more than it saves).
 
 The choice depends only on the past, so greedy output stays plain greedy output and speculative
-sampling stays exact whatever k is chosen.
+sampling stays exact whatever k is chosen. One controller may serve many generations (a chat
+session, a benchmark's prompts): what it learnt about the heads then carries over instead of
+being paid for again at the start of every reply.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class AdaptiveDraft:
     forget: float = 0.9  # weight kept by old observations per new one (~the last 10 rounds)
     smooth: float = 0.7  # weight kept by the old cost estimate per new measurement
     probe_every: int = 32  # plain tokens between probes while drafting does not pay
+    max_gap: int = 512  # the longest burst between probes after repeated failed probes
     calibrate_every: int = 256  # tokens between short plain bursts that re-measure c(0)
     calibrate_len: int = 8
     hits: List[float] = field(default_factory=list)
@@ -44,6 +49,8 @@ class AdaptiveDraft:
         self._next: Optional[int] = self.max_k  # first round: probe with every head
         self._burst = 0
         self._since_plain = 0
+        self._gap = self.probe_every
+        self._probing = False
 
     # -- estimates --------------------------------------------------------------------------------
     def alpha(self, i: int) -> float:
@@ -100,8 +107,13 @@ class AdaptiveDraft:
             return 0
         k = self.best()
         if k == 0:
-            self._burst = self.probe_every
+            if self._probing:  # the probe did not pay either: wait longer for the next
+                self._gap = min(2 * self._gap, self.max_gap)
+            self._burst = self._gap
             self._next = self.best(lo=1)  # then probe: acceptance may have recovered
+            self._probing = True
+        else:
+            self._gap, self._probing = self.probe_every, False
         return k
 
     @property

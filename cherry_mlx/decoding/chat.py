@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
 from cherry_mlx.decoding.generate import (
     GenerationStats,
     SamplingConfig,
@@ -74,6 +75,12 @@ class ChatSession:
         cfg = self.cfg
         check_serving_options(model, cfg.max_tokens, cfg.speculative, cfg.num_draft, cfg.seed)
         self.speculative = has_mtp(model) if self.cfg.speculative is None else self.cfg.speculative
+        # one drafting controller for the whole conversation: what it learnt about the heads'
+        # acceptance and cost carries over from turn to turn
+        self.drafting = None
+        if self.speculative:
+            k = self.cfg.num_draft or model.mtp.num_heads
+            self.drafting = AdaptiveDraft(k)
         self.stop = set(tokenizer.eos_token_ids)
         self.total = GenerationStats()
         self.last = GenerationStats()
@@ -137,8 +144,9 @@ class ChatSession:
         )
         if self.speculative:
             gen = speculative_generate_tokens(
-                self.model, prompt, num_draft=self.cfg.num_draft, seed=self.cfg.seed, **kwargs
-            )
+                self.model, prompt, num_draft=self.cfg.num_draft, seed=self.cfg.seed,
+                adaptive=self.drafting, **kwargs,
+            )  # fmt: skip
         else:
             gen = generate_tokens(self.model, prompt, **kwargs)
         detok = self.tokenizer.detokenizer

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List
 
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
 from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
 from cherry_mlx.decoding.speculative import speculative_generate_tokens
 from cherry_mlx.evaluation.mtp import mtp_accuracy
@@ -35,11 +36,14 @@ DRAFT_VOCAB = 4096  # most frequent training tokens the heads draft from (at mos
 
 
 def _decode(model, prompts, n: int, k: int = 0):
-    """(tokens per prompt, stats) of greedy decoding; ``k`` > 0 drafts k tokens with MTP heads."""
+    """(tokens per prompt, stats) of greedy decoding; ``k`` > 0 drafts up to k tokens with MTP
+    heads, one adaptive controller across the prompts (as a chat session keeps one)."""
     st, outs = GenerationStats(), []
+    ctrl = AdaptiveDraft(k) if k else None
     for p in prompts:
         if k:
-            gen = speculative_generate_tokens(model, p, max_tokens=n, stats=st, num_draft=k)
+            gen = speculative_generate_tokens(model, p, max_tokens=n, stats=st, num_draft=k,
+                                              adaptive=ctrl)  # fmt: skip
         else:
             gen = generate_tokens(model, p, max_tokens=n, stats=st)
         outs.append(list(gen))

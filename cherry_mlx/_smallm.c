@@ -5,10 +5,12 @@
  * of W first for such a product (an extra read and write of every weight), which holds a decode
  * step to ~5 GB/s where gemv streams W once at ~15 GB/s on the same two cores. So, for row-major
  * C = A op(B) with M <= 8 rows of A (not transposed):
- *   - M = 1, or B not transposed: OpenBLAS gemv per row of A;
- *   - 2 <= M <= 8 with B = W transposed (nn.Linear): each row of W is read once and dotted with
- *     the M rows of A while it sits in L1, the rows of W split between two threads when W is
- *     large (a thread per call costs ~30 us: worth it from ~1M weights).
+ *   - B = W transposed (nn.Linear): each row of W is read once and dotted with the M rows of A
+ *     while it sits in L1, the rows of W split between two threads when W is large (a thread per
+ *     call costs ~30 us: worth it from ~1M weights). C[m, n] is the same sum in the same order
+ *     whatever M is, so a speculative verify pass (K + 1 rows) gives bit for bit the logits of
+ *     K + 1 plain decode steps (1 row) and greedy output cannot drift on a near tie;
+ *   - B not transposed: OpenBLAS gemv per row of A (also independent of M).
  * Everything else goes to OpenBLAS's sgemm. The two OpenBLAS entry points are handed over by
  * cherry_smallm_set before mlx is loaded.
  */
@@ -17,7 +19,6 @@
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 #define MAX_ROWS 8
-#define BLOCK_BYTES (2u << 20) /* rows of W per block: about 2 MiB */
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                          const float *, int, float, float *, int);
@@ -94,19 +95,8 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
     small_calls++;
     if (beta == 0.0f) /* C may hold garbage (NaN): gemv would scale it, so clear it */
         for (int m = 0; m < M; m++) memset(C + (long)m * ldc, 0, sizeof(float) * N);
-    if (tb == TRANS && M >= 2) { /* B is W (N x K): C[m, n] = alpha W[n] . A[m] + beta C */
+    if (tb == TRANS) { /* B is W (N x K): C[m, n] = alpha W[n] . A[m] + beta C */
         small_gemm_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    if (tb == TRANS) { /* one row: gemv over blocks of W */
-        long rows = BLOCK_BYTES / (sizeof(float) * (long)K);
-        int block = rows < 64 ? 64 : (rows > N ? N : (int)rows);
-        for (int n0 = 0; n0 < N; n0 += block) {
-            int n = N - n0 < block ? N - n0 : block;
-            for (int m = 0; m < M; m++)
-                real_sgemv(ROW_MAJOR, NO_TRANS, n, K, alpha, B + (long)n0 * ldb, ldb,
-                           A + (long)m * lda, 1, beta, C + (long)m * ldc + n0, 1);
-        }
     } else { /* B is K x N: C[m] = alpha B^T A[m] + beta C */
         for (int m = 0; m < M; m++)
             real_sgemv(ROW_MAJOR, TRANS, K, N, alpha, B, ldb, A + (long)m * lda, 1, beta,

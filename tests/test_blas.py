@@ -88,7 +88,12 @@ for M in (1, 2, 3, 8, 9, 40):  # 1..8 rows take gemv, 9 and 40 stay on sgemm
         scale = np.abs(ref).max()
         errs += [float(np.abs(np.array(y) - ref).max() / scale),
                  float(np.abs(np.array(z) - ref).max() / scale)]
-print(json.dumps([_blas.smallm_status, max(errs), *_blas.smallm_counts()]))
+# a verify pass's rows equal one-row products bit for bit (greedy speculative = plain greedy)
+x = rng.standard_normal((5, 576)).astype(np.float32)
+w = mx.array(rng.standard_normal((49152, 576)).astype(np.float32))
+rows = np.array(mx.array(x) @ w.T)
+same = all(np.array_equal(rows[m], np.array(mx.array(x[m : m + 1]) @ w.T)[0]) for m in range(5))
+print(json.dumps([_blas.smallm_status, max(errs), *_blas.smallm_counts(), same]))
 """
 
 
@@ -102,10 +107,10 @@ def _small(**env):
 
 @needs_linux_reference
 def test_decode_shaped_products_take_gemv_and_agree_with_numpy():
-    status, err, small, gemm = _small()
+    status, err, small, gemm, same = _small()
     if status.startswith("unavailable"):
         pytest.skip(f"no C compiler here: {status}")
-    assert status == "on" and err < 1e-5
-    assert small == 2 * 3 * 4 and gemm >= 2 * 3 * 2  # M = 1, 2, 3, 8 vs M = 9, 40
-    status, err, small, gemm = _small(CHERRY_MLX_SMALL_GEMM="0")
+    assert status == "on" and err < 1e-5 and same
+    assert small == 2 * 3 * 4 + 6 and gemm >= 2 * 3 * 2  # M = 1, 2, 3, 8 vs M = 9, 40
+    status, err, small, gemm, _ = _small(CHERRY_MLX_SMALL_GEMM="0")
     assert status == "disabled" and small == 0 and err < 1e-5

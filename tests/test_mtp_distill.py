@@ -7,6 +7,8 @@ import mlx.optimizers as optim
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from test_mtp import _batch as mtp_batch
+from test_mtp import _log_softmax
 
 from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.models import build_model
@@ -22,18 +24,7 @@ def _batch(rng, B=2, T=12, prompt=3, pad=2):
     resp = np.zeros((B, T), bool)
     resp[:, prompt:] = True
     resp[0, T - pad :] = False
-    return {
-        "inputs": mx.array(seq[:, :-1], dtype=mx.int32),
-        "targets": mx.array(seq[:, 1:], dtype=mx.int32),
-        "response": mx.array(resp),
-        "level": mx.zeros((B, T), dtype=mx.int8),
-        "category": mx.full((B, T), -1, dtype=mx.int8),
-    }
-
-
-def _log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+    return mtp_batch(seq[:, :-1], seq[:, 1:], resp)
 
 
 def test_context_mask_covers_prompt_and_response_not_padding():

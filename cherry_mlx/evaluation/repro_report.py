@@ -134,9 +134,12 @@ def compress_section(res: Dict[str, Any]) -> List[str]:
 def mtp_section(res: Dict[str, Any]) -> List[str]:
     acc = res["accuracy"]
     lines = [
-        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk (trunk targets). Held-out "
+        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk (the trunk's greedy "
+        f"tokens as targets, draft vocabulary {res.get('draft_vocab') or 'full'}). Held-out "
         f"top-1: trunk {_f(acc['trunk'])}, heads {[round(a, 3) for a in acc['heads']]}, "
         f"agreement with the trunk {[round(a, 3) for a in acc['agree']]}.",
+        "",
+        "Speculative rows draft adaptively with up to K heads (one controller across the prompts).",
         "",
         "| K | plain tok/s | speculative tok/s | speedup | tok/pass | P(≥j accepted) | identical |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -116,7 +116,7 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     # [1, 2] > 0: d = 1.5, se = 0.707 / sqrt(2) = 0.5, and 1.5 > 2·0.5
     assert saved["stages"]["quant"]["rows"][0]["verdict"] == "holds"
     with pytest.raises(ValueError, match="holds a repro made with"):
-        repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), seeds=5))
+        repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), budget="cpu"))
     # another --set resumes (finished stages are kept); --redo reruns one and records its settings
     repro.run_repro(ReproConfig(only="sgt", out=str(tmp_path / "r"), set="steps=2"),
                     log=lambda *_: None)  # fmt: skip
@@ -128,6 +128,8 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     assert results["sgt"]["set"] == {"steps": 2} and results["sgt"]["budget"]["steps"] == 2
     assert results["quant"]["set"] is None
     assert json.loads((tmp_path / "r/results/sgt.json.prev").read_text()) == first
+    cfg = ReproConfig(only="sgt", redo="sgt", out=str(tmp_path / "r"), seeds=3)
+    assert repro.run_repro(cfg, log=lambda *_: None)["sgt"]["n_seeds"] == 3
     with pytest.raises(ValueError, match="--redo moee: not among the stages"):
         ReproConfig(only="sgt", redo="moee")
     with pytest.raises(ValueError, match="--redo bogus: unknown stage"):

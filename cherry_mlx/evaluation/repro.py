@@ -4,10 +4,10 @@ Stages run in order: ``source`` (only for a preset without weights: full-loss tr
 scratch), then ``sgt``, ``compress``, ``mtp``, ``quant``, ``moee`` (``--only`` picks some). Each
 finished stage writes ``results/STAGE.json`` atomically, with the budget settings it ran with, so
 a killed repro rerun with the same ``-o`` skips the finished stages and starts again at the one it
-was in (that stage's run directories are cleared first). Model, budget, seeds and data are fixed
-per directory; ``--set`` may differ between stages (one slow stage at a smaller size, or one
-rerun larger with ``--redo STAGE``) since every stage's settings are in its result and the
-report. ``report.md`` and the plots are rewritten from the JSON at the end.
+was in (that stage's run directories are cleared first). Model, budget and data are fixed per
+directory; ``--set`` and ``--seeds`` may differ between stages (one slow stage at a smaller size,
+or one rerun with more seeds by ``--redo STAGE``) since every stage's settings are in its result
+and the report. ``report.md`` and the plots are rewritten from the JSON at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ RUNNERS: Dict[str, Callable] = {
 }
 
 
+PER_STAGE = ("set", "seeds")  # recorded with each stage's result, not fixed per directory
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temporary file, then rename): a kill leaves the old or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,19 +64,19 @@ def read_results(out: Path) -> Dict[str, Any]:
 
 
 def _manifest(cfg: ReproConfig, out: Path) -> Dict[str, Any]:
-    """What the results in ``out`` were made with; resuming with another model, budget, seed count
-    or data is an error (``--set`` is recorded per stage instead)."""
-    key = {"model": cfg.model, "budget": cfg.budget, "seeds": cfg.n_seeds, "data": cfg.data}
+    """What the results in ``out`` were made with; resuming with another model, budget or data is
+    an error (``--set`` and ``--seeds`` are recorded per stage instead)."""
+    key = {"model": cfg.model, "budget": cfg.budget, "data": cfg.data}
     path = out / "repro.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if {k: v for k, v in old.get("key", {}).items() if k != "set"} != key:
+        if {k: v for k, v in old.get("key", {}).items() if k not in PER_STAGE} != key:
             raise ValueError(
                 f"{out} holds a repro made with {old.get('key')}; rerun with those settings to "
                 f"resume it, or pass another -o DIR for {key}"
             )
         return old
-    man = {"key": {**key, "set": cfg.overrides or None},
+    man = {"key": {**key, "seeds": cfg.n_seeds, "set": cfg.overrides or None},
            "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     write_json(path, man)
     return man
@@ -120,6 +123,7 @@ def run_repro(cfg: ReproConfig, log=print) -> Dict[str, Any]:
         res = RUNNERS[stage](ctx)
         res["seconds"] = time.perf_counter() - t0
         res["set"] = cfg.overrides or None
+        res["n_seeds"] = cfg.n_seeds
         res["budget"] = {k: v for k, v in asdict(cfg.spec).items() if k != "name"}
         write_json(path, res)
         log(f"[repro] {stage}: {res['seconds']:.0f}s, {path}")

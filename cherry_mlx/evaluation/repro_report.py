@@ -210,7 +210,7 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
         + "; each stage's `--set` overrides are in the table below.",
         "",
         f"Started {manifest.get('started')}, report {time.strftime('%Y-%m-%d %H:%M:%S')}; "
-        f"{cfg.n_seeds} seed(s) per arm. Source: "
+        "Seeds per arm and `--set` overrides: per stage, in the table below. Source: "
         + (
             f"trained from scratch for {src['steps']} full-loss steps."
             if src
@@ -219,15 +219,17 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
         f"Verdict rule: {RULE}; fewer than 2 values (no spread) is inconclusive, except "
         "deterministic measurements (spread 'exact'), compared directly.",
         "",
-        "| stage | seconds | `--set` |",
-        "| --- | --- | --- |",
+        "| stage | seconds | seeds | `--set` |",
+        "| --- | --- | --- | --- |",
     ]
+    key = manifest.get("key", {})
     for stage in ("source", *STAGES):
         if stage in results:
             res = results[stage]
-            over = res.get("set", manifest.get("key", {}).get("set")) if stage != "source" else None
+            over = res.get("set", key.get("set")) if stage != "source" else None
             over = ",".join(f"{k}={v}" for k, v in over.items()) if over else "-"
-            lines.append(f"| {stage} | {res.get('seconds', 0):.0f} | {over} |")
+            seeds = res.get("n_seeds", key.get("seeds")) if stage != "source" else "-"
+            lines.append(f"| {stage} | {res.get('seconds', 0):.0f} | {seeds} | {over} |")
     lines += ["", "## Verdicts", ""] + verdict_table(results)
     for stage in STAGES:
         lines += ["", f"## {TITLES[stage]}", ""]

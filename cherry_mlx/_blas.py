@@ -137,7 +137,8 @@ def _build_smallm() -> Path:
     src = _SMALLM_SRC.read_bytes()
     cpu = Path("/proc/cpuinfo").read_bytes() if Path("/proc/cpuinfo").exists() else b""
     flags = [ln for ln in cpu.splitlines() if ln.startswith((b"flags", b"model name"))][:2]
-    tag = hashlib.sha1(src + os.uname().machine.encode() + b"".join(flags)).hexdigest()[:12]
+    key = src + " ".join(_CFLAGS).encode() + os.uname().machine.encode() + b"".join(flags)
+    tag = hashlib.sha1(key).hexdigest()[:12]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cherry-mlx"
     out = base / f"smallm-{tag}.so"
     if out.exists():
@@ -186,8 +187,9 @@ def _connect_smallm(shim: ctypes.CDLL, blas: ctypes.CDLL) -> None:
 
 def use_small_gemm(on: bool) -> bool:
     """Switch the decode-shaped path on or off in this process (benchmarks compare both in one
-    run); returns whether it is on. Off, every product goes to OpenBLAS's sgemm."""
+    run); False when it is not loaded (nothing to switch). Off, every product goes to OpenBLAS's
+    sgemm."""
     if smallm is None:
         return False
     smallm.cherry_smallm_set(_addr[0], _addr[1] if on else None)
-    return on
+    return True

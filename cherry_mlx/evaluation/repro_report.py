@@ -210,7 +210,7 @@ def write_report(out: Path, cfg: ReproConfig, manifest: Dict, results: Dict[str,
         + "; each stage's `--set` overrides are in the table below.",
         "",
         f"Started {manifest.get('started')}, report {time.strftime('%Y-%m-%d %H:%M:%S')}; "
-        "Seeds per arm and `--set` overrides: per stage, in the table below. Source: "
+        "seeds per arm and `--set` overrides per stage in the table below. Source: "
         + (
             f"trained from scratch for {src['steps']} full-loss steps."
             if src

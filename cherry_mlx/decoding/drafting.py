@@ -16,7 +16,7 @@ import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
 from cherry_mlx.decoding.generate import SamplingConfig, sample, target_logprobs
-from cherry_mlx.models.mtp import draft_vocab, has_mtp
+from cherry_mlx.models.mtp import draft_rows, draft_vocab, has_mtp
 
 
 class DraftScorer:
@@ -29,9 +29,8 @@ class DraftScorer:
         self.ids = self.w = None
         if ids:
             self.ids = mx.array(ids, dtype=mx.int32)  # (N,)
-            # (D, N): LM-head rows of the draft tokens, read through model.logits so tied,
-            # untied and quantised heads all give their own (dequantised) rows
-            self.w = model.logits(mx.eye(model.args.hidden_size))[:, self.ids]
+            # (D, N): LM-head rows of the draft tokens (tied, untied or quantised heads alike)
+            self.w = draft_rows(model, self.ids).T
             mx.eval(self.w)
 
     @property

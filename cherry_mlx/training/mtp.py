@@ -195,9 +195,17 @@ class HeadDistillLoss:
         if feature_weight < 0:
             raise ValueError(f"--mtp-feature-weight must be >= 0, got {feature_weight}")
         self.feature_weight = float(feature_weight)
+        self._vocab = None  # (draft ids, (V,) full id -> draft id or -1, ids as an array)
 
     def needed(self, batch):
         return np.ones(np.asarray(batch["response"]).shape, bool)
+
+    def _draft_index(self, ids, V: int):
+        if self._vocab is None or self._vocab[0] != ids:
+            index = np.full(V, -1, np.int32)
+            index[np.asarray(ids)] = np.arange(len(ids), dtype=np.int32)
+            self._vocab = (ids, mx.array(index), mx.array(ids, dtype=mx.int32))
+        return self._vocab[1], self._vocab[2]
 
     def __call__(self, model, batch):
         if not has_mtp(model):
@@ -207,11 +215,8 @@ class HeadDistillLoss:
         valid = context_mask(batch["response"])  # (B, L)
         ids = draft_vocab(model.args.mtp)
         if ids:
-            V = model.args.vocab_size
-            index = np.full(V, -1, np.int32)
-            index[np.asarray(ids)] = np.arange(len(ids), dtype=np.int32)
-            index = mx.array(index)  # (V,): full id -> draft id, -1 outside
-            w = mx.stop_gradient(draft_rows(model, mx.array(ids, dtype=mx.int32)))  # (N, D)
+            index, id_array = self._draft_index(ids, model.args.vocab_size)  # (V,), (N,)
+            w = mx.stop_gradient(draft_rows(model, id_array))  # (N, D)
         losses = []
         for k, hk in enumerate(model.mtp.sequence_states(model, h0, batch["inputs"]), start=1):
             tgt, m = greedy[:, k:], valid[:, k:]  # trunk's token t+k+1 at t; (B, L-k)

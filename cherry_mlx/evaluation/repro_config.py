@@ -95,7 +95,8 @@ class ReproConfig:
     redo: Optional[str] = setting(
         None,
         "Comma-separated finished stages to run again (e.g. with other --set values); the "
-        "earlier result is kept as results/STAGE.json.prev.",
+        "earlier result is kept as results/STAGE.json.prev. Each run given it redoes them: "
+        "resume a killed --redo run without it.",
     )
 
     def __post_init__(self):

@@ -13,8 +13,8 @@ def repro_command(model: Optional[str] = None, **options):
     """Run the paper's experiments (SGT, compression, MTP, quantisation, MoEE) at a budget and
     write report.md + plots with the paper's numbers, ours, controls and verdicts. Rerun with the
     same -o to resume a killed run. Example: cherry-mlx repro --budget tiny -o runs/repro-tiny"""
-    from cherry_mlx.evaluation.repro import run_repro
-    from cherry_mlx.evaluation.repro_config import ReproConfig
+    from cherry_mlx.pipelines.config import ReproConfig
+    from cherry_mlx.pipelines.repro import run_repro
 
     cfg = ReproConfig(**given({"model": model, **options}))
     run_repro(cfg, log=typer.echo)
@@ -23,7 +23,7 @@ def repro_command(model: Optional[str] = None, **options):
 def _params():
     import inspect
 
-    from cherry_mlx.evaluation.repro_config import ReproConfig
+    from cherry_mlx.pipelines.config import ReproConfig
     from cherry_mlx.training.config import field_specs
 
     model = inspect.Parameter(

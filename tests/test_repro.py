@@ -2,6 +2,8 @@
 responses, resuming a killed repro at the stage it was in, and (slow) the whole tiny budget with
 every report row filled and every verdict re-derived from the JSON by the stated rule."""
 
+import dataclasses
+import importlib
 import json
 import math
 import re
@@ -10,12 +12,23 @@ import numpy as np
 import pytest
 
 from cherry_mlx.data.shuffle import response_runs
-from cherry_mlx.evaluation import repro
-from cherry_mlx.evaluation.repro_config import STAGES, ReproConfig
-from cherry_mlx.evaluation.repro_report import cell
 from cherry_mlx.evaluation.verdict import claim_row, judge
+from cherry_mlx.pipelines import repro
+from cherry_mlx.pipelines.config import ReproConfig
+from cherry_mlx.pipelines.report import cell
+from cherry_mlx.pipelines.stage import stages
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import shuffled_examples
+
+STAGES = ("sgt", "compress", "mtp", "quant", "moee")
+
+
+def set_run(monkeypatch, name, run, rows=None):
+    """Replace stage ``name``'s run (and rows) for this test, as its module declares it."""
+    mod = importlib.import_module(f"cherry_mlx.pipelines.stages.{name}")
+    new = dataclasses.replace(mod.STAGE, run=run, **({"rows": rows} if rows else {}))
+    monkeypatch.setattr(mod, "STAGE", new)
+    return mod.STAGE
 
 
 def test_verdict_rule_hand_computed():
@@ -101,14 +114,15 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(repro, "_source", lambda cfg, out, log: tmp_path / "source")
     monkeypatch.setattr(repro, "build_context", lambda cfg, out, src: object())
     monkeypatch.setattr(repro, "write_report", lambda out, cfg, man, res: out / "report.md")
-    monkeypatch.setitem(repro.RUNNERS, "sgt", fake("sgt"))
-    monkeypatch.setitem(repro.RUNNERS, "quant", boom)
+    given = lambda res: res["rows"]  # noqa: E731
+    set_run(monkeypatch, "sgt", fake("sgt"), given)
+    set_run(monkeypatch, "quant", boom, given)
     cfg = ReproConfig(only="sgt,quant", out=str(tmp_path / "r"))
     with pytest.raises(RuntimeError, match="killed"):
         repro.run_repro(cfg, log=lambda *_: None)
     assert (tmp_path / "r/results/sgt.json").is_file()
     assert not (tmp_path / "r/results/quant.json").exists()
-    monkeypatch.setitem(repro.RUNNERS, "quant", fake("quant"))
+    set_run(monkeypatch, "quant", fake("quant"), given)
     results = repro.run_repro(cfg, log=lambda *_: None)
     assert calls == ["sgt", "quant", "quant"]
     assert set(results) == {"sgt", "quant"}
@@ -141,19 +155,20 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     """``repro --budget tiny``: killed in its last stage, rerun, then every stage's rows are in
     the JSON and in report.md with the verdict the stated rule gives."""
     out = tmp_path / "repro"
-    real = repro.RUNNERS["moee"]
+    real = importlib.import_module("cherry_mlx.pipelines.stages.moee").STAGE.run
 
     def killed(ctx):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(repro.RUNNERS, "moee", killed)
+    assert tuple(s.name for s in stages()) == STAGES  # the run order
+    set_run(monkeypatch, "moee", killed)
     with pytest.raises(KeyboardInterrupt):
         repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
     done = {p.stem for p in (out / "results").glob("*.json")}
     assert done == {"source", "sgt", "compress", "mtp", "quant"}
     for stage in ("sgt", "compress", "mtp", "quant"):  # finished: must not run again
-        monkeypatch.setitem(repro.RUNNERS, stage, killed)
-    monkeypatch.setitem(repro.RUNNERS, "moee", real)
+        set_run(monkeypatch, stage, killed)
+    set_run(monkeypatch, "moee", real)
     results = repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
     report = (out / "report.md").read_text()
     assert set(STAGES) <= set(results)

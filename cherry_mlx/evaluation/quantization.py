@@ -1,65 +1,18 @@
-"""``cherry-mlx quantize`` as a library call: quantise a saved model (optionally calibrated:
-GPTQ, sensitivity-chosen keep lists), save it, and measure what the quantisation cost (weight
-memory, bits per weight, held-out loss and perplexity, prefill and decode speed)."""
+"""What quantisation costs, measured: held-out loss, prefill and decode speed, and the batches
+they (and calibration) read. The ``quantize`` command itself is ``pipelines/quantize.py``."""
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
 
 from cherry_mlx.decoding.generate import decode_step, prefill
-from cherry_mlx.models.loading import load_model, load_tokenizer, resolve, save_model
-from cherry_mlx.models.outputs import check_output
-from cherry_mlx.quant.quantize import parse_keep, quantize_model, weight_memory
+from cherry_mlx.models.loading import load_tokenizer
 from cherry_mlx.selection.losses import per_token_ce
 from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
-
-
-@dataclass
-class QuantReport:
-    mode: str
-    out_dir: str
-    source: Dict[str, float]
-    quantized: Dict[str, float]
-    kept: List[str] = field(default_factory=list)
-    loss: Optional[Dict[str, float]] = None
-    speed: Optional[Dict[str, Dict[str, float]]] = None
-    calibration: Dict = field(default_factory=dict)
-
-    def summary(self) -> str:
-        s, q = self.source, self.quantized
-        lines = [
-            f"{self.mode}: {q['bits_per_weight']:.2f} bits/weight overall "
-            f"({q['quantized_bits_per_weight']:.2f} in quantised matrices), weights "
-            f"{s['bytes'] / 2**20:.2f} MiB -> {q['bytes'] / 2**20:.2f} MiB "
-            f"({q['bytes'] / s['bytes']:.1%})",
-        ]
-        if self.kept:
-            lines.append("kept in full precision: " + ", ".join(self.kept))
-        if self.loss:
-            lo = self.loss
-            lines.append(
-                f"held-out loss {lo['source']:.4f} -> {lo['quantized']:.4f} "
-                f"({lo['quantized'] - lo['source']:+.4f}); perplexity {math.exp(lo['source']):.2f}"
-                f" -> {math.exp(lo['quantized']):.2f} ({lo['tokens']} tokens)"
-            )
-        if self.calibration.get("keep_auto") is not None:
-            ka = self.calibration["keep_auto"]
-            lines.append(f"keep auto ({self.calibration['keep_auto_bits']:.2f} bits/weight): "
-                         + (", ".join(ka) if ka else "nothing fits the budget"))  # fmt: skip
-        if self.calibration.get("calibrate"):
-            lines.append(f"calibrated: {self.calibration['calibrate']} "
-                         f"({self.calibration.get('gptq_layers', 0)} layers)")  # fmt: skip
-        for name, sp in (self.speed or {}).items():
-            lines.append(f"{name}: prefill {sp['prefill']:.0f} tok/s, decode {sp['decode']:.1f} "
-                         f"tok/s")  # fmt: skip
-        lines.append(f"saved to {self.out_dir}")
-        return "\n".join(lines)
 
 
 def heldout_loss(model, batches) -> Tuple[float, int]:
@@ -90,40 +43,6 @@ def speed(model, prompt_len: int = 256, decode: int = 32) -> Dict[str, float]:
         t2 = time.perf_counter()
         out = {"prefill": prompt_len / (t1 - t0), "decode": decode / (t2 - t1)}
     return out
-
-
-def quantize(
-    model_name: str,
-    out_dir: str | Path,
-    mode: str = "nvfp4",
-    keep: Optional[str] = None,
-    batches: Optional[list] = None,
-    fold: bool = True,
-    force: bool = False,
-    calibrate: Optional[str] = None,
-    calib: Optional[list] = None,
-    measure_speed: bool = False,
-) -> QuantReport:
-    """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report.
-    ``force``: write into a non-empty ``out_dir`` (``outputs.check_output``)."""
-    check_output(out_dir, [resolve(model_name)], force)
-    keep_list = parse_keep(keep)
-    model, config = load_model(model_name)
-    source = weight_memory(model)
-    loss_src = heldout_loss(model, batches) if batches else None
-    speeds = {"source": speed(model)} if measure_speed else None
-    model, qconfig = quantize_model(model, config, mode, keep_list, fold=fold,
-                                    calibrate=calibrate, calib=calib)  # fmt: skip
-    out = save_model(model, out_dir, qconfig, tokenizer_dir=resolve(model_name))
-    fixed = [k for k in keep_list if not k.startswith("auto")]
-    report = QuantReport(mode, str(out), source, weight_memory(model), fixed)
-    report.calibration = {k: v for k, v in qconfig["cherry_quant"].items() if k != "sensitivity"}
-    if batches:
-        loss_q, ntok = heldout_loss(model, batches)
-        report.loss = {"source": loss_src[0], "quantized": loss_q, "tokens": ntok}
-    if measure_speed:
-        report.speed = {**speeds, mode: speed(model)}
-    return report
 
 
 def calibration_batches(

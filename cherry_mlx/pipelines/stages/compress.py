@@ -1,4 +1,4 @@
-"""Row 2 of ``repro``: depth compression (Tables 5, C.1, C.2) with the baselines the paper lacks.
+"""Stage 2 of ``repro``: depth compression (Tables 5, C.1, C.2) with the baselines the paper lacks.
 
 For each budget layout (depth // divisor unique layers, looped k times) the source is merged by
 averaging adjacent layers, SGT-healed before and after unrolling (``compress``'s pipeline), and
@@ -15,8 +15,10 @@ from typing import Any, Dict, List, Tuple
 
 from cherry_mlx.compression.config import CompressConfig
 from cherry_mlx.compression.heal import Data, control_stage, run_pipeline
-from cherry_mlx.evaluation.repro_common import Context, StageBar
 from cherry_mlx.evaluation.verdict import claim_row, summary
+from cherry_mlx.pipelines.context import Context, StageBar
+from cherry_mlx.pipelines.report import fmt, mean
+from cherry_mlx.pipelines.stage import Stage
 
 PRUNING = ("prune-bi", "prune-angular")
 PAPER_RECOVERY = "81-84% for 24L×2 … 6L×8 (Table C.1), ≥ 75% (Table 5)"
@@ -69,7 +71,6 @@ def run_compress(ctx: Context) -> Dict[str, Any]:
         st = control_stage(source, source_cfg, cfg, data, root / f"control-s{seed}", lambda *_: 0)
         res["control"].append({"seed": seed, "loss": st.loss, "params": st.params})
         bar.step(f"control seed {seed}")
-    res["rows"] = compress_rows(res)
     bar.close()
     return res
 
@@ -115,10 +116,6 @@ def compress_rows(res: Dict[str, Any]) -> List[Dict[str, Any]]:
 def ppl_table(res: Dict[str, Any]) -> List[Tuple[str, float, float, float]]:
     """(label, chat ppl, en ppl, ko ppl) means over seeds, source and control first."""
 
-    def mean(xs):
-        xs = [x for x in xs if x is not None and math.isfinite(x)]
-        return sum(xs) / len(xs) if xs else math.nan
-
     src = res["source"]
     out = [("source", src["chat"]["perplexity"], src.get("en", {}).get("ppl", math.nan),
             src.get("ko", {}).get("ppl", math.nan))]  # fmt: skip
@@ -128,3 +125,56 @@ def ppl_table(res: Dict[str, Any]) -> List[Tuple[str, float, float, float]]:
                     mean([e.get("en", {}).get("ppl", math.nan) for e in ev]),
                     mean([e.get("ko", {}).get("ppl", math.nan) for e in ev])))  # fmt: skip
     return out
+
+
+def compress_section(res: Dict[str, Any]) -> List[str]:
+    lines = [
+        f"Source depth {res['depth']}, seeds {res['seeds']}; means over seeds.",
+        "",
+        "| model | merged loss | healed loss | recovered | eff. depth | params | chat ppl | en ppl "
+        "| ko ppl |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ppl = {label: (c, e, k) for label, c, e, k in ppl_table(res)}
+    src = ppl["source"]
+    lines.append(f"| source | | {fmt(res['source']['chat']['total'])} | | {res['depth']} | | "
+                 f"{fmt(src[0])} | {fmt(src[1])} | {fmt(src[2])} |")  # fmt: skip
+    for label in dict.fromkeys(a["label"] for a in res["arms"]):
+        arms = [a for a in res["arms"] if a["label"] == label]
+        c, e, k = ppl[label]
+        lines.append(
+            f"| {label} | {fmt(mean([a['merged'] for a in arms]))} | "
+            f"{fmt(mean([a['healed'] for a in arms]))} | "
+            f"{fmt(mean([a['recovered'] for a in arms]))} | {arms[0]['effective_depth']} | "
+            f"{arms[0]['params'] / 1e6:.2f}M | {fmt(c)} | {fmt(e)} | {fmt(k)} |"
+        )
+    ctrl = mean([c["loss"] for c in res["control"]])
+    lines.append(
+        f"| source + same SGT steps (control) | | {fmt(ctrl)} | | {res['depth']} | | | | |"
+    )
+    kept = {a["label"]: a["kept"] for a in res["arms"] if a["method"] != "average"}
+    if kept:
+        lines += ["", "Layers kept by pruning (seed 0): "
+                  + "; ".join(f"{k}: {[g[0] for g in v]}" for k, v in kept.items())]  # fmt: skip
+    return lines
+
+
+def plot(res: Dict[str, Any]):
+    labels = list(dict.fromkeys(a["label"] for a in res["arms"]))
+    vals = [[a["healed"] for a in res["arms"] if a["label"] == lab] for lab in labels]
+    return (
+        labels + ["control"],
+        vals + [[c["loss"] for c in res["control"]]],
+        "held-out loss after healing",
+    )
+
+
+STAGE = Stage(
+    name="compress",
+    order=20,
+    title="2. Depth compression (Tables 5, C.1, C.2) and pruning baselines",
+    run=run_compress,
+    rows=compress_rows,
+    section=compress_section,
+    plot=plot,
+)

@@ -1,5 +1,5 @@
-"""What every ``repro`` stage shares: the source model, data, held-out sets, training and
-evaluation helpers, and the stage progress bar.
+"""What every ``repro`` stage shares: the source model, data, held-out sets, training,
+evaluation and greedy-decoding helpers, and the stage progress bar.
 
 Held-out evaluation is on three sets, none used for training: the bundled chat data's valid split
 (response tokens, split into GT / non-GT), and the English and Korean prose valid files (every
@@ -21,10 +21,13 @@ import mlx.core as mx
 from cherry_mlx.data.jsonl import read_jsonl
 from cherry_mlx.data.paths import prose_paths
 from cherry_mlx.data.shuffle import shuffle_batch
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
 from cherry_mlx.decoding.chat import render
-from cherry_mlx.evaluation.repro_config import Budget, ReproConfig
+from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
+from cherry_mlx.decoding.speculative import speculative_generate_tokens
 from cherry_mlx.evaluation.wave import SplitLoss, split_losses
 from cherry_mlx.models.loading import load_model, resolve
+from cherry_mlx.pipelines.config import Budget, ReproConfig
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
 from cherry_mlx.training.prepare import find_tokenizer, open_tokenizer, prepare
@@ -195,3 +198,18 @@ def chat_prompts(tokenizer, data_dir: Optional[str], count: int) -> List[List[in
         if len(prompts) == count:
             break
     return prompts
+
+
+def greedy_decode(model, prompts, n: int, k: int = 0):
+    """(tokens per prompt, stats) of greedy decoding; ``k`` > 0 drafts up to k tokens with MTP
+    heads, one adaptive controller across the prompts (as a chat session keeps one)."""
+    st, outs = GenerationStats(), []
+    ctrl = AdaptiveDraft(k) if k else None
+    for p in prompts:
+        if k:
+            gen = speculative_generate_tokens(model, p, max_tokens=n, stats=st, num_draft=k,
+                                              adaptive=ctrl)  # fmt: skip
+        else:
+            gen = generate_tokens(model, p, max_tokens=n, stats=st)
+        outs.append(list(gen))
+    return outs, st

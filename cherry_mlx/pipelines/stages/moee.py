@@ -1,4 +1,4 @@
-"""Row 5 of ``repro``: MoEE (Table 7). Two compressed experts healed on different task families,
+"""Stage 5 of ``repro``: MoEE (Table 7). Two compressed experts healed on different task families,
 fused top-1 at model level, against single compressed models given the same total steps.
 
 The source is merged to half its depth. Expert A is healed S steps on the knowledge families
@@ -11,17 +11,20 @@ MoEE's FLOPs per token), so neither compute nor steps explain a difference.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List
 
 from cherry_mlx.compression.merge import merge_model, plan_groups
 from cherry_mlx.compression.recurrent import unroll
 from cherry_mlx.data.encode import encode_dataset
-from cherry_mlx.evaluation.repro_common import Context, StageBar, family
 from cherry_mlx.evaluation.verdict import claim_row, summary
 from cherry_mlx.fusion.config import FuseConfig
 from cherry_mlx.fusion.flops import dense_cost
 from cherry_mlx.fusion.run import fuse
 from cherry_mlx.models.loading import save_model
+from cherry_mlx.pipelines.context import Context, StageBar, family
+from cherry_mlx.pipelines.report import fmt, mean
+from cherry_mlx.pipelines.stage import Stage
 
 KNOWLEDGE = ("factual", "json", "multiturn", "tools")
 
@@ -75,7 +78,6 @@ def run_moee(ctx: Context) -> Dict[str, Any]:
             res[key].append({"seed": seed, "eval": ctx.evaluate(model),
                              "cost": dense_cost(mcfg, b.seq_len)})  # fmt: skip
             bar.step(f"{key} seed {seed}")
-    res["rows"] = moee_rows(res)
     bar.close()
     return res
 
@@ -98,3 +100,41 @@ def moee_rows(res: Dict[str, Any]) -> List[Dict[str, Any]]:
             f"{c.get('active_params', 0) / 1e6:.2f}M",
         ))  # fmt: skip
     return out
+
+
+def moee_section(res: Dict[str, Any]) -> List[str]:
+    lines = [
+        f"S = {res['steps']}: experts S steps each + S fused steps; singles 3S steps.",
+        "",
+        "| model | chat loss | en ppl | ko ppl | FLOPs/token | active params |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (("moee", "MoEE top-1"), ("single", "single merged"),
+                       ("looped", "single merged ×2")):  # fmt: skip
+        rows = res[key]
+        if not rows:
+            continue
+        cost = rows[0]["cost"]
+        lines.append(
+            f"| {label} | {fmt(mean([r['eval']['chat']['total'] for r in rows]))} | "
+            f"{fmt(mean([r['eval'].get('en', {}).get('ppl', math.nan) for r in rows]))} | "
+            f"{fmt(mean([r['eval'].get('ko', {}).get('ppl', math.nan) for r in rows]))} | "
+            f"{cost['flops_per_token'] / 1e6:.2f}M | {cost['active_params'] / 1e6:.2f}M |"
+        )
+    return lines
+
+
+def plot(res: Dict[str, Any]):
+    vals = [[r["eval"]["chat"]["total"] for r in res[k]] for k in ("moee", "single", "looped")]
+    return ["MoEE", "single", "single ×2"], vals, "held-out chat loss"
+
+
+STAGE = Stage(
+    name="moee",
+    order=50,
+    title="5. MoEE (Table 7)",
+    run=run_moee,
+    rows=moee_rows,
+    section=moee_section,
+    plot=plot,
+)

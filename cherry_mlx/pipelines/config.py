@@ -15,9 +15,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Dict, Optional, Tuple
 
 from cherry_mlx.models.presets import TINY_PRESET
+from cherry_mlx.pipelines import stage as registry
 from cherry_mlx.training.config import setting
-
-STAGES = ("sgt", "compress", "mtp", "quant", "moee")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class ReproConfig:
     )
     budget: str = setting("tiny", f"Experiment size: one of {', '.join(BUDGETS)}.")
     only: Optional[str] = setting(
-        None, f"Comma-separated stages to run (default all): {','.join(STAGES)}."
+        None, f"Comma-separated stages to run (default all): {','.join(registry.names())}."
     )
     seeds: Optional[int] = setting(
         None, "Seeds per arm (default: the budget's; >= 2 for verdicts)."
@@ -99,50 +98,65 @@ class ReproConfig:
         "resume a killed --redo run without it.",
     )
 
+    force: bool = setting(
+        False,
+        "Write into a non-empty -o that holds no repro, adding repro's files beside the ones "
+        "there (never replacing any of them).",
+    )
+
     def __post_init__(self):
+        """Every option checked before any work: a typo is one line, not a run that fails late."""
         if self.budget not in BUDGETS:
             raise ValueError(f"--budget {self.budget!r}: use one of {', '.join(BUDGETS)}")
-        for opt, names in (("--only", self.stages), ("--redo", self.redo_stages)):
-            bad = [s for s in names if s not in STAGES]
+        known = registry.names()
+        for opt, value in (("--only", self.only), ("--redo", self.redo)):
+            names = _items(value)
+            if value is not None and not names:
+                raise ValueError(f"{opt} {value!r}: names no stage; use some of {','.join(known)}")
+            bad = [s for s in names if s not in known]
             if bad:
                 raise ValueError(
-                    f"{opt} {','.join(bad)}: unknown stage; use some of {','.join(STAGES)}"
+                    f"{opt} {','.join(bad)}: unknown stage; use some of {','.join(known)}"
                 )
-        skipped = [s for s in self.redo_stages if s not in self.stages]
+        skipped = [s for s in self.redo_stages if self.only and s not in self.stages]
         if skipped:
             raise ValueError(f"--redo {','.join(skipped)}: not among the stages to run; add it "
                              f"to --only")  # fmt: skip
+        if self.set is not None and not _items(self.set):
+            raise ValueError(f"--set {self.set!r}: give NAME=VALUE pairs, e.g. steps=20")
         self.overrides  # parse now: a typo is an error before any work
         if self.seeds is not None and self.seeds < 1:
             raise ValueError(f"--seeds {self.seeds}: must be >= 1")
 
     @property
     def stages(self) -> Tuple[str, ...]:
+        """The stages to run: ``--only``'s in the order given, else every stage in run order."""
         if not self.only:
-            return STAGES
-        return tuple(s.strip() for s in str(self.only).split(",") if s.strip())
+            return tuple(s.name for s in registry.stages())
+        return tuple(dict.fromkeys(_items(self.only)))
 
     @property
     def redo_stages(self) -> Tuple[str, ...]:
-        return tuple(s.strip() for s in str(self.redo or "").split(",") if s.strip())
+        return tuple(dict.fromkeys(_items(self.redo)))
 
     @property
     def overrides(self) -> Dict[str, int | float]:
-        """``--set k=v,...`` as typed budget fields (ints stay ints, the learning rate a float)."""
+        """``--set k=v,...`` as typed budget fields and stage knobs (ints stay ints, the learning
+        rate a float)."""
         kinds = {f.name: f.type for f in fields(Budget) if f.name not in ("name", "layouts")}
         out: Dict[str, int | float] = {}
-        for item in filter(None, (x.strip() for x in str(self.set or "").split(","))):
+        for item in _items(self.set):
             key, eq, val = item.partition("=")
             key = key.strip()
-            if not eq or key not in kinds:
-                raise ValueError(
-                    f"--set {item!r}: use NAME=VALUE with NAME one of {', '.join(kinds)}"
-                )
+            kind = kinds.get(key) or _knob_kind(key) if eq else None
+            if kind is None:
+                raise ValueError(f"--set {item!r}: use NAME=VALUE with NAME one of "
+                                 f"{', '.join([*kinds, *_knob_kinds()])}")  # fmt: skip
             try:
-                num = float(val) if kinds[key] == "float" else int(val)
+                num = float(val) if kind == "float" else int(val)
             except ValueError:
-                kind = "a number" if kinds[key] == "float" else "an integer"
-                raise ValueError(f"--set {item!r}: {key} takes {kind}") from None
+                what = "a number" if kind == "float" else "an integer"
+                raise ValueError(f"--set {item!r}: {key} takes {what}") from None
             if not (math.isfinite(num) and num > 0) and not (key == "eval_batches" and num == -1):
                 raise ValueError(f"--set {item!r}: {key} must be positive")
             out[key] = num
@@ -150,8 +164,35 @@ class ReproConfig:
 
     @property
     def spec(self) -> Budget:
-        return replace(BUDGETS[self.budget], **self.overrides)
+        shared = {k: v for k, v in self.overrides.items() if k in _BUDGET_FIELDS}
+        return replace(BUDGETS[self.budget], **shared)
+
+    def knobs(self, stage: str) -> Dict[str, int | float]:
+        """A stage's own budget knobs at this budget, with ``--set`` applied."""
+        own = {k: v[self.budget] for k, v in registry.get(stage).knobs.items()}
+        return {**own, **{k: v for k, v in self.overrides.items() if k in own}}
 
     @property
     def n_seeds(self) -> int:
         return self.seeds if self.seeds is not None else self.spec.seeds
+
+
+_BUDGET_FIELDS = frozenset(f.name for f in fields(Budget))
+
+
+def _items(value: Optional[str]) -> Tuple[str, ...]:
+    return tuple(s.strip() for s in str(value or "").split(",") if s.strip())
+
+
+def _knob_kinds() -> Dict[str, str]:
+    """Budget knobs the stages declare themselves (imports the stage modules: only reached for a
+    ``--set`` name that is no shared Budget field)."""
+    out = {}
+    for st in registry.stages():
+        for name, per_budget in st.knobs.items():
+            out[name] = "float" if any(isinstance(v, float) for v in per_budget.values()) else "int"
+    return out
+
+
+def _knob_kind(key: str) -> Optional[str]:
+    return _knob_kinds().get(key)

@@ -31,6 +31,10 @@ def set_run(monkeypatch, name, run, rows=None):
     return mod.STAGE
 
 
+def _given_rows(res):
+    return res["rows"]
+
+
 def test_verdict_rule_hand_computed():
     # a = [1, 3] (mean 2, var 2), b = [5, 7] (mean 6, var 2): se = sqrt(2/2 + 2/2) = sqrt(2)
     v = judge([5, 7], [1, 3])
@@ -114,15 +118,14 @@ def test_killed_repro_resumes_at_the_unfinished_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(repro, "_source", lambda cfg, out, log: tmp_path / "source")
     monkeypatch.setattr(repro, "build_context", lambda cfg, out, src: object())
     monkeypatch.setattr(repro, "write_report", lambda out, cfg, man, res: out / "report.md")
-    given = lambda res: res["rows"]  # noqa: E731
-    set_run(monkeypatch, "sgt", fake("sgt"), given)
-    set_run(monkeypatch, "quant", boom, given)
+    set_run(monkeypatch, "sgt", fake("sgt"), _given_rows)
+    set_run(monkeypatch, "quant", boom, _given_rows)
     cfg = ReproConfig(only="sgt,quant", out=str(tmp_path / "r"))
     with pytest.raises(RuntimeError, match="killed"):
         repro.run_repro(cfg, log=lambda *_: None)
     assert (tmp_path / "r/results/sgt.json").is_file()
     assert not (tmp_path / "r/results/quant.json").exists()
-    set_run(monkeypatch, "quant", fake("quant"), given)
+    set_run(monkeypatch, "quant", fake("quant"), _given_rows)
     results = repro.run_repro(cfg, log=lambda *_: None)
     assert calls == ["sgt", "quant", "quant"]
     assert set(results) == {"sgt", "quant"}
@@ -190,3 +193,56 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     sgt = results["sgt"]
     assert set(sgt["arms"]) == {"sgt", "full", "random", "loss", "rho1", "shuffled"}
     assert all("en" in r["eval"] and "ko" in r["eval"] for r in sgt["arms"]["sgt"])
+
+
+NEW_STAGE = """
+from cherry_mlx.evaluation.verdict import claim_row
+from cherry_mlx.pipelines.stage import Stage
+
+
+def run(ctx):
+    return {"steps": ctx.cfg.knobs("extra")["extra_steps"], "loss": [2.0, 2.5]}
+
+
+STAGE = Stage(
+    name="extra", order=5, title="0. An extra stage", run=run,
+    rows=lambda r: [claim_row("T0", "extra loss > 1", "1", r["loss"], threshold=1.0)],
+    section=lambda r: [f"extra ran {r['steps']} steps"],
+    plot=lambda r: (["extra"], [r["loss"]], "loss"),
+    knobs={"extra_steps": {"tiny": 2, "cpu": 20, "paper": 200}},
+)
+"""
+
+
+def test_a_new_stage_is_one_file(tmp_path, monkeypatch):
+    """A stage package holding one more module: --only, --set on its knob, the runner, the
+    results JSON and every part of the report pick it up with no other file changed."""
+    import shutil
+    import sys
+
+    from cherry_mlx.pipelines import stage as registry
+
+    pkg = tmp_path / "morestages"
+    shutil.copytree(next(iter(importlib.import_module(registry.PACKAGE).__path__)), pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (pkg / "extra.py").write_text(NEW_STAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "PACKAGE", "morestages")
+    for name in [m for m in sys.modules if m.startswith("morestages")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert [s.name for s in registry.stages()] == ["extra", *STAGES]
+    monkeypatch.setattr(repro, "_source", lambda cfg, out, log: tmp_path / "source")
+    monkeypatch.setattr(repro, "build_context", lambda cfg, out, src: type("C", (), {"cfg": cfg}))
+    with pytest.raises(ValueError, match="extra_steps takes an integer"):
+        ReproConfig(only="extra", set="extra_steps=1.5")
+    out = tmp_path / "r"
+    cfg = ReproConfig(only="extra", set="extra_steps=7", out=str(out))
+    results = repro.run_repro(cfg, log=lambda *_: None)
+    res = results["extra"]
+    assert res["steps"] == 7 and res["budget"]["extra_steps"] == 7
+    assert res["rows"][0]["verdict"] == "holds"  # [2, 2.5] > 1: d 1.25, se 0.25
+    report = (out / "report.md").read_text()
+    assert "## 0. An extra stage" in report and "extra ran 7 steps" in report
+    assert "| extra | T0 | extra loss > 1 |" in report and "extra_steps 2" in report
+    assert report.index("## 0. An extra stage") < report.index("## 1. SGT")
+    assert (out / "extra.png").stat().st_size > 1000

@@ -50,6 +50,16 @@ def test_load_report_errors(tmp_path):
         load_report(tmp_path / "x.json")
 
 
+@pytest.mark.parametrize("text", ["{garbage", "[1, 2]", "3", '{"overall": 5}'])
+def test_a_garbled_report_is_one_line_naming_the_file(tmp_path, text):
+    """R03r: garbage JSON used to raise a bare JSON error that named no file."""
+    path = tmp_path / "garbage.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_report(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_cli_prints_the_table(tmp_path):
     from cherry_mlx_cli.main import app
     from typer.testing import CliRunner

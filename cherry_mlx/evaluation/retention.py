@@ -18,11 +18,11 @@ share of the SSGT improvement that survived (for either direction of metric).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, Optional
 
+from cherry_mlx._io import read_json
 from cherry_mlx.evaluation.ssgt_eval import METRICS, Z95
 
 BETTER = {m.name: m.better for m in METRICS}
@@ -72,8 +72,8 @@ def load_report(path: str | Path) -> Dict:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p} is missing: write one with cherry-mlx ssgt-eval --json {p}")
-    report = json.loads(p.read_text(encoding="utf-8"))
-    if "overall" not in report:
+    report = read_json(p, "ssgt-eval report")  # one line naming the file, not a bare JSON error
+    if not isinstance(report, dict) or not isinstance(report.get("overall"), dict):
         raise ValueError(f"{p} is not an ssgt-eval report (no 'overall' rates)")
     return report
 

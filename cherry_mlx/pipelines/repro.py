@@ -115,7 +115,7 @@ def claim_output(cfg: ReproConfig, out: Path, names: Iterable[str]) -> bool:
     the user's is replaced). True when ``out`` is new to repro (its manifest not yet written)."""
     if (out / MANIFEST).is_file():
         return False
-    check_output(out, [resolve(cfg.model)] if has_weights(cfg.model) else [], force=True)
+    check_output(out, [resolve(cfg.model)], force=True)  # the source (weights or a preset)
     if out.is_dir() and any(out.iterdir()):
         if not cfg.force:
             raise ValueError(

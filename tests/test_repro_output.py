@@ -95,7 +95,7 @@ def test_repro_force_never_replaces_the_users_files(tmp_path, fake_stages):
     assert fake_stages == ["quant", "sgt"]
 
 
-def test_repro_never_writes_into_its_source(tmp_path, fake_stages, tiny_config):
+def test_repro_never_writes_into_its_source_or_a_file(tmp_path, fake_stages, tiny_config):
     from cherry_mlx.models import build_model
     from cherry_mlx.models.loading import save_model
 
@@ -103,6 +103,11 @@ def test_repro_never_writes_into_its_source(tmp_path, fake_stages, tiny_config):
     with pytest.raises(ValueError, match="is the source"):
         repro.run_repro(ReproConfig(model=str(src), only="quant", out=str(src), force=True))
     assert not (src / "repro.json").exists()
+    note = tmp_path / "notes.txt"
+    note.write_text("mine\n")
+    with pytest.raises(ValueError, match="is a file"):
+        repro.run_repro(ReproConfig(only="quant", out=str(note), force=True))
+    assert note.read_text() == "mine\n" and fake_stages == []
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ class Stage:
     name: str  # the module's name: results/NAME.json, --only NAME, NAME.png
     order: int  # place in a full run (ascending); stages are independent, this is for reading
     title: str  # report heading and plot title
-    run: Callable[[Any], Result]  # Context -> result JSON; may read ctx.budget, ctx.knob(...)
+    run: Callable[[Any], Result]  # Context -> result JSON (ctx.budget, ctx.cfg.knobs(name))
     rows: Callable[[Result], List[Dict[str, Any]]]  # claim rows (verdict.claim_row) of a result
     section: Callable[[Result], List[str]]  # markdown lines under the heading: the raw numbers
     plot: Callable[[Result], PlotData]  # the bar chart of the quantity the main claim is about

@@ -43,9 +43,8 @@ def run_mtp(ctx: Context) -> Dict[str, Any]:
         raise RuntimeError("the trained heads lost their draft vocabulary")
     model.eval()
     bar.step("heads trained")
-    res: Dict[str, Any] = {"heads": K, "steps": b.mtp_steps, "draft_vocab": draft,
-                           "accuracy": mtp_accuracy(
-        model, ctx.sets["chat"])}  # fmt: skip
+    acc = mtp_accuracy(model, ctx.sets["chat"])
+    res: Dict[str, Any] = {"heads": K, "steps": b.mtp_steps, "draft_vocab": draft, "accuracy": acc}
     prompts = chat_prompts(ctx.tokenizer, ctx.cfg.data, b.decode_prompts)
     greedy_decode(model, prompts[:1], 4)  # warm-up: compile and allocate outside the timings
     plain_out, _ = greedy_decode(model, prompts, b.decode_tokens)

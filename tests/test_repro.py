@@ -246,3 +246,33 @@ def test_a_new_stage_is_one_file(tmp_path, monkeypatch):
     assert "| extra | T0 | extra loss > 1 |" in report and "extra_steps 2" in report
     assert report.index("## 0. An extra stage") < report.index("## 1. SGT")
     assert (out / "extra.png").stat().st_size > 1000
+
+
+def test_committed_smollm2_report_regenerates_from_its_results(tmp_path):
+    """docs/repro-smollm2.md's report is what write_report makes of the results.json beside it
+    (only timestamps and image paths differ; a stage added since adds its budget knobs and a
+    "not run" section, nothing else)."""
+    from pathlib import Path
+
+    from cherry_mlx.pipelines.report import write_report
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    data = json.loads((docs / "repro-smollm2" / "results.json").read_text())
+    key = data["key"]
+    cfg = ReproConfig(model=key["model"], budget=key["budget"])
+    gen = write_report(tmp_path, cfg, {"key": key, "started": "S"}, data["stages"])
+    gen = gen.read_text().split("\n## ")
+    gen = [s for s in gen if not s.endswith("not run (excluded by --only, or not finished yet)\n")]
+    doc = (docs / "repro-smollm2.md").read_text()
+    doc = doc[doc.index(gen[0].splitlines()[0]) :].replace("](repro-smollm2/", "](").split("\n## ")
+    assert len(doc) == len(gen)
+    for d, g in zip(doc, gen):
+        d, g = d.strip().splitlines(), g.strip().splitlines()
+        assert len(d) == len(g), d[0]
+        for a, b in zip(d, g):
+            if a.startswith("Started "):
+                continue
+            if a.startswith("Budget "):
+                assert b.startswith(a.split("; each stage")[0]), b
+                continue
+            assert a == b

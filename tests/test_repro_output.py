@@ -177,3 +177,17 @@ def test_repro_cli_only_commas_exits_with_one_line(tmp_path):
     errors = [x for x in res.stderr.splitlines() if "names no stage" in x]
     assert len(errors) == 1 and "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_repro_and_quantize_settings_import_no_mlx_and_no_stage():
+    """--help reads these settings: listing the stages must not import them (nor MLX)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import cherry_mlx.pipelines.config as c, cherry_mlx.pipelines.quantize_config;"
+        "print('mlx.core' in sys.modules, any(m.startswith('cherry_mlx.pipelines.stages.') "
+        "for m in sys.modules), c.registry.names())"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False False ('compress', 'moee', 'mtp', 'quant', 'sgt')", res

@@ -169,7 +169,13 @@ class ReproConfig:
 
     def knobs(self, stage: str) -> Dict[str, int | float]:
         """A stage's own budget knobs at this budget, with ``--set`` applied."""
-        own = {k: v[self.budget] for k, v in registry.get(stage).knobs.items()}
+        own = {k: v.get(self.budget) for k, v in registry.get(stage).knobs.items()}
+        missing = [k for k, v in own.items() if v is None]
+        if missing:
+            raise ValueError(
+                f"stage {stage}: knob {', '.join(missing)} has no value for the {self.budget} "
+                f"budget; give one per budget ({', '.join(BUDGETS)})"
+            )
         return {**own, **{k: v for k, v in self.overrides.items() if k in own}}
 
     @property

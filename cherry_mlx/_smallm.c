@@ -6,19 +6,22 @@
  * step to ~5 GB/s where gemv streams W once at ~15 GB/s on the same two cores. So, for row-major
  * C = A op(B) with M <= 8 rows of A (not transposed):
  *   - B = W transposed (nn.Linear): each row of W is read once and dotted with the M rows of A
- *     while it sits in L1, the rows of W split between two threads when W is large (a thread per
- *     call costs ~30 us: worth it from ~1M weights). C[m, n] is the same sum in the same order
- *     whatever M is, so a speculative verify pass (K + 1 rows) gives bit for bit the logits of
- *     K + 1 plain decode steps (1 row) and greedy output cannot drift on a near tie;
+ *     while it sits in L1; when W is large its rows are split with one helper thread, started on
+ *     the first such product and kept (waking it costs less than creating a thread per call).
+ *     C[m, n] is the same sum in the same order whatever M is and however the rows are split, so
+ *     a speculative verify pass (K + 1 rows) gives bit for bit the logits of K + 1 plain decode
+ *     steps (1 row) and greedy output cannot drift on a near tie;
  *   - B not transposed: OpenBLAS gemv per row of A (also independent of M).
- * Everything else goes to OpenBLAS's sgemm. The two OpenBLAS entry points are handed over by
- * cherry_smallm_set before mlx is loaded.
+ * Everything else goes to OpenBLAS's sgemm. The loader hands over OpenBLAS's two entry points
+ * with cherry_smallm_set while this library is still loaded locally, and only then makes it
+ * global, so cblas_sgemm is never reachable with a target missing.
  */
 #include <pthread.h>
 #include <string.h>
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 #define MAX_ROWS 8
+#define THREAD_MIN_WEIGHTS (1L << 20)
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                          const float *, int, float, float *, int);
@@ -27,17 +30,17 @@ typedef void (*sgemv_fn)(int, int, int, int, float, const float *, int, const fl
 
 static sgemm_fn real_sgemm;
 static sgemv_fn real_sgemv;
-static long small_calls, gemm_calls;
+static long small_calls, gemm_calls; /* updated atomically: MLX may call from several threads */
 
 void cherry_smallm_set(void *gemm, void *gemv) {
     real_sgemm = (sgemm_fn)gemm;
     real_sgemv = (sgemv_fn)gemv;
 }
 
-/* How many products took each path (for tests and `cherry-mlx info`). */
+/* How many products took each path (for tests and benchmarks). */
 void cherry_smallm_counts(long *small, long *gemm) {
-    *small = small_calls;
-    *gemm = gemm_calls;
+    *small = __atomic_load_n(&small_calls, __ATOMIC_RELAXED);
+    *gemm = __atomic_load_n(&gemm_calls, __ATOMIC_RELAXED);
 }
 
 typedef struct {
@@ -60,26 +63,73 @@ static void rows_dot(const job_t *j) {
     }
 }
 
-static void *rows_dot_thread(void *arg) {
-    rows_dot((const job_t *)arg);
+/* The helper thread. `owner` is held by the one caller using it (a second concurrent caller
+ * does its product alone); `mu` guards the hand-over of `job` and `done`. */
+static pthread_mutex_t owner = PTHREAD_MUTEX_INITIALIZER, mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t go = PTHREAD_COND_INITIALIZER, finished = PTHREAD_COND_INITIALIZER;
+static const job_t *job;
+static int done, helper_state; /* 0: not started, 1: running, -1: could not start */
+
+static void *helper(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    for (;;) {
+        while (job == 0) pthread_cond_wait(&go, &mu);
+        const job_t *j = job;
+        pthread_mutex_unlock(&mu);
+        rows_dot(j);
+        pthread_mutex_lock(&mu);
+        job = 0;
+        done = 1;
+        pthread_cond_signal(&finished);
+    }
     return 0;
 }
 
-#define THREAD_MIN_WEIGHTS (1L << 20)
+/* A forked child has no helper thread and may hold copies of locked mutexes: start afresh. */
+static void reset_in_child(void) {
+    pthread_mutex_init(&owner, 0);
+    pthread_mutex_init(&mu, 0);
+    pthread_cond_init(&go, 0);
+    pthread_cond_init(&finished, 0);
+    job = 0;
+    helper_state = 0;
+}
+
+__attribute__((constructor)) static void init(void) { pthread_atfork(0, 0, reset_in_child); }
+
+static int helper_ready(void) { /* with `owner` held */
+    if (helper_state == 0) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        helper_state = pthread_create(&t, &attr, helper, 0) == 0 ? 1 : -1;
+        pthread_attr_destroy(&attr);
+    }
+    return helper_state == 1;
+}
 
 static void small_gemm_nt(int M, int N, int K, float alpha, const float *A, int lda,
                           const float *B, int ldb, float beta, float *C, int ldc) {
     job_t a = {M, K, lda, ldb, ldc, 0, N, alpha, beta, A, B, C};
-    pthread_t t;
-    if ((long)N * K >= THREAD_MIN_WEIGHTS && N >= 2) {
-        job_t b = a;
-        a.n1 = b.n0 = N / 2;
-        if (pthread_create(&t, 0, rows_dot_thread, &b) == 0) {
+    if ((long)N * K >= THREAD_MIN_WEIGHTS && N >= 2 && pthread_mutex_trylock(&owner) == 0) {
+        if (helper_ready()) {
+            job_t b = a;
+            a.n1 = b.n0 = N / 2;
+            pthread_mutex_lock(&mu);
+            done = 0;
+            job = &b;
+            pthread_cond_signal(&go);
+            pthread_mutex_unlock(&mu);
             rows_dot(&a);
-            pthread_join(t, 0);
+            pthread_mutex_lock(&mu);
+            while (!done) pthread_cond_wait(&finished, &mu);
+            pthread_mutex_unlock(&mu);
+            pthread_mutex_unlock(&owner);
             return;
         }
-        a.n1 = N; /* no thread: do it all here */
+        pthread_mutex_unlock(&owner);
     }
     rows_dot(&a);
 }
@@ -88,11 +138,11 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
                  int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (order != ROW_MAJOR || ta != NO_TRANS || (tb != NO_TRANS && tb != TRANS) || M < 1 ||
         M > MAX_ROWS || N < 1 || K < 1 || real_sgemv == 0) {
-        gemm_calls++;
+        __atomic_fetch_add(&gemm_calls, 1, __ATOMIC_RELAXED);
         real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    small_calls++;
+    __atomic_fetch_add(&small_calls, 1, __ATOMIC_RELAXED);
     if (beta == 0.0f) /* C may hold garbage (NaN): gemv would scale it, so clear it */
         for (int m = 0; m < M; m++) memset(C + (long)m * ldc, 0, sizeof(float) * N);
     if (tb == TRANS) { /* B is W (N x K): C[m, n] = alpha W[n] . A[m] + beta C */

@@ -38,8 +38,16 @@ def _register_all() -> None:
 
 _register_all()
 
+# Commands that multiply no matrices: no BLAS is loaded and nothing compiled for them (``--help``
+# and ``--version`` import no mlx at all).
+NO_MATMUL = ("info", "plan", "import", "tokenizer")
+
 
 def main() -> None:
+    if sys.argv[1:2] and sys.argv[1] in NO_MATMUL:
+        import cherry_mlx
+
+        cherry_mlx.skip_fast_blas()
     try:
         app()
     except (ValueError, FileNotFoundError) as err:

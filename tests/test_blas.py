@@ -1,10 +1,15 @@
 """The fast-BLAS preload: which library MLX's matmul binds to, checked in fresh processes."""
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
+import numpy as np
 import pytest
 
 from cherry_mlx import _blas
@@ -114,3 +119,54 @@ def test_decode_shaped_products_take_gemv_and_agree_with_numpy():
     assert small == 2 * 3 * 4 + 6 and gemm >= 2 * 3 * 2  # M = 1, 2, 3, 8 vs M = 9, 40
     status, err, small, gemm, _ = _small(CHERRY_MLX_SMALL_GEMM="0")
     assert status == "disabled" and small == 0 and err < 1e-5
+
+
+def _shim_gemm(shim, x, w):
+    """x @ w.T through the shim's cblas_sgemm (row-major, B transposed) called from Python."""
+    M, K = x.shape
+    N = w.shape[0]
+    c = np.empty((M, N), dtype=np.float32)
+    f, p = ctypes.c_float, ctypes.c_void_p
+    shim.cblas_sgemm(101, 111, 112, M, N, K, f(1.0), p(x.ctypes.data), K, p(w.ctypes.data), K,
+                     f(0.0), p(c.ctypes.data), N)  # fmt: skip
+    return c
+
+
+@needs_linux_reference
+def test_shim_is_exact_from_concurrent_callers_and_in_a_forked_child(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        so = _blas._build_smallm()
+    except OSError as err:
+        pytest.skip(f"no C compiler here: {err}")
+    blas = ctypes.CDLL(_blas.find_openblas())
+    shim = ctypes.CDLL(str(so))  # a private copy: this process's MLX is not rebound
+    shim.cherry_smallm_set(*(ctypes.cast(getattr(blas, n), ctypes.c_void_p)
+                             for n in ("cblas_sgemm", "cblas_sgemv")))  # fmt: skip
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M weights: the helper thread
+    xs = [rng.standard_normal((1 + i % 8, 1024)).astype(np.float32) for i in range(4)]
+    want = [x.astype(np.float64) @ w.T.astype(np.float64) for x in xs]
+    bad = []
+
+    def caller(i):  # ctypes drops the GIL: four callers share the one helper
+        for _ in range(25):
+            if np.abs(_shim_gemm(shim, xs[i], w) - want[i]).max() > 1e-3:
+                bad.append(i)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    small, gemm = ctypes.c_long(), ctypes.c_long()
+    shim.cherry_smallm_counts(ctypes.byref(small), ctypes.byref(gemm))
+    assert not bad and (small.value, gemm.value) == (100, 0)  # no count lost
+    pid = os.fork()  # the helper thread does not survive a fork: the child must start its own
+    if pid == 0:
+        os._exit(0 if np.abs(_shim_gemm(shim, xs[0], w) - want[0]).max() < 1e-3 else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0

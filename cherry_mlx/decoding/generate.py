@@ -12,7 +12,6 @@ temperature. ``temp == 0`` is greedy (argmax after the processors).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -20,44 +19,10 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, make_repetition_penalty
 
+from cherry_mlx.decoding.settings import SamplingConfig
 from cherry_mlx.models.mtp import has_mtp
 
 PREFILL_STEP = 512
-
-
-@dataclass
-class SamplingConfig:
-    """How the next token is chosen (the same for plain and speculative decoding)."""
-
-    temp: float = 0.0  # 0 = greedy
-    top_p: float = 1.0  # nucleus mass kept (1 = off)
-    top_k: int = 0  # 0 = off
-    min_p: float = 0.0  # 0 = off
-    repetition_penalty: float = 1.0  # 1 = off (CTRL-style, over the last ``repetition_context``)
-    repetition_context: int = 20
-
-    def __post_init__(self):
-        for name in ("temp", "top_p", "min_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} {value}: not a finite number; give a real one")
-        if not 0 <= self.min_p <= 1:
-            raise ValueError(f"--min-p {self.min_p} must be in [0, 1] (0 = off)")
-        if self.temp < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temp}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"--top-k {self.top_k} must be >= 0 (0 = off)")
-        if self.repetition_penalty <= 0:
-            raise ValueError(
-                f"--repetition-penalty {self.repetition_penalty} must be > 0 (1 = off)"
-            )
-
-    @property
-    def greedy(self) -> bool:
-        return self.temp == 0
 
 
 @dataclass

@@ -95,3 +95,11 @@ def format_retention(rows: Dict) -> str:
             f"{pct(r['retention'])}{ci} | {pct(r['gain_retention'])} |"
         )
     return "\n".join(lines)
+
+
+def retention_command(cfg, log=print) -> Dict:
+    """``cherry-mlx ssgt-retention`` with a ``RetentionConfig``: print the retention table."""
+    base = load_report(cfg.baseline) if cfg.baseline else None
+    rows = retention(load_report(cfg.reference), load_report(cfg.candidate), base)
+    log(format_retention(rows))
+    return rows

@@ -212,3 +212,26 @@ def plot_ablation(rows: List[Dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def fuse_command(cfg: FuseConfig, log=print) -> Dict[str, Any]:
+    """``cherry-mlx fuse``: the Table 7 ladder with ``cfg.ablate``, else one fused model, and
+    what was measured and written."""
+    if cfg.ablate:
+        rep = ablate(cfg)
+        log(f"ablation written to {rep['out']} (ablation.md, ablation.png)")
+        return rep
+    rep, _ = fuse(cfg)
+    log(json.dumps({k: rep[k] for k in ("eval", "routing", "cost")}, indent=2))
+    ev = rep["eval"]
+    log(f"held-out loss: fused {ev['total']:.4f} (GT {ev['gt']:.4f}, non-GT {ev['non_gt']:.4f})")
+    for e in rep.get("experts_eval") or []:
+        log(
+            f"  expert alone {e['total']:.4f} (GT {e['gt']:.4f}, non-GT {e['non_gt']:.4f})"
+            f"  {e['expert']}"
+        )
+    if rep.get("out"):
+        log(f"fused model written to {rep['out']} (fuse_report.json)")
+    if rep.get("run_dir"):
+        log(f"training run (metrics, curves, checkpoints): {rep['run_dir']}")
+    return rep

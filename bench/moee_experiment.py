@@ -65,9 +65,9 @@ def train_sgt(model, name, train, valid, steps, args, loss_fn=None, lr=None):
 
 def evaluate(model, valid, args):
     from cherry_mlx.training.data import valid_batches
-    from cherry_mlx.training.evaluate import split_losses
+    from cherry_mlx.training.evaluate import loss_breakdown
 
-    r = split_losses(model, valid_batches(valid, args.batch_size, args.seq_len))
+    r = loss_breakdown(model, valid_batches(valid, args.batch_size, args.seq_len))
     return {k: round(r[k], 4) for k in ("total", "gt", "non_gt")}
 
 

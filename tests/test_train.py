@@ -301,9 +301,9 @@ def test_rho1_selection_trains_against_a_reference_checkpoint(tmp_path, tiny_con
     assert np.isfinite(res.evals[-1]["loss"])  # the objective on valid uses the reference too
 
 
-def test_split_losses_against_numpy(tiny_config):
+def test_loss_breakdown_against_numpy(tiny_config):
     from cherry_mlx.training.data import valid_batches
-    from cherry_mlx.training.evaluate import split_losses
+    from cherry_mlx.training.evaluate import loss_breakdown
 
     model = build_model(tiny_config)
     raw = synth_batches(2, seed=5)
@@ -320,7 +320,7 @@ def test_split_losses_against_numpy(tiny_config):
         valid_batches(raw, 4, 24),
         [{k: mx.array(v) for k, v in b.items()} for b in raw],
     ):  # with and without ``pos``
-        out = split_losses(model, batches)
+        out = loss_breakdown(model, batches)
         assert abs(out["total"] - ce[resp].mean()) < 1e-4
         assert abs(out["gt"] - ce[resp & gt].mean()) < 1e-4
         assert abs(out["non_gt"] - ce[resp & ~gt].mean()) < 1e-4

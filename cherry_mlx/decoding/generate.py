@@ -109,10 +109,13 @@ def decode_step(model, token: mx.array, cache) -> mx.array:
     return model(token[None], cache=cache)[:, -1, :]
 
 
-def _history(tokens: List[int], cfg: SamplingConfig) -> Optional[mx.array]:
-    if cfg.repetition_penalty == 1.0 or not tokens:
+def penalty_history(tokens, cfg: SamplingConfig) -> Optional[mx.array]:
+    """The tokens the repetition penalty looks at: the last ``repetition_context`` of ``tokens``
+    (a list or an (L,) array); None when the penalty is off. The one rule for plain and
+    speculative decoding, so both sample from the same distribution."""
+    if cfg.repetition_penalty == 1.0 or len(tokens) == 0:
         return None
-    return mx.array(tokens[-cfg.repetition_context :])
+    return mx.array(tokens[-cfg.repetition_context :], dtype=mx.int32)
 
 
 def generate_tokens(
@@ -142,7 +145,7 @@ def generate_tokens(
     if not 0 <= prefix_len < len(tokens):
         raise ValueError(f"prefix_len {prefix_len} must leave at least one of {len(tokens)} tokens")
     h = prefill(model, mx.array(tokens[prefix_len:], dtype=mx.int32), cache)
-    y = sample(target_logprobs(model.logits(h[:, -1, :]), _history(tokens, cfg), cfg), cfg)
+    y = sample(target_logprobs(model.logits(h[:, -1, :]), penalty_history(tokens, cfg), cfg), cfg)
     mx.eval(y)
     stats.prompt_tokens += len(tokens) - prefix_len
     stats.prefill_s += time.perf_counter() - t0
@@ -163,7 +166,7 @@ def generate_tokens(
             last = n >= max_tokens or tok in stop
             if not ahead and not last:  # the penalty needs the history, this token included
                 logits = decode_step(model, y, cache)
-                nxt = sample(target_logprobs(logits, _history(tokens, cfg), cfg), cfg)
+                nxt = sample(target_logprobs(logits, penalty_history(tokens, cfg), cfg), cfg)
                 mx.async_eval(nxt)
             stats.generated += 1
             yield tok

@@ -23,7 +23,7 @@ from cherry_mlx.models.gate import routing_report
 from cherry_mlx.models.loading import resolve, save_model
 from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.training.data import valid_batches
-from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.prepare import find_tokenizer, prepare
 from cherry_mlx.training.trainer import train
 
@@ -45,7 +45,7 @@ def _load_data(cfg: FuseConfig, paths, tokenizer, train_data, valid_data):
 def evaluate_moee(model, batches, level: int = 1) -> Dict[str, Any]:
     """Held-out split losses plus the routing report over response positions."""
 
-    losses = split_losses(model, batches, level)
+    losses = loss_breakdown(model, batches, level)
     probs, top1, mask, lev, cat = [], [], [], [], []
     for b in batches:
         if not hasattr(model, "route"):
@@ -121,7 +121,7 @@ def fuse(
         report["experts_eval"] = []
         for m, p in zip(models, paths):
             m.eval()
-            e = split_losses(m, val)
+            e = loss_breakdown(m, val)
             report["experts_eval"].append(
                 {"expert": str(p), **{k: e[k] for k in ("total", "gt", "non_gt")}}
             )

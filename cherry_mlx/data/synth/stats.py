@@ -13,7 +13,7 @@ import re
 from collections import Counter
 
 from cherry_mlx.data.jsonl import assistant_pieces
-from cherry_mlx.data.synth.spans import CATEGORIES
+from cherry_mlx.data.categories import CATEGORIES
 
 PAPER_SHARES = {
     "factual": 0.41,

@@ -1,4 +1,4 @@
-"""The SGT experiment of issue 3: SGT vs full-sequence vs random-15% vs shuffled text.
+"""The SGT experiment: SGT vs full-sequence vs random-15% vs shuffled text.
 
 Four runs of the tiny preset from the *same* initialisation (same seed, checked: their step-0
 evals must agree), same data order, same steps:

@@ -1,5 +1,5 @@
 # ruff: noqa: I001  (cherry_mlx must be imported before mlx)
-"""MoEE and SGT-distillation comparison at our scale (the closing note of issue 6).
+"""MoEE and SGT-distillation comparison at our scale (does MoEE pay off below the paper's size?).
 
 Pipeline (every stage cached under OUT, rerun to continue):
   base      cherry-tiny shape cut to 4 layers, trained from scratch with SGT on the data

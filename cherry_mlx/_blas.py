@@ -49,7 +49,7 @@ _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fn
            "-fno-trapping-math", "-shared", "-fPIC"]  # fmt: skip
 _SMALLM_SRC = Path(__file__).with_name("_smallm.c")
 
-# What happened, for `cherry-mlx info` and tests: "preloaded", "not-needed", "disabled",
+# What happened, for tests: "preloaded", "not-needed", "disabled",
 # "missing", "too-late" or "failed".
 status: str = "unknown"
 library: str | None = None

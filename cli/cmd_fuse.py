@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 import typer
-from cherry_mlx_cli.options import command
-from cherry_mlx_cli.style import StyledGroup
+from cherry_mlx_cli.options import command, group
 
 from cherry_mlx.fusion.config import CabTrainConfig, DistillConfig, FuseConfig
 
@@ -17,10 +16,9 @@ from cherry_mlx.fusion.config import CabTrainConfig, DistillConfig, FuseConfig
 def register(app: typer.Typer) -> None:
     command(app, "fuse", FuseConfig, "cherry_mlx.fusion.run:fuse_command")
     command(app, "distill", DistillConfig, "cherry_mlx.fusion.distill:distill_command")
-    cabstractor = typer.Typer(
-        cls=StyledGroup,
-        help="Cabstractor fusion encoder: learned queries over frozen feature streams.",
-        no_args_is_help=True,
+    cabstractor = group(
+        app,
+        "cabstractor",
+        "Cabstractor fusion encoder: learned queries over frozen feature streams.",
     )
     command(cabstractor, "train", CabTrainConfig, "cherry_mlx.fusion.cabstractor_train:run")
-    app.add_typer(cabstractor, name="cabstractor")

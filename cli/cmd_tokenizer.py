@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import typer
-from cherry_mlx_cli.options import command
-from cherry_mlx_cli.style import StyledGroup
+from cherry_mlx_cli.options import command, group
 
 from cherry_mlx.training.tokenizer_settings import (
     EncodeConfig,
@@ -14,12 +13,9 @@ from cherry_mlx.training.tokenizer_settings import (
 
 
 def register(app: typer.Typer) -> None:
-    tok = typer.Typer(
-        cls=StyledGroup,
-        help="Sovereign sentencepiece BPE tokenizer with 24 governance special tokens.",
-        no_args_is_help=True,
+    tok = group(
+        app, "tokenizer", "Sovereign sentencepiece BPE tokenizer with 24 governance special tokens."
     )
     command(tok, "train", TokenizerTrainConfig, "cherry_mlx.training.tokenizer:train_command")
     command(tok, "encode", EncodeConfig, "cherry_mlx.training.tokenizer:encode_command")
     command(tok, "specials", SpecialsConfig, "cherry_mlx.training.tokenizer:specials_command")
-    app.add_typer(tok, name="tokenizer")

@@ -186,6 +186,15 @@ def command(app: typer.Typer, name: str, cls, target: str, skip=()) -> None:
     app.command(name=name)(with_params(body, params))
 
 
+def group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """A command group ``name`` under ``app`` (``cherry-mlx data build``...), in the house style."""
+    from cherry_mlx_cli.style import StyledGroup
+
+    sub = typer.Typer(cls=StyledGroup, help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
 def phase_params(cls, skip=()) -> List[inspect.Parameter]:
     """Arguments and options of a ``PhaseConfig``: its own fields, then the training settings it
     exposes with the phase's defaults shown."""

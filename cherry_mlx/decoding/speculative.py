@@ -270,7 +270,9 @@ def speculative_generate_tokens(
                 ctx = mx.array(tokens, dtype=mx.int32)
                 rows = [
                     target_logprobs(
-                        logits[i : i + 1], penalty_history(mx.concatenate([ctx, drafts[:i]]), cfg), cfg
+                        logits[i : i + 1],
+                        penalty_history(mx.concatenate([ctx, drafts[:i]]), cfg),
+                        cfg,
                     )
                     for i in range(k + 1)
                 ]

@@ -13,18 +13,36 @@ import pkgutil
 import sys
 
 import typer
+from cherry_mlx_cli.style import StyledGroup
 
 app = typer.Typer(
     name="cherry-mlx",
     help="CHERRY on MLX: SGT training, depth compression, MoEE fusion, NVFP4 serving.",
+    cls=StyledGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"cherry-mlx {version('cherry-mlx')}")
+        except PackageNotFoundError:  # a source checkout that was never installed
+            typer.echo("cherry-mlx (not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+) -> None:
     """CHERRY on MLX: SGT training, depth compression, MoEE fusion, NVFP4 serving."""
 
 

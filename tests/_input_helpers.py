@@ -1,4 +1,4 @@
-"""Helpers shared by the bad-input tests (issue 10)."""
+"""Helpers shared by the bad-input tests (one clear line per bad input, before any work)."""
 
 from pathlib import Path
 

@@ -7,38 +7,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from _train_helpers import source_and_data
 
-from cherry_mlx.compression.heal import CompressConfig, Data, compress, recovered_fraction
-from cherry_mlx.models import build_model, load_model, save_model
-from cherry_mlx.training.data import CycleBatches
-
-
-def _batches(vocab, n=2, B=2, T=16):
-    """Counting sequences (t+1 follows t): a pattern a few SGT steps visibly learn."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        start = rng.integers(0, vocab, (B, 1))
-        seq = (start + np.arange(T + 1)[None]) % vocab
-        level = (np.arange(T)[None] % 4 == 0).repeat(B, 0).astype(np.int8)  # every 4th is GT
-        out.append(
-            {
-                "inputs": seq[:, :-1].astype(np.int32),
-                "targets": seq[:, 1:].astype(np.int32),
-                "response": np.ones((B, T), bool),
-                "level": level,
-                "category": np.where(level > 0, 0, -1).astype(np.int8),
-            }
-        )
-    return out
-
-
-def _source_and_data(tiny_config, tmp_path, layers, n):
-    """A random ``layers``-layer source model saved in tmp_path/src, and learnable batches."""
-    cfg = dict(tiny_config, num_hidden_layers=layers)
-    src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
-    batches = _batches(cfg["vocab_size"], n=n)
-    return src_dir, Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+from cherry_mlx.compression.heal import CompressConfig, compress, recovered_fraction
+from cherry_mlx.models import load_model
 
 
 def test_recovered_fraction_matches_paper_table():
@@ -48,7 +20,7 @@ def test_recovered_fraction_matches_paper_table():
 
 
 def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=6, n=2)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=6, n=2)
     ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "out"),
@@ -93,7 +65,7 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
 
 
 def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "out"),
@@ -117,7 +89,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
     assert parse_list("4L,2", "--sweep-to", depth=True) == [4, 2]
     with pytest.raises(ValueError, match="comma list"):
         parse_list("4,x", "--sweep-loops")
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
         model=str(src_dir),
         out=str(tmp_path / "sw"),
@@ -143,7 +115,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
 
 def test_bad_recurrence_plan_fails_before_any_healing(tiny_config, tmp_path):
     # --prelude/--coda leaving no core used to be found only after stage-1 healing had run
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=1)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
         model=str(src_dir), out=str(tmp_path / "out"), factor=2, loops=3, prelude=1, coda=1
     )

@@ -3,29 +3,12 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from _wave_helpers import make_batch
 from mlx.utils import tree_flatten, tree_map
 
 from cherry_mlx.evaluation.coupling import measure_coupling, split_gradients, tree_dot
 from cherry_mlx.evaluation.wave import split_losses
 from cherry_mlx.models import build_model
-
-
-def make_batch(B=2, T=24, vocab=256, seed=3):
-    rng = np.random.default_rng(seed)
-    # Low-entropy repeating text so there is something shared across positions to couple through.
-    base = rng.integers(0, vocab, size=8)
-    seq = np.stack([np.roll(np.tile(base, 4), r)[: T + 1] for r in range(B)]).astype(np.int32)
-    resp = np.zeros((B, T), bool)
-    resp[:, 4:] = True
-    level = np.where(resp & (rng.random((B, T)) < 0.25), 1, 0).astype(np.int8)
-    cat = np.where(level > 0, 0, -1).astype(np.int8)
-    return {
-        "inputs": mx.array(seq[:, :-1]),
-        "targets": mx.array(seq[:, 1:]),
-        "response": mx.array(resp),
-        "level": mx.array(level),
-        "category": mx.array(cat),
-    }
 
 
 def tiny_model(cfg):

@@ -17,10 +17,11 @@ import sys
 import pytest
 
 from cherry_mlx.data.build import BuildConfig, build, generate, split_by_question
+from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.data.jsonl import assistant_pieces, tool_call_text
 from cherry_mlx.data.paths import DEFAULT_DATA_DIR, default_data_paths, ssgt_prompts_path
 from cherry_mlx.data.synth.knowledge import COUNTRIES, ELEMENTS, EVENTS, KOREAN_CITIES, PLANETS
-from cherry_mlx.data.synth.spans import CATEGORIES, josa, qid_of
+from cherry_mlx.data.synth.spans import josa, qid_of
 from cherry_mlx.data.synth.stats import gt_stats
 
 quiet = dict(log=lambda *_: None)

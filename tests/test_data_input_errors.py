@@ -1,5 +1,5 @@
 """Bad data files give one line naming file:line, field and fix; an empty split says which of
-its causes it is (issue 10). Each test is named after the finding it guards."""
+its causes it is. Each test is named after the finding it guards."""
 
 import warnings
 

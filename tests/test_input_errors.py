@@ -1,5 +1,5 @@
 """Bad settings, option values and model configs give one line naming the file/value and the
-fix before any work (issue 10). Each test is named after the finding it guards."""
+fix before any work. Each test is named after the finding it guards."""
 
 import json
 import math

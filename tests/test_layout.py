@@ -2,7 +2,7 @@
 sweep's default grid, and the paper's configurations (Tables 5, C.1, C.2) by hand."""
 
 import pytest
-from test_compress_heal import _source_and_data
+from _train_helpers import source_and_data
 
 from cherry_mlx.compression.heal import CompressConfig, compress, recurrence_of
 from cherry_mlx.compression.merge import balanced_groups, describe_groups, plan_groups
@@ -72,7 +72,7 @@ def test_default_sweep_grid():
 
 
 def test_compress_to_2l_without_loops_and_uneven_to(tiny_config, tmp_path):
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=8, n=1)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=8, n=1)
     common = dict(model=str(src_dir), heal=False, batch_size=2, seq_len=16)
     res = compress(
         CompressConfig.from_flat(out=str(tmp_path / "a"), to="2L", **common), lambda *_: 0, data

@@ -277,7 +277,7 @@ def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
     worse than its best expert was invisible); one expert fused top-1 scores as itself."""
     from cherry_mlx.fusion.run import FuseConfig, fuse
     from cherry_mlx.training.data import CycleBatches, valid_batches
-    from cherry_mlx.training.evaluate import split_losses
+    from cherry_mlx.training.evaluate import loss_breakdown
 
     paths = [str(save_model(_expert(tiny_config, s), tmp_path / f"e{s}", tiny_config))
              for s in (1, 2)]  # fmt: skip
@@ -288,7 +288,7 @@ def test_fuse_reports_each_expert_alone(tmp_path, tiny_config):
     got = report["experts_eval"]
     assert [e["expert"] for e in got] == paths
     for e, p in zip(got, paths):
-        ref = split_losses(load_model(p)[0], valid_batches(val, 4, 32))
+        ref = loss_breakdown(load_model(p)[0], valid_batches(val, 4, 32))
         assert e["total"] == pytest.approx(ref["total"], rel=1e-5)
     one_cfg = FuseConfig.from_flat(experts=paths[:1], steps=0, seq_len=32, batch_size=4)
     one, _ = fuse(one_cfg, CycleBatches([_np_batch(0)]), val)

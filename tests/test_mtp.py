@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from _train_helpers import log_softmax, mtp_batch
 from mlx.utils import tree_flatten
 
 from cherry_mlx.evaluation.mtp import mtp_accuracy
@@ -13,23 +14,6 @@ from cherry_mlx.models import build_model, load_model, save_model
 from cherry_mlx.models.mtp import add_mtp_heads, freeze_for_mtp
 from cherry_mlx.selection.losses import sgt_loss
 from cherry_mlx.training.mtp import mtp_loss
-
-
-def _batch(inputs, targets, response=None):
-    B, T = inputs.shape
-    resp = np.ones((B, T), bool) if response is None else response
-    return {
-        "inputs": mx.array(inputs, dtype=mx.int32),
-        "targets": mx.array(targets, dtype=mx.int32),
-        "response": mx.array(resp),
-        "level": mx.zeros((B, T), dtype=mx.int8),
-        "category": mx.full((B, T), -1, dtype=mx.int8),
-    }
-
-
-def _log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def test_head_states_shapes_and_param_names(tiny_config):
@@ -49,7 +33,7 @@ def test_mtp_loss_matches_numpy_reference(tiny_config):
     rng = np.random.default_rng(0)
     seq = rng.integers(0, 256, (2, 13))
     resp = rng.random((2, 12)) < 0.7
-    batch = _batch(seq[:, :-1], seq[:, 1:], resp)
+    batch = mtp_batch(seq[:, :-1], seq[:, 1:], resp)
     trunk, ntoks = sgt_loss(model, batch, lam=0.7)
     loss, n2 = mtp_loss(model, batch, beta=0.5, lam=0.7)
     # reference: head k at t sees (state_{k-1,t}, emb(inputs[t+k])) and targets[t+k]
@@ -58,7 +42,7 @@ def test_mtp_loss_matches_numpy_reference(tiny_config):
     ref = []
     for k, head in enumerate(model.mtp.heads, start=1):
         h = head(h[:, :-1], emb[:, k:])
-        lp = _log_softmax(np.array(model.logits(h), dtype=np.float64))
+        lp = log_softmax(np.array(model.logits(h), dtype=np.float64))
         tgt = seq[:, 1:][:, k:]
         ce = -np.take_along_axis(lp, tgt[..., None], -1)[..., 0]
         ref.append((ce * resp[:, k:]).sum() / resp[:, k:].sum())
@@ -94,7 +78,7 @@ def test_frozen_trunk_heads_learn_a_pattern(tiny_config):
     def data(seed, B=8, T=24):
         start = np.random.default_rng(seed).integers(0, 256, (B, 1))
         seq = (start + 3 * np.arange(T + 1)) % 256
-        return _batch(seq[:, :-1], seq[:, 1:])
+        return mtp_batch(seq[:, :-1], seq[:, 1:])
 
     opt = optim.Adam(learning_rate=3e-3)
 
@@ -143,7 +127,7 @@ def test_mtp_loss_wraps_the_trainers_sgt_loss(tiny_config):
     mx.eval(model.parameters())
     rng = np.random.default_rng(1)
     seq = rng.integers(0, 256, (3, 17))
-    batch = _batch(seq[:, :-1], seq[:, 1:], rng.random((3, 16)) < 0.8)
+    batch = mtp_batch(seq[:, :-1], seq[:, 1:], rng.random((3, 16)) < 0.8)
     batch["level"] = mx.array((rng.random((3, 16)) < 0.3).astype(np.int8))
     wrapped, n = MTPLoss(make_loss("gt", 0.7), beta=0.4)(model, batch)
     ref, n_ref = mtp_loss(model, batch, beta=0.4, lam=0.7)
@@ -162,7 +146,7 @@ def test_self_distilled_head_targets_are_the_trunks_greedy_tokens(tiny_config):
     model = build_model({**tiny_config, "mtp": {"num_heads": 2}})
     mx.eval(model.parameters())
     seq = np.random.default_rng(2).integers(0, 256, (2, 11))
-    batch = _batch(seq[:, :-1], seq[:, 1:])
+    batch = mtp_batch(seq[:, :-1], seq[:, 1:])
     base = make_loss("all", 0.0)
     loss = MTPLoss(base, beta=1.0, targets="trunk")(model, batch)[0].item()
     h = model.hidden(batch["inputs"])
@@ -171,7 +155,7 @@ def test_self_distilled_head_targets_are_the_trunks_greedy_tokens(tiny_config):
     ref = []
     for k, head in enumerate(model.mtp.heads, start=1):
         h = head(h[:, :-1], emb[:, k:])
-        lp = _log_softmax(np.array(model.logits(h), dtype=np.float64))
+        lp = log_softmax(np.array(model.logits(h), dtype=np.float64))
         ref.append(-np.take_along_axis(lp, greedy[:, k:, None], -1).mean())
     np.testing.assert_allclose(loss, base(model, batch)[0].item() + np.mean(ref), rtol=1e-5)
     acc = mtp_accuracy(model, [batch])

@@ -6,9 +6,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+from _train_helpers import log_softmax, mtp_batch
 from mlx.utils import tree_flatten
-from test_mtp import _batch as mtp_batch
-from test_mtp import _log_softmax
 
 from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.models import build_model
@@ -56,7 +55,7 @@ def test_head_distill_loss_matches_numpy(tiny_config, tied, vocab):
         h = np.array(hk, dtype=np.float64)  # (B, L-k, D)
         tgt, m = greedy[:, k:], valid[:, k:].copy()
         rows = W[ids] if vocab else W
-        lp = _log_softmax(h @ rows.T.astype(np.float64))
+        lp = log_softmax(h @ rows.T.astype(np.float64))
         if vocab:
             pos = {t: i for i, t in enumerate(ids)}
             inside = np.vectorize(lambda t: t in pos)(tgt)

@@ -232,11 +232,11 @@ def test_cabstractor_out_onto_its_features_is_refused_before_training(tmp_path, 
 def test_compress_again_into_its_out_needs_force_and_then_replaces_its_stage_runs(
     tmp_path, tiny_config
 ):
-    from test_compress_heal import _source_and_data
+    from _train_helpers import source_and_data
 
     from cherry_mlx.compression.heal import CompressConfig, compress
 
-    src_dir, data = _source_and_data(tiny_config, tmp_path, layers=4, n=2)
+    src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=2)
     out = tmp_path / "out"
     kw = dict(model=str(src_dir), out=str(out), to="2L", pre_unroll_steps=1, heal_steps=0,
               batch_size=2, seq_len=16, warmup=0)  # fmt: skip

@@ -8,8 +8,8 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
+from _train_helpers import base_cfg, run
 from conftest import TINY
-from test_train import base_cfg, run
 
 from cherry_mlx.models.runs import PID_FILE, damaged_checkpoint, list_checkpoints
 from cherry_mlx.training import TrainConfig, resolve_config

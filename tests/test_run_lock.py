@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import base_cfg, run, synth_batches
+from _train_helpers import base_cfg, run, synth_batches
 from typer.testing import CliRunner
 
 from cherry_mlx.models import build_model

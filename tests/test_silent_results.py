@@ -1,5 +1,5 @@
 """Results that used to be silently wrong now are right or say so; invalid Unicode typed or piped
-is repaired with a notice and never ends a chat session (issue 10)."""
+is repaired with a notice and never ends a chat session."""
 
 import io
 import math
@@ -23,7 +23,7 @@ from cherry_mlx.training.prepare import check_vocab
 
 # -- silent wrong results -----------------------------------------------------------------------
 def test_no_heal_message_compares_merged_and_source_losses():
-    # the issue's numbers: merged 7.75 > source 7.55 must never read "did not raise the loss"
+    # a measured case: merged 7.75 > source 7.55 must never read "did not raise the loss"
     text = gap_text(7.55, 7.75, math.nan, healed=False)
     assert "did not raise" not in text and "7.7500" in text and "7.5500" in text
     assert "did not raise" in gap_text(7.55, 7.50, math.nan, healed=True)

@@ -9,68 +9,14 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+from _train_helpers import base_cfg, run, synth_batches
 
 from cherry_mlx.models import build_model, load_model
 from cherry_mlx.selection.select import make_loss
 from cherry_mlx.training import TrainConfig, TrainingDiverged, resolve_config, train
 from cherry_mlx.training.checkpoint import list_checkpoints
-from cherry_mlx.training.data import CycleBatches, load_splits, prepare_batch
+from cherry_mlx.training.data import load_splits, prepare_batch
 from cherry_mlx.training.step import lr_schedule, make_step
-
-
-def synth_batches(n, B=4, T=24, seed=0, V=256):
-    """A learnable pattern (odd tokens = previous + 1) with GT tags, in the batch contract."""
-    r = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        toks = r.integers(0, V, (B, T + 1))
-        toks[:, 1::2] = (toks[:, 0:-1:2] + 1) % V
-        resp = np.zeros((B, T), bool)
-        resp[:, 6:] = True
-        level = ((r.random((B, T)) < 0.2) & resp).astype(np.int8)
-        cat = np.where(level > 0, r.integers(0, 6, (B, T)), -1).astype(np.int8)
-        out.append(
-            dict(
-                inputs=toks[:, :-1].astype(np.int32),
-                targets=toks[:, 1:].astype(np.int32),
-                response=resp,
-                level=level,
-                category=cat,
-            )
-        )
-    return out
-
-
-def base_cfg(tmp_path, **kw):
-    d = dict(
-        preset="cherry-tiny",
-        steps=8,
-        name="run",
-        runs_dir=str(tmp_path),
-        eval_every=4,
-        save_every=4,
-        report_every=2,
-        demo=False,
-        warmup=2,
-        learning_rate=3e-3,
-        batch_size=4,
-        seq_len=24,
-    )
-    d.update(kw)
-    return TrainConfig(**d)
-
-
-def run(cfg, tiny_config, data_seed=0, loss_fn=None, train_batches=None):
-    mx.random.seed(cfg.seed)
-    model = build_model(tiny_config)
-    batches = train_batches or synth_batches(6, seed=data_seed)
-    return train(
-        cfg,
-        model=model,
-        loss_fn=loss_fn,
-        train_data=CycleBatches(batches),
-        valid_data=synth_batches(2, seed=99),
-    )
 
 
 def flat(model):
@@ -245,7 +191,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import cherry_mlx, mlx.core as mx
 from conftest import TINY
-from test_train import synth_batches, base_cfg
+from _train_helpers import synth_batches, base_cfg
 from cherry_mlx.models import build_model
 from cherry_mlx.training import TrainCallback, train
 from cherry_mlx.training.data import CycleBatches
@@ -301,9 +247,9 @@ def test_rho1_selection_trains_against_a_reference_checkpoint(tmp_path, tiny_con
     assert np.isfinite(res.evals[-1]["loss"])  # the objective on valid uses the reference too
 
 
-def test_split_losses_against_numpy(tiny_config):
+def test_loss_breakdown_against_numpy(tiny_config):
     from cherry_mlx.training.data import valid_batches
-    from cherry_mlx.training.evaluate import split_losses
+    from cherry_mlx.training.evaluate import loss_breakdown
 
     model = build_model(tiny_config)
     raw = synth_batches(2, seed=5)
@@ -320,7 +266,7 @@ def test_split_losses_against_numpy(tiny_config):
         valid_batches(raw, 4, 24),
         [{k: mx.array(v) for k, v in b.items()} for b in raw],
     ):  # with and without ``pos``
-        out = split_losses(model, batches)
+        out = loss_breakdown(model, batches)
         assert abs(out["total"] - ce[resp].mean()) < 1e-4
         assert abs(out["gt"] - ce[resp & gt].mean()) < 1e-4
         assert abs(out["non_gt"] - ce[resp & ~gt].mean()) < 1e-4

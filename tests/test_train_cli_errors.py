@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cherry_mlx.models.loading import WEIGHTS_DIR, resolve
 from cherry_mlx.training import TrainConfig
-from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.prepare import find_tokenizer
 from cherry_mlx.training.setup import _check_vocab, setup_run
 
@@ -61,7 +61,7 @@ def test_perplexity_of_a_huge_loss_does_not_overflow():
         level=mx.zeros((1, 4), mx.int8),
         category=mx.full((1, 4), -1, mx.int8),
     )
-    row = split_losses(Huge(), [batch])
+    row = loss_breakdown(Huge(), [batch])
     assert row["total"] > 700 and row["ppl"] == row["ppl"]
 
 

@@ -5,8 +5,8 @@ import math
 
 import mlx.core as mx
 import pytest
+from _wave_helpers import BASE, FULL, SGT, batch
 from mlx.utils import tree_map
-from test_wave import BASE, FULL, SGT, batch
 
 from cherry_mlx.evaluation.measure import (
     EvalConfig,
@@ -64,7 +64,7 @@ def test_resolution(tmp_path, tiny_config):
 def test_measure_table_json_plot(tmp_path):
     sec = measure(SGT, [batch()], level=1, base=BASE, full=FULL)
     m = sec.wave.metrics()
-    assert m["W"] == pytest.approx(2.0, rel=1e-5)  # hand values from test_wave.py
+    assert m["W"] == pytest.approx(2.0, rel=1e-5)  # hand values in _wave_helpers.py
     assert m["R"] == pytest.approx(0.8 / 1.44, rel=1e-5)
     res = EvalResult(model="m", step=20, baseline="b", full="f", level="gt")
     res.sections["coherent"] = sec
@@ -80,7 +80,7 @@ def test_measure_table_json_plot(tmp_path):
 
 
 def test_coupling_section(tiny_config):
-    from test_coupling import make_batch
+    from _wave_helpers import make_batch
 
     model = build_model(tiny_config)
     mx.eval(model.parameters())

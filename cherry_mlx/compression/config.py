@@ -1,19 +1,27 @@
-"""Settings of ``cherry-mlx compress`` (no MLX: the CLI builds its options from them)."""
+"""Settings of ``cherry-mlx compress``, ``plan`` and ``upscale`` (no MLX: the CLI builds its
+options from them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 from cherry_mlx.training.config import TrainConfig, setting
 from cherry_mlx.training.phase import PhaseConfig
+from cherry_mlx.training.values import check_fields
 
 METHODS = ("average", "prune-bi", "prune-angular")
 
 
 @dataclass
 class CompressConfig(PhaseConfig):
-    """Settings of ``cherry-mlx compress``; healing trains with the nested ``train`` settings."""
+    """Merge adjacent layers, unroll a weight-tied core and heal with SGT.
+
+    Example: cherry-mlx compress runs/my-run --to 6L --loops 8 --pre-unroll-steps 100
+    --heal-steps 500 (48 layers -> 6 unique, P1 C4 Q1 looped 8x = 34 effective layers).
+    """
+
+    # healing trains with the nested ``train`` settings
 
     TRAIN_OPTIONS: ClassVar[Tuple[str, ...]] = (
         "data", "tokenizer", "batch_size", "seq_len", "learning_rate", "warmup", "lam",
@@ -24,9 +32,17 @@ class CompressConfig(PhaseConfig):
         eval_batches=-1, demo=False,
     )  # fmt: skip
 
-    model: Optional[str] = setting(None, "Model dir, run or preset (default: the latest run).")
+    model: Optional[str] = setting(
+        None, "Model dir, run or preset (default: the latest run).", argument=True
+    )
+    sweep: bool = setting(False, "Sweep unique layers x loops (Tables 5, C.2).")
+    sweep_to: Optional[str] = setting(
+        None, "Sweep unique depths, e.g. 4,2 (default: the divisors of the depth)."
+    )
+    sweep_loops: str = setting("1,2,4", "Sweep loop counts, e.g. 1,2,4,8.")
+    analyze: bool = setting(False, "Only print layer redundancy diagnostics.")
     out: Optional[str] = setting(
-        None, "Output dir (default runs/<source>-<label>).", "--out", short="-o"
+        None, "Output dir (default: runs/SOURCE-LABEL).", "--out", short="-o"
     )
     to: Optional[str] = setting(None, "Unique layers after merging, e.g. 6L.")
     factor: Optional[int] = setting(None, "Or: merge every r adjacent layers.", at_least=1)
@@ -41,10 +57,10 @@ class CompressConfig(PhaseConfig):
     )
     loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
     prelude: Optional[int] = setting(
-        None, "Unique layers before the looped core (default 1).", at_least=0
+        None, "Unique layers before the looped core (default: 1).", at_least=0
     )
     coda: Optional[int] = setting(
-        None, "Unique layers after the looped core (default 1).", at_least=0
+        None, "Unique layers after the looped core (default: 1).", at_least=0
     )
     layout: Optional[str] = setting(
         None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
@@ -80,6 +96,55 @@ class CompressConfig(PhaseConfig):
         what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
         tag = "" if self.method == "average" else f"-{self.method}"
         return f"{what}x{self.loops}{tag}".replace(",", "_")
+
+
+@dataclass
+class PlanConfig:
+    """Plan a compression without weights: parameters, depth and memory of a model and its
+    compressed versions from config.json alone (paper Tables 8 and 15).
+
+    Example: cherry-mlx plan ./GLM-5 --to 6L --loops 8 --quant nvfp4
+    """
+
+    config: str = setting(
+        MISSING,
+        "config.json, a directory holding one (e.g. a downloaded hub snapshot), or a preset.",
+        argument=True,
+    )
+    to: Optional[str] = setting(None, "Unique layers after merging, e.g. 6L.")
+    loops: int = setting(1, "Core loops after merging.", at_least=1)
+    prelude: Optional[int] = setting(None, "Layers before the core (default: 1).", at_least=0)
+    coda: Optional[int] = setting(None, "Layers after the core (default: 1).", at_least=0)
+    layout: Optional[str] = setting(None, "Prelude,core,coda at once, e.g. 1,4,1.")
+    quant: Optional[str] = setting(
+        None, "Show one format: fp32, bf16, 8-bit or nvfp4 (default: all)."
+    )
+    context: int = setting(4096, "Tokens of KV cache to size.", at_least=1)
+    json_out: bool = setting(False, "Print the rows as JSON.", flag="--json")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.layout is not None and (self.prelude is not None or self.coda is not None):
+            raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
+        if self.layout is not None and self.to is None:
+            self.to = f"{sum(parse_layout(self.layout))}L"
+
+
+@dataclass
+class UpscaleConfig:
+    """Depth up-scaling (SOLAR DUS): two copies of the stack, overlap dropped or duplicated."""
+
+    model: str = setting(MISSING, "Model dir, run or preset to deepen.", argument=True)
+    to: str = setting(MISSING, "Target depth, N < target <= 2N (e.g. 48L).")
+    overlap: str = setting(
+        "drop", "drop: SOLAR, cut the seam; duplicate: keep copy A whole, repeat the top."
+    )
+    out: Optional[str] = setting(None, "Output dir (default: runs/SOURCE-dusNL).", short="-o")
+    force: bool = setting(
+        False,
+        "Write into a non-empty -o, replacing only the files this command writes (never the "
+        "source, a run, or other files).",
+    )
 
 
 def parse_layout(text: str) -> Tuple[int, int, int]:

@@ -36,7 +36,7 @@ from cherry_mlx.models.loading import build_model, load_model, resolve, save_mod
 from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.models.runs import RUNS_DIR, latest_run, source_name
 from cherry_mlx.training.data import valid_batches
-from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.prepare import check_vocab, prepare
 from cherry_mlx.training.trainer import train
 
@@ -140,7 +140,7 @@ def evaluate(model, data: Data, name: str, eval_batches: int = -1, seconds: floa
     """Held-out loss on response tokens (total, GT, non-GT) of ``model`` as a named stage."""
 
     model.eval()
-    row = split_losses(model, data.batches, max_batches=eval_batches)
+    row = loss_breakdown(model, data.batches, max_batches=eval_batches)
     rec = current_recurrence(
         {"num_hidden_layers": model.args.num_hidden_layers, "recurrence": model.args.recurrence}
     )

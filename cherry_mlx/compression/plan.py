@@ -245,3 +245,21 @@ def format_plan(rows: List[PlanRow], quant: Optional[str] = None, context: int =
         "KV for one sequence of the given length, one cache per (layer, loop)."
     )
     return "\n".join(lines)
+
+
+def plan_command(cfg, log=print) -> List[PlanRow]:
+    """``cherry-mlx plan``: print the rows for ``cfg`` (a ``PlanConfig``) as a table or JSON."""
+    from dataclasses import asdict
+
+    if cfg.quant is not None and cfg.quant not in FORMATS:
+        raise ValueError(f"--quant {cfg.quant!r}: choose one of {', '.join(FORMATS)}")
+    rows = plan(
+        load_plan_config(cfg.config), to=cfg.to, loops=cfg.loops,
+        prelude=1 if cfg.prelude is None else cfg.prelude,
+        coda=1 if cfg.coda is None else cfg.coda, layout=cfg.layout, context=cfg.context,
+    )  # fmt: skip
+    if cfg.json_out:
+        log(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        log(format_plan(rows, cfg.quant, cfg.context))
+    return rows

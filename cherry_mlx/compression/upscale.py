@@ -92,3 +92,8 @@ def upscale(model: str, to: str | int, overlap: str = "drop", out=None, log=prin
         f"{ncfg['upscale_map']}; saved to {out}"
     )
     return out
+
+
+def upscale_command(cfg, log=print):
+    """``cherry-mlx upscale`` with an ``UpscaleConfig``."""
+    return upscale(cfg.model, cfg.to, cfg.overlap, cfg.out, log=log, force=cfg.force)

@@ -24,8 +24,9 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass
 
+from cherry_mlx._settings import setting
 from cherry_mlx.data.synth import factual, moments, reasoning, tools
 from cherry_mlx.data.synth.corpus import prose_records
 from cherry_mlx.data.synth.spans import qid_of
@@ -50,16 +51,25 @@ HOLDOUT = 0.05  # share of each qid group in test, and again in valid
 
 @dataclass
 class BuildConfig:
-    """Settings of ``cherry-mlx data build``."""
+    """Generate KO/EN instruction data with GT spans known by construction, split by question."""
 
-    out_dir: str = field(default_factory=lambda: os.path.join(_repo_root(), "weights", "data"))
-    seed: int = 0  # every random choice derives from it
-    scale: float = 1.0  # multiplies every family's example count (small values for tests)
-    prose: bool = True  # also write the Korean/English prose corpora
+    out_dir: str = setting(
+        MISSING, "Output folder (default: weights/data in the checkout).", flag="--out",
+        short="-o", default_factory=lambda: os.path.join(_repo_root(), "weights", "data"),
+    )  # fmt: skip
+    seed: int = setting(0, "Seed of every random choice (same seed -> same bytes).", at_least=0)
+    scale: float = setting(1.0, "Multiplies every family's example count (small values for tests).")
+    prose: bool = setting(True, "Also write the Korean/English prose corpora (prose/*.jsonl).")
     ko_chunk_chars: int = 280  # ~1.2 chars per token in Korean: fits a 256-token context
     en_chunk_chars: int = 500  # ~2.5 chars per token in English (a 4k vocabulary)
-    tokenizer: str | None = None  # tokenizer.json for a GT share in real tokens (None: preset's)
+    tokenizer: str | None = setting(
+        None, "tokenizer.json for the GT share in tokens (default: cherry-tiny's)."
+    )
     token_stats: bool = True  # measure the GT share in tokens when a tokenizer.json exists
+
+    def __post_init__(self):
+        if self.seed < 0:
+            raise ValueError(f"--seed {self.seed}: must be >= 0")
 
 
 def _repo_root() -> str:

@@ -17,28 +17,13 @@ the session consistent: the cache is trimmed back to the tokens actually produce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
-from cherry_mlx.decoding.generate import (
-    GenerationStats,
-    SamplingConfig,
-    check_serving_options,
-    generate_tokens,
-)
+from cherry_mlx.decoding.generate import GenerationStats, check_serving_options, generate_tokens
+from cherry_mlx.decoding.settings import ChatConfig
 from cherry_mlx.decoding.speculative import speculative_generate_tokens
 from cherry_mlx.models.mtp import has_mtp
-
-
-@dataclass
-class ChatConfig:
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    max_tokens: int = 512
-    speculative: Optional[bool] = None  # None: on when the model has MTP heads
-    num_draft: Optional[int] = None  # heads used for drafting (default all)
-    system: Optional[str] = None
-    seed: Optional[int] = None
 
 
 def _has_template(tokenizer) -> bool:

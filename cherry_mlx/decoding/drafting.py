@@ -19,6 +19,22 @@ from cherry_mlx.decoding.generate import SamplingConfig, sample, target_logprobs
 from cherry_mlx.models.mtp import draft_rows, draft_vocab, has_mtp
 
 
+def drafting_heads(model, kind: str, num_draft: Optional[int] = None) -> list:
+    """The first ``num_draft`` (default all) MTP heads of ``model``, which must be of ``kind``
+    ("sequential" or "cross"); a one-line error for a model without such heads or a bad count."""
+    if not has_mtp(model):
+        raise ValueError("model has no MTP heads (config key 'mtp'): use plain decoding")
+    if model.mtp.kind != kind:
+        raise ValueError(
+            f"this drafter drafts with {kind} heads, the model has {model.mtp.kind} heads: "
+            "use make_drafter"
+        )
+    k = model.mtp.num_heads
+    if num_draft is not None and not 1 <= num_draft <= k:
+        raise ValueError(f"--num-draft {num_draft}: the model has {k} MTP heads, use 1..{k}")
+    return model.mtp.heads[: num_draft or k]
+
+
 class DraftScorer:
     """Head state (1, D) -> (draft token (1,), draft log-probs over the full vocabulary (1, V) for
     sampling, None for greedy)."""
@@ -59,13 +75,8 @@ class CrossDrafter:
     committed trunk states are ever observed, so nothing needs trimming after a rejection."""
 
     def __init__(self, model, num_draft: Optional[int] = None):
-        if not has_mtp(model) or model.mtp.kind != "cross":
-            raise ValueError("CrossDrafter needs cross-attention MTP heads (mtp.kind 'cross')")
-        k = model.mtp.num_heads
-        if num_draft is not None and not 1 <= num_draft <= k:
-            raise ValueError(f"--num-draft {num_draft}: the model has {k} MTP heads, use 1..{k}")
         self.model = model
-        self.heads = model.mtp.heads[: num_draft or k]
+        self.heads = drafting_heads(model, "cross", num_draft)
         self.K = len(self.heads)
         self.scorer = DraftScorer(model)
         self.reset(0)

@@ -12,7 +12,6 @@ temperature. ``temp == 0`` is greedy (argmax after the processors).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -20,44 +19,10 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, make_repetition_penalty
 
+from cherry_mlx.decoding.settings import SamplingConfig
 from cherry_mlx.models.mtp import has_mtp
 
 PREFILL_STEP = 512
-
-
-@dataclass
-class SamplingConfig:
-    """How the next token is chosen (the same for plain and speculative decoding)."""
-
-    temp: float = 0.0  # 0 = greedy
-    top_p: float = 1.0  # nucleus mass kept (1 = off)
-    top_k: int = 0  # 0 = off
-    min_p: float = 0.0  # 0 = off
-    repetition_penalty: float = 1.0  # 1 = off (CTRL-style, over the last ``repetition_context``)
-    repetition_context: int = 20
-
-    def __post_init__(self):
-        for name in ("temp", "top_p", "min_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} {value}: not a finite number; give a real one")
-        if not 0 <= self.min_p <= 1:
-            raise ValueError(f"--min-p {self.min_p} must be in [0, 1] (0 = off)")
-        if self.temp < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temp}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"--top-k {self.top_k} must be >= 0 (0 = off)")
-        if self.repetition_penalty <= 0:
-            raise ValueError(
-                f"--repetition-penalty {self.repetition_penalty} must be > 0 (1 = off)"
-            )
-
-    @property
-    def greedy(self) -> bool:
-        return self.temp == 0
 
 
 @dataclass
@@ -144,10 +109,13 @@ def decode_step(model, token: mx.array, cache) -> mx.array:
     return model(token[None], cache=cache)[:, -1, :]
 
 
-def _history(tokens: List[int], cfg: SamplingConfig) -> Optional[mx.array]:
-    if cfg.repetition_penalty == 1.0 or not tokens:
+def penalty_history(tokens, cfg: SamplingConfig) -> Optional[mx.array]:
+    """The tokens the repetition penalty looks at: the last ``repetition_context`` of ``tokens``
+    (a list or an (L,) array); None when the penalty is off. The one rule for plain and
+    speculative decoding, so both sample from the same distribution."""
+    if cfg.repetition_penalty == 1.0 or len(tokens) == 0:
         return None
-    return mx.array(tokens[-cfg.repetition_context :])
+    return mx.array(tokens[-cfg.repetition_context :], dtype=mx.int32)
 
 
 def generate_tokens(
@@ -177,7 +145,7 @@ def generate_tokens(
     if not 0 <= prefix_len < len(tokens):
         raise ValueError(f"prefix_len {prefix_len} must leave at least one of {len(tokens)} tokens")
     h = prefill(model, mx.array(tokens[prefix_len:], dtype=mx.int32), cache)
-    y = sample(target_logprobs(model.logits(h[:, -1, :]), _history(tokens, cfg), cfg), cfg)
+    y = sample(target_logprobs(model.logits(h[:, -1, :]), penalty_history(tokens, cfg), cfg), cfg)
     mx.eval(y)
     stats.prompt_tokens += len(tokens) - prefix_len
     stats.prefill_s += time.perf_counter() - t0
@@ -198,7 +166,7 @@ def generate_tokens(
             last = n >= max_tokens or tok in stop
             if not ahead and not last:  # the penalty needs the history, this token included
                 logits = decode_step(model, y, cache)
-                nxt = sample(target_logprobs(logits, _history(tokens, cfg), cfg), cfg)
+                nxt = sample(target_logprobs(logits, penalty_history(tokens, cfg), cfg), cfg)
                 mx.async_eval(nxt)
             stats.generated += 1
             yield tok

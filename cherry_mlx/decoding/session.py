@@ -1,4 +1,5 @@
-"""Library calls behind ``cherry-mlx generate`` (one prompt) and model loading for serving."""
+"""Library calls behind ``cherry-mlx generate`` (one prompt) and ``chat``, and model loading for
+serving."""
 
 from __future__ import annotations
 
@@ -8,14 +9,11 @@ from typing import Iterator, Optional, Tuple
 import mlx.core as mx
 from mlx.utils import tree_map
 
-from cherry_mlx._io import repair_text
-from cherry_mlx.decoding.chat import render
-from cherry_mlx.decoding.generate import (
-    GenerationStats,
-    SamplingConfig,
-    check_serving_options,
-    generate_tokens,
-)
+from cherry_mlx._io import read_stdin_text, repair_text
+from cherry_mlx.decoding.chat import ChatSession, render
+from cherry_mlx.decoding.generate import GenerationStats, check_serving_options, generate_tokens
+from cherry_mlx.decoding.repl import chat_loop
+from cherry_mlx.decoding.settings import ChatConfig, GenerateConfig, SamplingConfig
 from cherry_mlx.decoding.speculative import speculative_generate_tokens
 from cherry_mlx.models.loading import load_model, load_tokenizer
 from cherry_mlx.models.mtp import has_mtp
@@ -111,3 +109,36 @@ def generate_text(
             yield piece, stats
     detok.finalize()
     yield detok.last_segment, stats
+
+
+def load_named(model: Optional[str]):
+    """``load_for_serving`` of ``model``, or of the latest run, saying which run that is (it may
+    be one still training)."""
+    if model is None:
+        model = default_model()
+        print(f"model: {model} (the latest run; pass MODEL to choose)", file=sys.stderr)
+    return load_for_serving(model)
+
+
+def generate_command(cfg: GenerateConfig) -> Optional[GenerationStats]:
+    """``cherry-mlx generate``: stream the completion to stdout, then the speed (and acceptance)
+    to stderr."""
+    model, tokenizer = load_named(cfg.model)
+    text = read_stdin_text() if cfg.prompt == "-" else cfg.prompt
+    stats = None
+    for piece, stats in generate_text(
+        model, tokenizer, text, cfg.sampling, max_tokens=cfg.max_tokens,
+        speculative=cfg.speculative, num_draft=cfg.num_draft, raw=cfg.raw, seed=cfg.seed,
+    ):  # fmt: skip
+        print(piece, end="", flush=True)
+    print("")
+    if stats is not None:
+        print("=" * 10 + "\n" + stats.summary(), file=sys.stderr)
+    return stats
+
+
+def chat_command(cfg: ChatConfig) -> None:
+    """``cherry-mlx chat``: the interactive loop over one ``ChatSession``."""
+    model, tokenizer = load_named(cfg.model)
+    context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+    chat_loop(ChatSession(model, tokenizer, cfg), context)

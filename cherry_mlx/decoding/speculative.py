@@ -35,10 +35,11 @@ import mlx.core as mx
 import numpy as np
 
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
-from cherry_mlx.decoding.drafting import CrossDrafter, DraftScorer
+from cherry_mlx.decoding.drafting import CrossDrafter, DraftScorer, drafting_heads
 from cherry_mlx.decoding.generate import (
     GenerationStats,
     SamplingConfig,
+    penalty_history,
     prefill,
     sample,
     target_logprobs,
@@ -50,16 +51,8 @@ class MTPDrafter:
     """Drafts K tokens from the trunk's last hidden state with the model's MTP heads."""
 
     def __init__(self, model, num_draft: Optional[int] = None):
-        if not has_mtp(model):
-            raise ValueError("model has no MTP heads (config key 'mtp'): use plain decoding")
-        if model.mtp.kind != "sequential":
-            raise ValueError(f"MTPDrafter drafts with sequential heads; use make_drafter for "
-                             f"{model.mtp.kind!r} heads")  # fmt: skip
         self.model = model
-        k = model.mtp.num_heads
-        if num_draft is not None and not 1 <= num_draft <= k:
-            raise ValueError(f"--num-draft {num_draft}: the model has {k} MTP heads, use 1..{k}")
-        self.heads = model.mtp.heads[: num_draft or k]
+        self.heads = drafting_heads(model, "sequential", num_draft)
         self.K = len(self.heads)
         self.scorer = DraftScorer(model)
         self.reset(0)
@@ -176,10 +169,7 @@ def _plain_burst(model, tokens: List[int], cfg: SamplingConfig, cache, n: int):
 
     def step(tok_array):
         hs = model.hidden(tok_array[None], cache=cache)  # (1, 1, D)
-        hist = None
-        if cfg.repetition_penalty != 1.0:
-            hist = mx.array(tokens[-cfg.repetition_context :], dtype=mx.int32)
-        lp = target_logprobs(model.logits(hs[:, -1, :]), hist, cfg)
+        lp = target_logprobs(model.logits(hs[:, -1, :]), penalty_history(tokens, cfg), cfg)
         return sample(lp, cfg), hs
 
     y, h = step(mx.array(tokens[-1:], dtype=mx.int32))
@@ -235,8 +225,7 @@ def speculative_generate_tokens(
     h0 = prefill(model, mx.array(tokens[prefix_len:], dtype=mx.int32), cache)
     drafter.reset(prefix_len)
     drafter.observe(h0, prefix_len)
-    hist = mx.array(tokens[-cfg.repetition_context :]) if cfg.repetition_penalty != 1 else None
-    y = sample(target_logprobs(model.logits(h0[:, -1, :]), hist, cfg), cfg)
+    y = sample(target_logprobs(model.logits(h0[:, -1, :]), penalty_history(tokens, cfg), cfg), cfg)
     tokens.append(y.item())
     stats.prompt_tokens += len(tokens) - 1 - prefix_len
     stats.prefill_s += time.perf_counter() - t0
@@ -282,7 +271,7 @@ def speculative_generate_tokens(
                 rows = [
                     target_logprobs(
                         logits[i : i + 1],
-                        mx.concatenate([ctx, drafts[:i]])[-cfg.repetition_context :],
+                        penalty_history(mx.concatenate([ctx, drafts[:i]]), cfg),
                         cfg,
                     )
                     for i in range(k + 1)

@@ -24,7 +24,7 @@ from cherry_mlx.data.shuffle import shuffle_batch
 from cherry_mlx.evaluation.config import EvalConfig
 from cherry_mlx.evaluation.coupling import measure_coupling
 from cherry_mlx.evaluation.wave import SplitLoss, WaveReport, split_losses
-from cherry_mlx.evaluation.wave_table import plot_result
+from cherry_mlx.evaluation.wave_table import format_result, plot_result
 from cherry_mlx.models.loading import build_model, load_config, load_model, load_tokenizer, resolve
 from cherry_mlx.models.runs import (
     CHECKPOINTS,
@@ -312,3 +312,12 @@ def json_clean(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def eval_command(cfg: EvalConfig, log=print) -> EvalResult:
+    """``cherry-mlx eval``: ``run_eval`` and print its table."""
+    result = run_eval(cfg)
+    log(format_result(result))
+    if cfg.json_out:
+        log(f"wrote {cfg.json_out}")
+    return result

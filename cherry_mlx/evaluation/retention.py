@@ -3,8 +3,8 @@
 Two SSGT evaluation reports (``cherry-mlx ssgt-eval --json``) are compared metric by metric:
 
 - ``reference`` is the model that has the moment: the SSGT-trained model, before further
-  non-SSGT training (the issue's use), or the full-causal model (the paper's Table 11, where
-  SSGT at 0.5B reaches 116.9% "retention" of full-causal quality);
+  non-SSGT training (does the moment survive it?), or the full-causal model (the paper's
+  Table 11, where SSGT at 0.5B reaches 116.9% "retention" of full-causal quality);
 - ``candidate`` is the one measured against it: the same model after further training, or the
   SSGT model.
 
@@ -95,3 +95,11 @@ def format_retention(rows: Dict) -> str:
             f"{pct(r['retention'])}{ci} | {pct(r['gain_retention'])} |"
         )
     return "\n".join(lines)
+
+
+def retention_command(cfg, log=print) -> Dict:
+    """``cherry-mlx ssgt-retention`` with a ``RetentionConfig``: print the retention table."""
+    base = load_report(cfg.baseline) if cfg.baseline else None
+    rows = retention(load_report(cfg.reference), load_report(cfg.candidate), base)
+    log(format_retention(rows))
+    return rows

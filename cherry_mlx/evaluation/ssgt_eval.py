@@ -32,6 +32,7 @@ from cherry_mlx.data.paths import ssgt_prompts_path
 from cherry_mlx.decoding.chat import render_text
 from cherry_mlx.decoding.generate import SamplingConfig, generate_tokens
 from cherry_mlx.evaluation import ssgt_classify as clf
+from cherry_mlx.evaluation.config import SSGTEvalConfig
 
 KINDS = ("atcha", "jamkkan", "guardrail", "benign")
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -273,23 +274,6 @@ def summarise(judged: List[Dict]) -> Dict:
         "overall": table(judged),
         "by_lang": {lang: table([r for r in judged if r["lang"] == lang]) for lang in langs},
     }
-
-
-@dataclass
-class SSGTEvalConfig:
-    """Settings of ``cherry-mlx ssgt-eval`` (greedy decoding unless ``temp`` > 0)."""
-
-    prompts: Optional[str] = None  # default: the bundled ssgt_prompts.jsonl
-    max_tokens: int = 128  # long enough for marker + corrected answer in the bundled data
-    temp: float = 0.0
-    seed: int = 0
-    limit: Optional[int] = None  # at most N prompts of each (kind, language): quick looks
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
 
 
 def evaluate(

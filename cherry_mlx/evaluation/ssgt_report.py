@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 from cherry_mlx.data.paths import ssgt_prompts_path
 from cherry_mlx.decoding.session import default_model, load_for_serving
@@ -100,19 +100,18 @@ def write_json(report: Dict, out) -> Path:
     return out
 
 
-def run_ssgt_eval(
-    model: Optional[str], cfg: SSGTEvalConfig, json_out=None, show: int = 1, echo=print
-) -> Dict:
-    """``cherry-mlx ssgt-eval``: load MODEL (default: latest run), evaluate, print, save."""
+def run_ssgt_eval(cfg: SSGTEvalConfig, echo=print) -> Dict:
+    """``cherry-mlx ssgt-eval``: load ``cfg.model`` (default: the latest run), evaluate, print,
+    save."""
 
     load_prompts(cfg.prompts or ssgt_prompts_path())  # bad prompts fail before the model loads
-    name = model or default_model()
+    name = cfg.model or default_model()
     model_obj, tokenizer = load_for_serving(name)
     report = {"model": str(name), **evaluate(model_obj, tokenizer, cfg, progress=echo)}
-    if show:
-        echo(examples(report, show))
+    if cfg.show:
+        echo(examples(report, cfg.show))
     echo(format_table(report))
-    if json_out:
-        path = write_json(report, json_out)
+    if cfg.json_out:
+        path = write_json(report, cfg.json_out)
         echo(f"wrote {path} and {path.with_suffix('.png')}")
     return report

@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, Optional, Sequence
 
-from cherry_mlx.training.evaluate import split_losses as _split
+from cherry_mlx.training.evaluate import loss_breakdown
 
 
 @dataclass
@@ -71,10 +71,11 @@ def split_losses(
     """Mean CE over all response / GT / non-GT positions of ``batches`` (the losses.py contract).
 
     GT means level >= ``level`` (and in ``categories`` when given), i.e. the set SGT supervised.
-    The splitting itself is the trainer's (``training.evaluate.split_losses``), so the curves in a
-    run directory and ``cherry-mlx eval`` can never disagree; this adds the counts as a dataclass.
+    The splitting itself is the trainer's (``training.evaluate.loss_breakdown``, a dict), so the
+    curves in a run directory and ``cherry-mlx eval`` can never disagree; this returns it as a
+    ``SplitLoss`` with its counts.
     """
-    d = _split(model, batches, level=level, categories=categories, max_batches=max_batches)
+    d = loss_breakdown(model, batches, level=level, categories=categories, max_batches=max_batches)
     n = d["counts"]
     return SplitLoss(
         total=d["total"],

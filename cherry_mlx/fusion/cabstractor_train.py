@@ -27,6 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from cherry_mlx.fusion.cabstractor import Cabstractor, CabstractorConfig, text_logits
+from cherry_mlx.fusion.config import CabTrainConfig
 from cherry_mlx.models.loading import load_model, load_tokenizer, resolve
 from cherry_mlx.models.outputs import check_output, make_tmp_dir, replace_dir
 from cherry_mlx.models.runs import RUNS_DIR
@@ -37,25 +38,6 @@ class FeatureExample:
     features: List[np.ndarray]  # one (T_i, F_i) array per stream
     prompt: List[int]
     target: List[int]
-
-
-@dataclass
-class CabTrainConfig:
-    """Settings of ``cherry-mlx cabstractor train`` (the CLI maps its options one to one)."""
-
-    features_dir: str = ""
-    model: str = "cherry-tiny"  # the frozen LM (model dir, run or preset)
-    out: Optional[str] = None  # default runs/cabstractor-<features dir name>
-    steps: int = 300
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    num_queries: int = 81
-    num_layers: int = 3
-    num_heads: int = 8
-    dims: int = 0  # 0: the LM's hidden size, at most 1024
-    valid_fraction: float = 0.1
-    seed: int = 0
-    force: bool = False  # write into a non-empty out (only our files are replaced)
 
 
 def read_features(path: Path) -> List[np.ndarray]:

@@ -247,3 +247,15 @@ def plot_kd(rows, path: Path, positions: str = "gt") -> Optional[Path]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def distill_command(cfg: DistillConfig, log=print) -> Dict:
+    """``cherry-mlx distill``: ``distill`` and its KL and loss rows."""
+    rep = distill(cfg)
+    for r in rep["kd"]:
+        log(
+            f"step {r['step']:>5}  KL {r['kd']:.4f}  loss {r['total']:.4f}  "
+            f"GT {r['gt']:.4f}  non-GT {r['non_gt']:.4f}"
+        )
+    log(f"run written to {rep['run_dir']} (distill_report.json, distill.png)")
+    return rep

@@ -23,7 +23,7 @@ from cherry_mlx.models.gate import routing_report
 from cherry_mlx.models.loading import resolve, save_model
 from cherry_mlx.models.outputs import check_output, remove_own
 from cherry_mlx.training.data import valid_batches
-from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.prepare import find_tokenizer, prepare
 from cherry_mlx.training.trainer import train
 
@@ -45,7 +45,7 @@ def _load_data(cfg: FuseConfig, paths, tokenizer, train_data, valid_data):
 def evaluate_moee(model, batches, level: int = 1) -> Dict[str, Any]:
     """Held-out split losses plus the routing report over response positions."""
 
-    losses = split_losses(model, batches, level)
+    losses = loss_breakdown(model, batches, level)
     probs, top1, mask, lev, cat = [], [], [], [], []
     for b in batches:
         if not hasattr(model, "route"):
@@ -121,7 +121,7 @@ def fuse(
         report["experts_eval"] = []
         for m, p in zip(models, paths):
             m.eval()
-            e = split_losses(m, val)
+            e = loss_breakdown(m, val)
             report["experts_eval"].append(
                 {"expert": str(p), **{k: e[k] for k in ("total", "gt", "non_gt")}}
             )
@@ -212,3 +212,26 @@ def plot_ablation(rows: List[Dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def fuse_command(cfg: FuseConfig, log=print) -> Dict[str, Any]:
+    """``cherry-mlx fuse``: the Table 7 ladder with ``cfg.ablate``, else one fused model, and
+    what was measured and written."""
+    if cfg.ablate:
+        rep = ablate(cfg)
+        log(f"ablation written to {rep['out']} (ablation.md, ablation.png)")
+        return rep
+    rep, _ = fuse(cfg)
+    log(json.dumps({k: rep[k] for k in ("eval", "routing", "cost")}, indent=2))
+    ev = rep["eval"]
+    log(f"held-out loss: fused {ev['total']:.4f} (GT {ev['gt']:.4f}, non-GT {ev['non_gt']:.4f})")
+    for e in rep.get("experts_eval") or []:
+        log(
+            f"  expert alone {e['total']:.4f} (GT {e['gt']:.4f}, non-GT {e['non_gt']:.4f})"
+            f"  {e['expert']}"
+        )
+    if rep.get("out"):
+        log(f"fused model written to {rep['out']} (fuse_report.json)")
+    if rep.get("run_dir"):
+        log(f"training run (metrics, curves, checkpoints): {rep['run_dir']}")
+    return rep

@@ -320,3 +320,21 @@ def cached_import(name: str | os.PathLike) -> Path:
             file=sys.stderr,
         )
     return out
+
+
+def import_command(cfg, log=print) -> Path:
+    """``cherry-mlx import``: convert ``cfg.source`` into ``cfg.out`` (default
+    ``runs/imported/NAME``), refusing a non-empty output folder without ``cfg.force``."""
+    src = gguf_source(cfg.source)
+    if src is None:
+        raise ValueError(
+            f"{cfg.source!r} is neither a .gguf file nor a known short name (smollm2-135m)"
+        )
+    out_dir = Path(cfg.out) if cfg.out else default_import_dir(cfg.source)
+    if out_dir.exists() and any(out_dir.iterdir()) and not cfg.force:
+        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    started = time.time()
+    import_gguf(src, out_dir, dtype=cfg.dtype)
+    log(f"imported {src.name} -> {out_dir} ({time.time() - started:.1f} s)")
+    log(f"try: cherry-mlx chat {out_dir}")
+    return out_dir

@@ -113,3 +113,12 @@ def format_table(report: Dict[str, Any]) -> str:
         + ", ".join(f"{fmt} {b / 2**20:,.1f} MiB" for fmt, b in report["weight_bytes"].items())
     )
     return "\n".join(lines)
+
+
+def show_info(cfg, log=print) -> Dict[str, Any]:
+    """``cherry-mlx info``: print ``describe(cfg.model)`` as a table (or JSON); return it."""
+    import json
+
+    report = describe(cfg.model)
+    log(json.dumps(report, indent=2) if cfg.json_out else format_table(report))
+    return report

@@ -157,10 +157,10 @@ def questions(example: dict) -> List[Optional[str]]:
 def supervised_texts(example: dict) -> List[Tuple[dict, str]]:
     """(holder, text) of every supervised text of an example, its spans living in holder["gt"].
 
-    ``messages``: every assistant turn's ``content`` (all turns are supervised, issue item 6) and
-    each of its ``tool_calls`` (holder: the call; text: its canonical rendering,
-    ``cherry_mlx.data.jsonl.tool_call_text``); ``prompt``/``completion``: the completion;
-    ``text``: the whole text.
+    ``messages``: every assistant turn's ``content`` (all turns are supervised: a multi-turn
+    example teaches every answer) and each of its ``tool_calls`` (holder: the call; text: its
+    canonical rendering, ``cherry_mlx.data.jsonl.tool_call_text``); ``prompt``/``completion``:
+    the completion; ``text``: the whole text.
     """
     if "messages" in example:
         return [

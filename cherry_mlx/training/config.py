@@ -12,13 +12,14 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
 from cherry_mlx._io import find_surrogate, loads_json, read_text
+from cherry_mlx._settings import setting
 from cherry_mlx.data.categories import CATEGORIES, LEVELS
 from cherry_mlx.models.presets import DEFAULT_PRESET
 from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run, list_checkpoints
@@ -26,26 +27,6 @@ from cherry_mlx.training.values import check_fields, coerce
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
-
-
-def setting(
-    default, help: str, flag: Optional[str] = None, short: Optional[str] = None,
-    at_least=None, at_most=None, **kw,
-):  # fmt: skip
-    """A dataclass field with its help text (and command-line flag when it differs); numbers
-    outside ``[at_least, at_most]`` are rejected by ``values.check_fields``."""
-    meta = {"help": help}
-    if at_least is not None:
-        meta["at_least"] = at_least
-    if at_most is not None:
-        meta["at_most"] = at_most
-    if flag:
-        meta["flag"] = flag
-    if short:
-        meta["short"] = short
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
 
 
 @dataclass
@@ -80,7 +61,8 @@ class TrainConfig:
     )
     level: str = setting("gt", "Supervise level >= gt (1), super (2) or ssgt (3).")
     categories: Optional[List[str]] = setting(
-        None, f"Comma-separated GT categories to supervise (default all): {','.join(CATEGORIES)}."
+        None,
+        f"Comma-separated GT categories to supervise, of {','.join(CATEGORIES)} (default: all).",
     )
     reference: Optional[str] = setting(
         None, "Reference model for --select rho1 (directory or run)."
@@ -363,9 +345,9 @@ def _run_config_file(resume: str, runs_dir: Optional[str]) -> Optional[Path]:
 
 
 def field_specs(cls=TrainConfig, names: Optional[Sequence[str]] = None, defaults=None):
-    """(name, type, default, help, flags) per documented field of a settings dataclass, for
-    building command-line options; ``names`` picks and orders fields, ``defaults`` (an instance)
-    supplies the defaults shown (a phase's own training defaults)."""
+    """(name, type, default, help, flags, (at_least, at_most)) per documented field of a
+    settings dataclass, for building command-line options; ``names`` picks and orders fields,
+    ``defaults`` (an instance) supplies the defaults shown (a phase's own training defaults)."""
     by_name = {f.name: f for f in fields(cls) if "help" in f.metadata}
     out = []
     for name in names if names is not None else list(by_name):
@@ -373,8 +355,11 @@ def field_specs(cls=TrainConfig, names: Optional[Sequence[str]] = None, defaults
         if defaults is not None:
             default = getattr(defaults, name)
         else:
-            default = f.default if f.default is not MISSING else f.default_factory()
+            default = f.default  # MISSING: a required setting
+            if default is MISSING and f.default_factory is not MISSING:
+                default = f.default_factory()
         flags = [f.metadata.get("flag") or "--" + f.name.replace("_", "-")]
         flags += [f.metadata["short"]] if "short" in f.metadata else []
-        out.append((f.name, f.type, default, f.metadata["help"], flags))
+        bounds = (f.metadata.get("at_least"), f.metadata.get("at_most"))
+        out.append((f.name, f.type, default, f.metadata["help"], flags, bounds))
     return out

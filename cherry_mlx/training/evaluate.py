@@ -17,7 +17,7 @@ from cherry_mlx.selection.losses import gt_mask, split_sums
 from cherry_mlx.selection.select import per_token_loss
 
 
-def split_losses(
+def loss_breakdown(
     model,
     batches: Iterable[dict],
     level: int = 1,
@@ -25,7 +25,8 @@ def split_losses(
     max_batches: int = -1,
     loss_fn=None,
 ) -> Dict[str, object]:
-    """Mean cross-entropy on total / GT / non-GT response positions of ``batches``.
+    """Mean cross-entropy on total / GT / non-GT response positions of ``batches``, as the dict
+    the trainer logs (``evaluation.wave.split_losses`` returns it as a ``SplitLoss``).
 
     GT means level >= ``level`` (and in ``categories`` when given). Returns
     ``{"total", "gt", "non_gt", "ppl", "per_category": {cat: loss}, "counts": {...}}`` with NaN for

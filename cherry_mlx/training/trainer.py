@@ -43,7 +43,7 @@ from cherry_mlx.training.distributed import (
     rank_key,
     shard_iterator,
 )
-from cherry_mlx.training.evaluate import split_losses
+from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.objective import make_objective, with_extras
 from cherry_mlx.training.report import MetricsLog, Progress, plot_curves, read_jsonl_rows
 from cherry_mlx.training.setup import keep_tokenizer_copy, setup_model, setup_run
@@ -186,7 +186,7 @@ def _train_locked(
         if not val:
             return
         model.eval()
-        row = split_losses(
+        row = loss_breakdown(
             model,
             val,
             cfg.level_int,

@@ -68,6 +68,11 @@ def coerce(value: Any, tp: Any, key: str, source: str = "") -> Any:
         if not math.isfinite(out):
             raise ValueError(f"{where}: {value!r} is not a finite number; give a real one")
         return out
+    if k == "list" and "float" in str(tp):  # numbers, e.g. eval's repeatable --eta
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(bad + "a list of numbers; write 0.1, 0.2 or [0.1, 0.2]")
+        return [coerce(v, "float", key, source) for v in items]
     if k == "list":
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]

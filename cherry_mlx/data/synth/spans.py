@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-CATEGORIES = ("factual", "structural", "reasoning", "self_correction", "guardrail", "verification")
+from cherry_mlx.data.categories import CATEGORIES
 
 
 @dataclass

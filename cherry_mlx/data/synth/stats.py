@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from cherry_mlx.data.categories import CATEGORIES
 from cherry_mlx.data.jsonl import assistant_pieces
-from cherry_mlx.data.synth.spans import CATEGORIES
 
 PAPER_SHARES = {
     "factual": 0.41,

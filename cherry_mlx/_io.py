@@ -10,6 +10,7 @@ prints as ``cherry-mlx: error: ...``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Tuple
@@ -148,7 +149,10 @@ def repair_text(text: str) -> Tuple[str, bool]:
 
 
 def read_stdin_text(notice=None) -> str:
-    """All of stdin as text; invalid UTF-8 is replaced by U+FFFD with a notice on stderr."""
+    """All of stdin as text; invalid UTF-8 is replaced by U+FFFD with a notice on stderr. A closed
+    stdin (``<&-``) is an InputError, not a read of whatever file later took descriptor 0."""
+    if sys.stdin is None or (hasattr(sys.stdin, "fileno") and not _stdin_open()):
+        raise InputError("stdin is closed: pipe the text in (... | cherry-mlx ...) or pass it")
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
     if isinstance(data, str):
         text, bad = repair_text(data)
@@ -160,3 +164,34 @@ def read_stdin_text(notice=None) -> str:
             file=notice or sys.stderr,
         )
     return text
+
+
+def _stdin_open() -> bool:
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # an in-memory stdin (tests, embedding): readable
+        return not STDIN_WAS_CLOSED
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return not STDIN_WAS_CLOSED
+
+
+# Set by ``hold_std_fds`` when the process started with descriptor 0 closed.
+STDIN_WAS_CLOSED = False
+
+
+def hold_std_fds() -> None:
+    """Point closed descriptors 0-2 at /dev/null. Started with ``<&-``, the next file opened
+    (a model's weights) would get descriptor 0 and be read as stdin or closed with it."""
+    global STDIN_WAS_CLOSED
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            got = os.open(os.devnull, os.O_RDWR)
+            if got != fd:
+                os.dup2(got, fd)
+                os.close(got)
+            STDIN_WAS_CLOSED = STDIN_WAS_CLOSED or fd == 0

@@ -10,4 +10,4 @@ from cherry_mlx.data.build import BuildConfig
 
 def register(app: typer.Typer) -> None:
     data = group(app, "data", "Bundled data: build the default data set and prose corpora.")
-    command(data, "build", BuildConfig, "cherry_mlx.data.build:build")
+    command(data, "build", BuildConfig, "cherry_mlx.pipelines.data_build:build_command")

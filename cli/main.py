@@ -62,6 +62,9 @@ NO_MATMUL = ("info", "plan", "import", "tokenizer")
 
 
 def main() -> None:
+    from cherry_mlx._io import hold_std_fds
+
+    hold_std_fds()  # a closed stdin must not hand descriptor 0 to the weights file
     if sys.argv[1:2] and sys.argv[1] in NO_MATMUL:
         import cherry_mlx
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 from dataclasses import MISSING, dataclass
 
 from cherry_mlx._settings import setting
+from cherry_mlx.data.paths import DATA_ROOT, WEIGHTS_ROOT
 from cherry_mlx.data.synth import factual, moments, reasoning, tools
 from cherry_mlx.data.synth.corpus import prose_records
 from cherry_mlx.data.synth.spans import qid_of
@@ -46,6 +48,12 @@ FAMILIES = [
     ("jamkkan", moments.gen_jamkkan, 260),
     ("guardrail", moments.gen_guardrail, 450),
 ]
+# every name the build writes (the output policy's --force replaces only these)
+OUTPUT_NAMES = frozenset(
+    {"default", "prose", "summary.json", "ssgt_prompts.jsonl"}
+    | {f"{s}.jsonl" for s in ("train", "valid", "test")}
+    | {f"{lang}{v}.jsonl" for lang in ("ko", "en") for v in ("", ".valid")}
+)
 HOLDOUT = 0.05  # share of each qid group in test, and again in valid
 
 
@@ -54,12 +62,13 @@ class BuildConfig:
     """Generate KO/EN instruction data with GT spans known by construction, split by question."""
 
     out_dir: str = setting(
-        MISSING, "Output folder (default: weights/data in the checkout).", flag="--out",
-        short="-o", default_factory=lambda: os.path.join(_repo_root(), "weights", "data"),
+        MISSING, "Output folder (default: $CHERRY_MLX_WEIGHTS/data, else weights/data).",
+        flag="--out", short="-o", default_factory=lambda: DATA_ROOT,
     )  # fmt: skip
     seed: int = setting(0, "Seed of every random choice (same seed -> same bytes).", at_least=0)
     scale: float = setting(1.0, "Multiplies every family's example count (small values for tests).")
     prose: bool = setting(True, "Also write the Korean/English prose corpora (prose/*.jsonl).")
+    force: bool = setting(False, "Write into a non-empty folder, replacing only the data files.")
     ko_chunk_chars: int = 280  # ~1.2 chars per token in Korean: fits a 256-token context
     en_chunk_chars: int = 500  # ~2.5 chars per token in English (a 4k vocabulary)
     tokenizer: str | None = setting(
@@ -68,8 +77,29 @@ class BuildConfig:
     token_stats: bool = True  # measure the GT share in tokens when a tokenizer.json exists
 
     def __post_init__(self):
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"--scale {self.scale} must be a positive number (e.g. 0.05 or 1)")
         if self.seed < 0:
-            raise ValueError(f"--seed {self.seed}: must be >= 0")
+            raise ValueError(f"--seed {self.seed} must be 0 or more")
+        for name in ("ko_chunk_chars", "en_chunk_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be at least 1")
+        if self.tokenizer is not None:
+            _check_tokenizer(self.tokenizer)
+
+
+def _check_tokenizer(path: str) -> None:
+    """A --tokenizer that is missing or not a tokenizer.json, refused before any work."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--tokenizer {path} does not exist; pass a tokenizer.json")
+    try:
+        load_hf_tokenizer(path)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"--tokenizer {path} is not a tokenizer.json ({first[:200]}); pass the "
+            f"tokenizer.json of a model folder"
+        ) from None
 
 
 def _repo_root() -> str:
@@ -127,11 +157,15 @@ def write_jsonl(path: str, records) -> None:
     os.replace(tmp, path)
 
 
-def build(cfg: BuildConfig | None = None, log=print) -> dict:
-    """Generate, split and write the bundled data; returns (and logs) the summary."""
+def build(cfg: BuildConfig | None = None, log=print, write_to: str | None = None) -> dict:
+    """Generate, split and write the bundled data; returns (and logs) the summary.
+
+    ``write_to``: the folder the files go to when not ``cfg.out_dir`` (a staging folder that is
+    moved into place afterwards); the log names ``cfg.out_dir``."""
     cfg = cfg or BuildConfig()
+    root = write_to or cfg.out_dir
     splits = split_by_question(generate(cfg.seed, cfg.scale), cfg.seed)
-    data_dir = os.path.join(cfg.out_dir, "default")
+    data_dir = os.path.join(root, "default")
     for name, recs in splits.items():
         write_jsonl(os.path.join(data_dir, f"{name}.jsonl"), recs)
     prompts = ssgt_prompts(sorted({qid_of(r) for r in splits["test"]}), cfg.seed)
@@ -145,9 +179,7 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
         "ssgt_prompts": len(prompts),
         "train_gt": {u: gt_stats(splits["train"], u) for u in ("char", "word")},
     }
-    tok_path = cfg.tokenizer or os.path.join(
-        _repo_root(), "weights", "cherry-tiny", "tokenizer.json"
-    )
+    tok_path = cfg.tokenizer or os.path.join(WEIGHTS_ROOT, "cherry-tiny", "tokenizer.json")
     tok = load_hf_tokenizer(tok_path) if cfg.token_stats else None
     if tok is not None:
         summary["train_gt"]["token"] = gt_stats(splits["train"], "token", tok)
@@ -156,8 +188,8 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
         summary["prose"] = {}
         for lang, n in (("ko", cfg.ko_chunk_chars), ("en", cfg.en_chunk_chars)):
             train, valid = prose_records(lang, n)
-            write_jsonl(os.path.join(cfg.out_dir, "prose", f"{lang}.jsonl"), train)
-            write_jsonl(os.path.join(cfg.out_dir, "prose", f"{lang}.valid.jsonl"), valid)
+            write_jsonl(os.path.join(root, "prose", f"{lang}.jsonl"), train)
+            write_jsonl(os.path.join(root, "prose", f"{lang}.valid.jsonl"), valid)
             summary["prose"][lang] = {
                 "train": len(train),
                 "valid": len(valid),
@@ -166,7 +198,7 @@ def build(cfg: BuildConfig | None = None, log=print) -> dict:
     with open(os.path.join(data_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=1)
         f.write("\n")
-    _log_summary(summary, data_dir, log)
+    _log_summary(summary, os.path.join(cfg.out_dir, "default"), log)
     return summary
 
 

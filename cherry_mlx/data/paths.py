@@ -6,7 +6,7 @@ import os
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # CHERRY_MLX_WEIGHTS moves the presets and the bundled data together (as models.presets reads it)
-WEIGHTS_ROOT = os.environ.get("CHERRY_MLX_WEIGHTS", os.path.join(_ROOT, "weights"))
+WEIGHTS_ROOT = os.environ.get("CHERRY_MLX_WEIGHTS") or os.path.join(_ROOT, "weights")
 DATA_ROOT = os.path.join(WEIGHTS_ROOT, "data")
 DEFAULT_DATA_DIR = os.path.join(DATA_ROOT, "default")
 PROSE_DIR = os.path.join(DATA_ROOT, "prose")

@@ -52,6 +52,11 @@ def render(tokenizer, messages: List[Dict[str, str]], add_generation_prompt: boo
     return tokenizer.encode(render_text(tokenizer, messages, add_generation_prompt))
 
 
+def model_context(model) -> Optional[int]:
+    """The model's context length in tokens (``max_position_embeddings``), if it has one."""
+    return getattr(getattr(model, "args", None), "max_position_embeddings", None)
+
+
 class ChatSession:
     """Multi-turn chat: ``send(text)`` streams the answer's text pieces."""
 
@@ -70,6 +75,14 @@ class ChatSession:
         self.total = GenerationStats()
         self.last = GenerationStats()
         self.reset()
+        context = model_context(model)
+        if cfg.system and context:  # checked before any prefill: it is part of every turn
+            n = len(render(tokenizer, self.messages, add_generation_prompt=False))
+            if n > context:
+                raise ValueError(
+                    f"--system is {n} tokens, longer than the model's context of {context}; "
+                    "shorten it"
+                )
 
     def reset(self) -> None:
         """Forget the conversation (keeps the system prompt) and empty the caches."""
@@ -116,6 +129,14 @@ class ChatSession:
         """Add a user turn and stream the assistant's answer as text pieces."""
         self.messages.append({"role": "user", "content": text})
         prompt = self._prompt()
+        context = model_context(self.model)
+        new = len(prompt) - min(len(self.fed), len(prompt) - 1)
+        if context and new > context:  # refused before a prefill of minutes
+            self.messages.pop()
+            raise ValueError(
+                f"this message adds {new} tokens, more than the model's context of {context}; "
+                "shorten it"
+            )
         self.last_prompt = prompt
         prefix = self._sync(prompt)
         self.last = GenerationStats()

@@ -31,6 +31,10 @@ def chat_loop(
     warned = False
     mode = "self-speculative (MTP heads)" if session.speculative else "plain decoding"
     print(f"cherry-mlx chat: {mode}. /reset, /stats, /quit; Ctrl-C stops an answer.", file=out)
+    if read is input and sys.stdin is None:  # started with stdin closed (<&-): nothing to read
+        print("[stdin is closed: no messages to answer; pipe them in or run it in a terminal]",
+              file=err)  # fmt: skip
+        return
     if read is input and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bad bytes reach repair_text, not a crash
     while True:

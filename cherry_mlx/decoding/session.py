@@ -10,7 +10,7 @@ import mlx.core as mx
 from mlx.utils import tree_map
 
 from cherry_mlx._io import read_stdin_text, repair_text
-from cherry_mlx.decoding.chat import ChatSession, render
+from cherry_mlx.decoding.chat import ChatSession, model_context, render
 from cherry_mlx.decoding.generate import GenerationStats, check_serving_options, generate_tokens
 from cherry_mlx.decoding.repl import chat_loop
 from cherry_mlx.decoding.settings import ChatConfig, GenerateConfig, SamplingConfig
@@ -55,15 +55,19 @@ def load_for_serving(name: Optional[str]):
     return model, load_tokenizer(name)
 
 
-def warn_if_past_context(model, n: int, what: str) -> None:
-    """Past its context a model's output degrades into garbage: say so (as chat does)."""
-    context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
-    if context and n > context:
+def fit_to_context(model, ids: list, what: str) -> list:
+    """``ids`` cut to their last ``context`` tokens, said before the prefill: past its context a
+    model's output is garbage anyway, and a 75k-token prompt on a 256-token model would spend
+    minutes of quadratic attention on it."""
+    context = model_context(model)
+    if context and len(ids) > context:
         print(
-            f"[note: {what} ({n} tokens) is longer than the model's context of {context}; "
-            "the output degrades past it: shorten it]",
+            f"[note: {what} ({len(ids)} tokens) is longer than the model's context of {context}; "
+            f"only its last {context} tokens are used: shorten it]",
             file=sys.stderr,
         )
+        return list(ids[-context:])
+    return ids
 
 
 def generate_text(
@@ -90,7 +94,12 @@ def generate_text(
         ids = tokenizer.encode(prompt)
     else:
         ids = render(tokenizer, [{"role": "user", "content": prompt}])
-    warn_if_past_context(model, len(ids), "the prompt")
+    if not ids:
+        raise ValueError(
+            "the prompt encodes to 0 tokens (an empty --raw prompt, or one this tokenizer "
+            "drops entirely); give some text, or drop --raw to use the chat template"
+        )
+    ids = fit_to_context(model, ids, "the prompt")
     stop = set(tokenizer.eos_token_ids)
     stats = GenerationStats()
     kw = dict(cfg=cfg, max_tokens=max_tokens, stop=stop, stats=stats)

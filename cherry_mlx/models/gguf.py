@@ -18,9 +18,7 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -30,6 +28,7 @@ import numpy as np
 
 from cherry_mlx.models.gguf_file import read_bf16, read_tensor_table
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
+from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 
 # GGUF general.architecture -> (HF model_type, HF architectures entry)
 ARCHITECTURES = {
@@ -247,17 +246,23 @@ def convert(path: Path, dtype: str = "float32"):
 
 
 def import_gguf(
-    path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "float32"
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dtype: str = "float32",
+    force: bool = False,
 ) -> Path:
-    """Write a Hugging Face-layout model folder for a GGUF file (replacing ``out_dir``)."""
+    """Write a Hugging Face-layout model folder for a GGUF file.
+
+    ``out_dir`` follows the output policy (``outputs.check_output``): never the folder holding
+    the GGUF or a run; a non-empty folder only with ``force``, and then only our files are
+    replaced (a user's other files stay)."""
     path = gguf_source(path) or Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass a .gguf file or a short name")
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+    check_output(out_dir, [path], force)
     cfg, weights, tok, tok_cfg = convert(path, dtype)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
         _write_json(tmp / "config.json", cfg)
         tok.save(str(tmp / "tokenizer.json"))
@@ -265,17 +270,13 @@ def import_gguf(
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if k in cfg}
         _write_json(tmp / "generation_config.json", gen)
         _write_json(tmp / "gguf_source.json", {"file": str(path.resolve()), "dtype": dtype})
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
+
+
+def gguf_config(path: str | os.PathLike) -> Dict[str, Any]:
+    """The ``config.json`` an import of ``path`` would write, computed without writing anything
+    (the weights stay lazy and are never evaluated)."""
+    return convert(Path(path))[0]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -286,6 +287,15 @@ def default_import_dir(source: str | os.PathLike) -> Path:
     """``runs/imported/<name>`` for a short name or a file's stem."""
     text = str(source)
     return IMPORTED_DIR / (text if text in PACKAGED else Path(text).stem)
+
+
+def _cache_of(folder: Path, src: Path) -> bool:
+    """``folder`` holds only our files and its stamp names ``src``."""
+    try:
+        stamp = json.loads((folder / "gguf_source.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return is_ours(folder) and isinstance(stamp, dict) and stamp.get("file") == str(src.resolve())
 
 
 def cached_import(name: str | os.PathLike) -> Path:
@@ -299,21 +309,21 @@ def cached_import(name: str | os.PathLike) -> Path:
     candidates = [default_import_dir(name)]
     if str(name) not in PACKAGED and os.access(src.parent, os.W_OK):
         candidates.insert(0, src.with_name(f"{src.stem}-hf"))
-    # never replace a folder we did not write (no gguf_source.json)
-    candidates = [c for c in candidates if not c.exists() or (c / "gguf_source.json").is_file()]
+    # reuse or refresh only a folder this import wrote for this very file: never one holding a
+    # user's files or another GGUF's import
+    candidates = [c for c in candidates if not c.exists() or _cache_of(c, src)]
     if not candidates:
         raise ValueError(
-            f"{default_import_dir(name)} exists and was not written by the GGUF import; move it "
+            f"{default_import_dir(name)} exists and is not an import of {src}; move it "
             f"or run `cherry-mlx import {name} -o DIR` and pass DIR"
         )
     for out in candidates:
         stamp = out / "gguf_source.json"
         if stamp.is_file() and (out / "model.safetensors").is_file():
-            same = json.loads(stamp.read_text()).get("file") == str(src.resolve())
-            if same and stamp.stat().st_mtime >= src.stat().st_mtime:
+            if stamp.stat().st_mtime >= src.stat().st_mtime:
                 return out
     started = time.time()
-    out = import_gguf(src, candidates[0])
+    out = import_gguf(src, candidates[0], force=True)
     if not os.environ.get("CHERRY_MLX_QUIET"):
         print(
             f"imported {src.name} -> {out} ({time.time() - started:.1f} s, reused next time)",
@@ -331,10 +341,8 @@ def import_command(cfg, log=print) -> Path:
             f"{cfg.source!r} is neither a .gguf file nor a known short name (smollm2-135m)"
         )
     out_dir = Path(cfg.out) if cfg.out else default_import_dir(cfg.source)
-    if out_dir.exists() and any(out_dir.iterdir()) and not cfg.force:
-        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
     started = time.time()
-    import_gguf(src, out_dir, dtype=cfg.dtype)
+    out_dir = import_gguf(src, out_dir, dtype=cfg.dtype, force=cfg.force)
     log(f"imported {src.name} -> {out_dir} ({time.time() - started:.1f} s)")
     log(f"try: cherry-mlx chat {out_dir}")
     return out_dir

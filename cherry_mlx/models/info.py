@@ -11,6 +11,7 @@ from typing import Any, Dict
 
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.gguf import gguf_config, gguf_source
 from cherry_mlx.models.loading import build_model, load_config, resolve
 
 # Bits per weight of each storage format for matrices (scales included); vectors stay 16-bit
@@ -63,8 +64,13 @@ def weight_bytes(model) -> Dict[str, float]:
 
 
 def describe(name_or_path: str) -> Dict[str, Any]:
-    path = resolve(name_or_path)
-    config = load_config(path)
+    """The breakdown for a preset, folder, run or GGUF; reads only (a GGUF is not imported)."""
+    src = gguf_source(name_or_path)
+    if src is not None:
+        path, config = src, gguf_config(src)
+    else:
+        path = resolve(name_or_path)
+        config = load_config(path)
     model = build_model(config)  # lazy: nothing allocated
     rows = count_parameters(model)
     args = model.args

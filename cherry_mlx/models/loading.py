@@ -26,7 +26,13 @@ from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.moee import moee_classes, shim_text
 from cherry_mlx.models.outputs import TOKENIZER_FILES, make_tmp_dir, replace_dir  # noqa: F401
-from cherry_mlx.models.presets import DEFAULT_PRESET, REPO_ROOT, WEIGHTS_DIR, list_presets  # noqa: F401
+from cherry_mlx.models.presets import (  # noqa: F401
+    DEFAULT_PRESET,
+    REPO_ROOT,
+    WEIGHTS_DIR,
+    list_presets,
+    presets_hint,
+)
 from cherry_mlx.models.runs import resolve_run_checkpoint
 from cherry_mlx.models.validate import check_finite_weights, check_model_config
 
@@ -81,13 +87,10 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ModelNotFound(
                 f"{name!r} is not a local directory, and fetching it from the hub failed "
-                f"({first}); pass an existing model/run directory, a preset "
-                f"({', '.join(list_presets())}) or a reachable hub id"
+                f"({first}); pass an existing model/run directory, a preset or a reachable hub "
+                f"id ({presets_hint()})"
             ) from None
-    raise ModelNotFound(
-        f"unknown model {name!r}: not a directory, and known presets are "
-        f"{', '.join(list_presets())}"
-    )
+    raise ModelNotFound(f"unknown model {name!r}: not a directory, and {presets_hint()}")
 
 
 def load_config(path: Path) -> Dict[str, Any]:

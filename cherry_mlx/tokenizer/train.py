@@ -44,6 +44,15 @@ class TokenizerConfig:
     num_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     model_max_length: Optional[int] = None  # recorded in tokenizer_config.json
 
+    def __post_init__(self):
+        if self.model_max_length is not None and self.model_max_length < 1:
+            raise ValueError(
+                f"--model-max-length {self.model_max_length} must be at least 1 (the context "
+                "length in tokens), or left out"
+            )
+        if self.vocab_size < 1:
+            raise ValueError(f"--vocab-size {self.vocab_size} must be at least 1")
+
 
 def builtin_english() -> list[str]:
     """English prose shipped with CPython itself (``pydoc_data.topics``): always available."""

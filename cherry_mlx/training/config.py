@@ -313,6 +313,13 @@ def resolve_config(
         if saved is not None:
             merged.update(TrainConfig.from_file(saved).to_dict())
             merged.pop("stop_after", None)
+            for key in ("preset", "model"):  # the weights come from the run: no other model
+                new = (cli or {}).get(key)
+                if new is not None and new != merged.get(key):
+                    raise ValueError(
+                        f"--resume {resume} continues a run of {merged.get(key)!r}; "
+                        f"--{key} {new} conflicts with it: drop --{key}, or start a new run"
+                    )
     if config_file:
         merged.update(typed_settings(load_settings_file(config_file), str(config_file)))
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})

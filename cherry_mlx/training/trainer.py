@@ -145,7 +145,8 @@ def _train_locked(
     model = s.model
     if dist.main:
         s.tokenizer_dir = keep_tokenizer_copy(s.tokenizer_dir, run_dir)
-        cfg.save(run_dir / "train_config.json")
+        if resume_from is None:
+            cfg.save(run_dir / "train_config.json")
     warn_without_gt(cfg.select, s.train_data)
     if cfg.shuffle_responses:  # Corollary 5's control, on the training side
         s.train_data = shuffled_examples(s.train_data, cfg.seed)
@@ -166,7 +167,8 @@ def _train_locked(
             train_it.load_state_dict(state["data"])
         metrics.truncate_after(start)
         evals = [e for e in read_jsonl_rows(run_dir / "evals.jsonl") if e["step"] <= start]
-        if dist.main:
+        if dist.main:  # only now that the run's state fits these settings: a refused resume
+            cfg.save(run_dir / "train_config.json")  # leaves the run resumable as it was
             (run_dir / "evals.jsonl").write_text("".join(_dumps(e) + "\n" for e in evals))
     elif dist.main:
         for name in ("metrics.jsonl", "evals.jsonl"):

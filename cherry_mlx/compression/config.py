@@ -128,6 +128,12 @@ class PlanConfig:
             raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
         if self.layout is not None and self.to is None:
             self.to = f"{sum(parse_layout(self.layout))}L"
+        if self.to is None and (
+            self.loops > 1 or self.prelude is not None or self.coda is not None
+        ):
+            raise ValueError(
+                "--loops/--prelude/--coda plan the merged model: give --to too (e.g. --to 6L)"
+            )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from cherry_mlx.compression.merge import balanced_groups, parse_depth
+from cherry_mlx.compression.plan_check import check_plan_config
 from cherry_mlx.compression.recurrent import Recurrence, current_recurrence, plan_recurrence
 from cherry_mlx.models.info import FORMATS
 from cherry_mlx.models.loading import load_config, resolve
@@ -130,10 +131,7 @@ def _mlp(c: Dict[str, Any], moe: bool) -> Tuple[int, int]:
 
 def count_shape(config: Dict[str, Any]) -> Shape:
     """Analytic parameter counts of a Hugging Face config (no weights, nothing built)."""
-    c = _text_config(config)
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "vocab_size") if k not in c]
-    if missing:
-        raise ValueError(f"config has no {', '.join(missing)}: not a transformer LM config.json")
+    c = dict(check_plan_config(config))
     d, vocab = int(c["hidden_size"]), int(c["vocab_size"])
     attn, kv = _attention(c)
     layers = []
@@ -212,7 +210,7 @@ def load_plan_config(path: str) -> Dict[str, Any]:
     if p.is_file():
         try:
             return json.loads(p.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{p} is not valid JSON ({err}); point at a config.json") from None
     return load_config(resolve(path))
 
@@ -253,8 +251,10 @@ def plan_command(cfg, log=print) -> List[PlanRow]:
 
     if cfg.quant is not None and cfg.quant not in FORMATS:
         raise ValueError(f"--quant {cfg.quant!r}: choose one of {', '.join(FORMATS)}")
+    config = load_plan_config(cfg.config)
+    check_plan_config(config, where=cfg.config)  # names the file; plan() checks again, unnamed
     rows = plan(
-        load_plan_config(cfg.config), to=cfg.to, loops=cfg.loops,
+        config, to=cfg.to, loops=cfg.loops,
         prelude=1 if cfg.prelude is None else cfg.prelude,
         coda=1 if cfg.coda is None else cfg.coda, layout=cfg.layout, context=cfg.context,
     )  # fmt: skip

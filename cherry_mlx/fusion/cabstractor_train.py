@@ -41,13 +41,33 @@ class FeatureExample:
 
 
 def read_features(path: Path) -> List[np.ndarray]:
-    """One example's streams: a .npy (one stream) or a .safetensors (sorted keys)."""
-    if path.suffix == ".npy":
-        arrays = [np.load(path)]
-    else:
-        loaded = mx.load(str(path))
-        arrays = [np.array(loaded[k].astype(mx.float32)) for k in sorted(loaded)]
-    return [a[None] if a.ndim == 1 else a for a in arrays]  # (T, F)
+    """One example's streams: a .npy (one stream) or a .safetensors (sorted keys), each checked
+    to be a finite, non-empty (T, F) or (F,) array so a bad file is named before training."""
+    try:
+        if path.suffix == ".npy":
+            arrays = [np.load(path, allow_pickle=False)]
+        else:
+            loaded = mx.load(str(path))
+            arrays = [np.array(loaded[k].astype(mx.float32)) for k in sorted(loaded)]
+    except (ValueError, OSError, RuntimeError, EOFError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        first = "object data, not numbers" if "pickled" in first else first
+        raise ValueError(f"{path}: not a readable feature array ({first})") from None
+    if not arrays:
+        raise ValueError(f"{path}: holds no arrays")
+    out = []
+    for a in arrays:
+        if a.dtype.kind not in "fiub":
+            raise ValueError(f"{path}: features must be numbers, not {a.dtype}")
+        a = a[None] if a.ndim == 1 else a  # (T, F)
+        if a.ndim != 2 or 0 in a.shape:
+            raise ValueError(
+                f"{path}: a stream has shape {a.shape}; each needs (T, F) or (F,) with T, F >= 1"
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"{path}: features hold NaN or inf; fix the extractor's output")
+        out.append(a.astype(np.float32))
+    return out
 
 
 def load_feature_examples(features_dir: str, encode: Callable[[str], List[int]]):
@@ -63,8 +83,11 @@ def load_feature_examples(features_dir: str, encode: Callable[[str], List[int]])
     for n, line in enumerate(jsonl.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if "id" not in row or "text" not in row:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{jsonl}:{n}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict) or "id" not in row or "text" not in row:
             raise ValueError(f"{jsonl}:{n}: needs fields id and text (prompt optional)")
         found = [root / f"{row['id']}{ext}" for ext in (".safetensors", ".npy")]
         found = [p for p in found if p.is_file()]
@@ -148,6 +171,11 @@ def train_cabstractor(
         loss, grads = step_fn(*collate([examples[i] for i in idx]))
         opt.update(cab, grads)
         mx.eval(cab.parameters(), opt.state, loss)
+        if not np.isfinite(loss.item()):  # a NaN model is not worth saving
+            raise ValueError(
+                f"cabstractor training diverged: loss {loss.item()} at step {step}; nothing "
+                "saved (lower --learning-rate or check the features)"
+            )
         if step == 1 or step % max(1, steps // 10) == 0 or step == steps:
             if log is not None:
                 log(

@@ -41,8 +41,11 @@ class QuantReport:
             f"{s['bytes'] / 2**20:.2f} MiB -> {q['bytes'] / 2**20:.2f} MiB "
             f"({q['bytes'] / s['bytes']:.1%})",
         ]
-        if self.kept:
-            lines.append("kept in full precision: " + ", ".join(self.kept))
+        plain = [k for k in self.kept if ":" not in k]  # NAME:MODE is quantised, not kept
+        if plain:
+            lines.append("kept in full precision: " + ", ".join(plain))
+        if len(plain) < len(self.kept):
+            lines.append("other formats: " + ", ".join(k for k in self.kept if ":" in k))
         if self.loss:
             lo = self.loss
             lines.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from cherry_mlx.quant.keep import check_keep
 from cherry_mlx.training.config import setting
 from cherry_mlx.training.values import check_fields
 
@@ -58,6 +59,7 @@ class QuantizeConfig:
         check_fields(self)  # types, bounds
         if self.mode not in MODE_NAMES:
             raise ValueError(f"--mode {self.mode!r}: use one of {', '.join(MODE_NAMES)}")
+        check_keep(self.keep, MODE_NAMES)
 
     @property
     def needs_calibration(self) -> bool:

@@ -25,6 +25,7 @@ from mlx_lm.utils import quantize_model as mlx_lm_quantize
 from cherry_mlx.quant.awq import awq_scale
 from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
 from cherry_mlx.quant.gptq import gptq_quantize
+from cherry_mlx.quant.keep import check_keep
 from cherry_mlx.quant.sensitivity import choose_kept, layer_sensitivity, parse_auto
 
 # mode -> (MLX mode, group size, bits)
@@ -56,6 +57,7 @@ def split_keep(keep: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
     """``--keep`` items -> (names kept in full precision, {name: MODE} quantised with another
     mode), e.g. ``embed:affine8`` quantises the embedding to 8 bits instead of keeping it; ``auto``
     items pass through unchanged."""
+    check_keep(keep, tuple(MODES))  # no empty name (it matches every layer), one use per name
     plain, other = [], {}
     for k in keep:
         name, sep, mode = k.partition(":")

@@ -3,6 +3,7 @@ builds its options from them)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass
 from typing import List, Optional
 
@@ -67,6 +68,9 @@ class EvalConfig:
             raise ValueError("--batch-size must be >= 1 and --seq-len >= 2")
         if self.max_batches == 0 or self.max_batches < -1:
             raise ValueError(f"--max-batches {self.max_batches}: use N >= 1, or -1 for all")
+        for eta in self.etas or []:
+            if not math.isfinite(eta) or eta <= 0:
+                raise ValueError(f"--eta {eta}: a step size must be a finite number > 0")
         if self.coupling_batches < 1:
             raise ValueError(f"--coupling-batches {self.coupling_batches}: must be >= 1")
         for c in self.categories or []:

@@ -25,6 +25,7 @@ from cherry_mlx.evaluation.config import EvalConfig
 from cherry_mlx.evaluation.coupling import measure_coupling
 from cherry_mlx.evaluation.wave import SplitLoss, WaveReport, split_losses
 from cherry_mlx.evaluation.wave_table import format_result, plot_result
+from cherry_mlx.fusion.assemble import check_same_tokenizer
 from cherry_mlx.models.loading import build_model, load_config, load_model, load_tokenizer, resolve
 from cherry_mlx.models.runs import (
     CHECKPOINTS,
@@ -167,6 +168,20 @@ class EvalResult:
         }
 
 
+def _check_same_vocabulary(model_path, base_path, full_path) -> None:
+    """W compares losses of the same token ids: a baseline (or full run) with another tokenizer
+    would be scored on ids that mean other text, so refuse it as fuse and distill do."""
+    others = [p for p in (base_path, full_path) if p is not None and not isinstance(p, InitOf)]
+    if not others:
+        return
+    paths = [resolve(model_path), *(resolve(p) for p in others)]
+    check_same_tokenizer(paths, [load_config(p) for p in paths], why=(
+        "the model and --baseline/--full-run",
+        "the losses are compared token by token: pass a baseline that uses the model's "
+        "tokenizer (its step-0 checkpoint, or the model it was fine-tuned from)",
+    ))  # fmt: skip
+
+
 def _load(path):
     if isinstance(path, InitOf):
         model = path.build()
@@ -205,6 +220,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     target = resolve_target(cfg.model)
     base_path = cfg.baseline if cfg.baseline else default_baseline(target)
     full_path = resolve_full(cfg.full_run, target.step) if cfg.full_run else None
+    _check_same_vocabulary(target.path, base_path, full_path)
     tokenizer = load_tokenizer(cfg.tokenizer or target.path)
     batches = heldout_batches(cfg, tokenizer)
     level = LEVELS[cfg.level]

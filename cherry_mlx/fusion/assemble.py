@@ -46,17 +46,24 @@ def tokenizer_fingerprint(path: Path) -> Optional[str]:
     return h.hexdigest() if found else None
 
 
-def check_same_tokenizer(paths: Sequence[Path], configs: Sequence[Dict[str, Any]]) -> None:
-    """Experts must share one tokenizer: the gate mixes their predictions over one vocabulary."""
+EXPERTS_FIX = (
+    "experts",
+    "fuse models compressed from one base model so they share its tokenizer",
+)
+
+
+def check_same_tokenizer(
+    paths: Sequence[Path], configs: Sequence[Dict[str, Any]], why: Tuple[str, str] = EXPERTS_FIX
+) -> None:
+    """Models compared or mixed token by token must share one tokenizer (the MoEE gate mixes
+    predictions over one vocabulary; distillation and eval's baseline compare them on the same
+    token ids). ``why`` = (what the models are, the fix) for the error line."""
     vocab = {c.get("vocab_size") for c in configs}
     prints = [tokenizer_fingerprint(p) for p in paths]
     known = {p for p in prints if p is not None}
     if len(vocab) != 1 or len(known) > 1:
         listing = ", ".join(f"{p} (vocab {c.get('vocab_size')})" for p, c in zip(paths, configs))
-        raise ValueError(
-            f"experts use different tokenizers: {listing}; fuse models compressed from one "
-            "base model so they share its tokenizer"
-        )
+        raise ValueError(f"{why[0]} use different tokenizers: {listing}; {why[1]}")
 
 
 def load_experts(names: Sequence[str]) -> Tuple[List[nn.Module], List[Dict[str, Any]], List[Path]]:

@@ -199,7 +199,11 @@ def distill(cfg: DistillConfig, train_data=None, valid_data=None, tokenizer=None
     t_path, s_path = resolve(cfg.teacher), resolve(cfg.student)
     teacher, t_cfg = load_model(t_path)
     student, s_cfg = load_model(s_path)
-    check_same_tokenizer([t_path, s_path], [t_cfg, s_cfg])
+    check_same_tokenizer([t_path, s_path], [t_cfg, s_cfg], why=(
+        "--teacher and --student",
+        "distillation compares their next-token distributions over one vocabulary: pick a "
+        "student that uses the teacher's tokenizer (e.g. one compressed from the teacher)",
+    ))  # fmt: skip
     teacher.freeze()
     teacher.eval()
     quantize_teacher(teacher, cfg.teacher_quant, t_cfg)

@@ -29,6 +29,7 @@ import numpy as np
 from cherry_mlx.models.gguf_file import read_bf16, read_tensor_table
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
+from cherry_mlx.models.validate import check_finite_arrays, check_import
 
 # GGUF general.architecture -> (HF model_type, HF architectures entry)
 ARCHITECTURES = {
@@ -262,8 +263,10 @@ def import_gguf(
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_output(out_dir, [path], force)
     cfg, weights, tok, tok_cfg = convert(path, dtype)
+    check_import(cfg, weights, str(path))  # names and shapes, before anything is written
     with staged_dir(out_dir) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
+        check_finite_arrays(weights, str(path))  # evaluated by the save: one cheap pass
         _write_json(tmp / "config.json", cfg)
         tok.save(str(tmp / "tokenizer.json"))
         _write_json(tmp / "tokenizer_config.json", tok_cfg)

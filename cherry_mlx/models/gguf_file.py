@@ -123,8 +123,11 @@ def _parse(buf, path: Path, size: int) -> Dict[str, TensorInfo]:
     if cur.take("4s") != b"GGUF":
         raise ValueError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf model file")
     version = cur.take("I")
-    if version < 2:
-        raise ValueError(f"{path} is GGUF version {version}; re-export it with a current llama.cpp")
+    if version not in (2, 3):  # 1 predates the layout; newer ones may change it
+        raise ValueError(
+            f"{path} is GGUF version {version}; cherry-mlx reads versions 2 and 3 (re-export it "
+            "with a llama.cpp of that format)"
+        )
     n_tensors, n_kv = cur.take("Q"), cur.take("Q")
     alignment = 32
     for _ in range(n_kv):

@@ -91,3 +91,44 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
                 f"{source}: weight {name} holds NaN or infinite values; the model is damaged, "
                 "use an earlier checkpoint or retrain it"
             )
+
+
+def check_import(config: Dict[str, Any], weights: Dict[str, mx.array], source: str) -> None:
+    """An imported model's tensors are exactly those its config implies, with those shapes: a
+    missing, extra or misshapen tensor (a damaged or mislabelled file) is refused at import, not
+    announced as ready and found broken at the first load."""
+    from cherry_mlx.models.llama import Model, ModelArgs  # llama imports nothing from here
+
+    check_model_config(config, source)
+    model = Model(ModelArgs.from_dict(config))  # lazy: only shapes are read
+    want = {k: v.shape for k, v in tree_flatten(model.parameters())}
+    got = {k: v.shape for k, v in model.sanitize(dict(weights)).items()}
+    layers = config["num_hidden_layers"]
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise ValueError(
+            f"{source}: {len(missing)} tensors that its {layers}-layer config implies are "
+            f"missing (first: {missing[0]}); the file is incomplete or its block_count is wrong"
+        )
+    extra = sorted(set(got) - set(want))
+    if extra:
+        raise ValueError(
+            f"{source}: {len(extra)} tensors beyond its {layers}-layer config (first: "
+            f"{extra[0]}); the file's block_count or architecture is wrong"
+        )
+    for name, shape in want.items():
+        if tuple(got[name]) != tuple(shape):
+            raise ValueError(
+                f"{source}: tensor {name} has shape {tuple(got[name])}, but the config implies "
+                f"{tuple(shape)}; the file is damaged or its metadata wrong"
+            )
+
+
+def check_finite_arrays(weights: Dict[str, mx.array], source: str) -> None:
+    """``check_finite_weights`` for a name -> array dict (evaluated ones cost one pass)."""
+    for name, w in weights.items():
+        if mx.issubdtype(w.dtype, mx.floating) and not mx.all(mx.isfinite(w)).item():
+            raise ValueError(
+                f"{source}: tensor {name} holds NaN or infinite values; the file is damaged, "
+                "download or export it again"
+            )

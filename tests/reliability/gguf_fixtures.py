@@ -55,9 +55,7 @@ def rewrite(src: Path, dst: Path, drop=(), tensors=None, kv=None) -> Path:
         elif t.tensor_type == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(t.name, data)
         else:
-            shape = tuple(int(x) for x in reversed(t.shape))
             writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
-            del shape
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -82,8 +80,8 @@ def make_all(folder: Path) -> None:
     rewrite(good, folder / "missing_q.gguf", drop={"blk.0.attn_q.weight"})
     rewrite(good, folder / "zero_layers.gguf", kv={"llama.block_count": 0},
             drop={t for t in _names(good) if t.startswith("blk.")})  # fmt: skip
-    rewrite(good, folder / "wrongshape.gguf",
-            tensors={"blk.0.attn_norm.weight": lambda a: np.ones(a.size + 4, np.float32)})  # fmt: skip
+    grow = {"blk.0.attn_norm.weight": lambda a: np.ones(a.size + 4, np.float32)}
+    rewrite(good, folder / "wrongshape.gguf", tensors=grow)
     rewrite(good, folder / "nan.gguf",
             tensors={"blk.0.attn_norm.weight": lambda a: np.full_like(a, np.nan)})  # fmt: skip
     rewrite(good, folder / "layers2_tensors1.gguf",

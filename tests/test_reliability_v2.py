@@ -252,3 +252,29 @@ def test_closed_stdin_is_not_mistaken_for_the_weights_file(tmp_path, tiny_config
         assert res.returncode == 2 and "stdin is closed" in res.stderr
     else:
         assert res.returncode == 0, res.stderr
+
+
+def test_refused_resume_with_other_batching_leaves_the_run_config_and_resumable(tmp_path):
+    """A resume whose --seq-len/--batch-size/--steps do not fit the run's data state is refused,
+    and the run's train_config.json still holds the settings it started with, so a plain
+    --resume continues it."""
+    from cherry_mlx.models.presets import WEIGHTS_DIR
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 60), ("valid", 8)):
+        lines = (WEIGHTS_DIR / "data/default" / f"{split}.jsonl").read_text().splitlines()[:n]
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    common = ["train", "--runs-dir", tmp_path / "runs", "--no-demo", "--eval-every", 0]
+    start = ["--preset", "cherry-tiny", "--data", data, "--steps", 4, "--batch-size", 2]
+    start += ["--seq-len", 64, "--save-every", 2, "--stop-after", 2, "--name", "r"]
+    first = _cli(common + start)
+    assert first.exit_code == 0, first.output
+    saved = (tmp_path / "runs/r/train_config.json").read_text()
+    bad = _cli(common + ["--resume", tmp_path / "runs/r", "--seq-len", 32, "--batch-size", 4,
+                         "--steps", 8])  # fmt: skip
+    assert bad.exit_code != 0 and "same data and batching" in str(bad.exception)
+    assert (tmp_path / "runs/r/train_config.json").read_text() == saved
+    again = _cli(common + ["--resume", tmp_path / "runs/r"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "runs/r/train_config.json").read_text())["steps"] == 4

@@ -30,4 +30,10 @@ def read_corpus(files: Sequence[str | Path]) -> Iterator[str]:
             for ex in iter_jsonl(f):
                 yield from example_texts(ex)
         else:
-            yield f.read_text(encoding="utf-8")
+            try:
+                yield f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{f}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                    "pass .jsonl data sets or UTF-8 .txt files, not binaries"
+                ) from None

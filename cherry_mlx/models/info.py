@@ -74,7 +74,7 @@ def describe(name_or_path: str) -> Dict[str, Any]:
     model = build_model(config)  # lazy: nothing allocated
     rows = count_parameters(model)
     args = model.args
-    return {
+    report = {
         "model": str(name_or_path),
         "path": str(path),
         "parameters": dict(rows),
@@ -85,6 +85,12 @@ def describe(name_or_path: str) -> Dict[str, Any]:
         "recurrence": args.recurrence,
         "weight_bytes": weight_bytes(model),
     }
+    experts = getattr(model, "experts", None)
+    if experts and not args.num_hidden_layers:  # a whole-model MoEE: the layers are the experts'
+        report["experts"] = [e.args.effective_depth for e in experts]
+        report["unique_layers"] = sum(e.args.num_hidden_layers for e in experts)
+        report["effective_depth"] = max(report["experts"])  # a token's path: one expert's stack
+    return report
 
 
 def _human(n: float) -> str:
@@ -108,6 +114,8 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.append(f"{'total':<20}{total:>16,}   ({_human(total)})")
     lines.append("")
     depth = f"effective depth {report['effective_depth']} ({report['unique_layers']} unique layers"
+    if report.get("experts"):
+        depth += f" in {len(report['experts'])} experts, each a whole model"
     if report["recurrence"]:
         r = report["recurrence"]
         depth += (

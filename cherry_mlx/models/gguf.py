@@ -248,6 +248,23 @@ def convert(path: Path, dtype: str = "float32"):
     return cfg, weights, tok, tok_cfg
 
 
+def converted(path: Path, dtype: str = "float32"):
+    """``convert``, with any failure a damaged file can cause deep in a parser (struct, numpy,
+    the tokenizers library) turned into one line naming the file."""
+    try:
+        return convert(path, dtype)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # a damaged file reaches parsers' own errors: name the file
+        text = (str(err).splitlines() or [""])[0][:160]
+        if isinstance(err, ValueError) and str(path) in text:
+            raise
+        raise ValueError(
+            f"{path}: its metadata or tensor table is damaged ({type(err).__name__}: {text}); "
+            "download or export it again"
+        ) from None
+
+
 def import_gguf(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -264,7 +281,7 @@ def import_gguf(
         raise FileNotFoundError(f"{path} does not exist; pass a .gguf file or a short name")
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_output(out_dir, [path], force)
-    cfg, weights, tok, tok_cfg = convert(path, dtype)
+    cfg, weights, tok, tok_cfg = converted(path, dtype)
     check_import(cfg, weights, str(path))  # names and shapes, before anything is written
     with staged_dir(out_dir) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
@@ -281,7 +298,7 @@ def import_gguf(
 def gguf_config(path: str | os.PathLike) -> Dict[str, Any]:
     """The ``config.json`` an import of ``path`` would write, computed without writing anything
     (the weights stay lazy and are never evaluated)."""
-    return convert(Path(path))[0]
+    return converted(Path(path))[0]
 
 
 def _write_json(path: Path, obj) -> None:

@@ -78,6 +78,7 @@ def _features(feats: Path) -> None:
 def _fused(out: Path) -> None:
     import mlx.core as mx
 
+    import cherry_mlx  # noqa: F401  (before mlx: it picks the BLAS)
     from cherry_mlx.fusion.assemble import assemble
     from cherry_mlx.models import build_model, save_model
 

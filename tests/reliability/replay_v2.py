@@ -161,8 +161,8 @@ CASES = [
         "cherry-mlx repro --only quant --set pretrain_steps=2,eval_batches=1 -o userdir2",
         lambda rc, out, d: (
             rc == 2
-            and (d / "userdir2/report.md").read_text() == "# my report\\n"
-            and (d / "userdir2/results.json").read_text() == '{"mine": 1}\\n'
+            and (d / "userdir2/report.md").read_text() == "# my report\n"
+            and (d / "userdir2/results.json").read_text() == '{"mine": 1}\n'
         ),
     ),
     (
@@ -308,7 +308,11 @@ CASES = [
     # -- traceback / message ------------------------------------------------------------------
     ("I12", "cherry-mlx import fx/ntensors.gguf -o out/i12", _err_absent("out/i12", "ntensors")),
     ("I13", "cherry-mlx import fx/nkv.gguf -o out/i13", _err_absent("out/i13", "nkv.gguf")),
-    ("I35g", 'cherry-mlx generate fxruns/tiny/best -p "" -m 3 --raw', _err("encodes to 0 tokens")),
+    (
+        "I35g",
+        'cherry-mlx generate fx/tiny_llama.gguf -p "" -m 3 --raw',
+        _err("encodes to 0 tokens"),
+    ),
     ("P03", "cherry-mlx plan cfg/list.json --to 2L", _err("cfg/list.json", "array")),
     ("P05", "cherry-mlx plan cfg/null.json --to 2L", _err("cfg/null.json", "null")),
     ("P06", "cherry-mlx plan cfg/binary.json --to 2L", _err("cfg/binary.json")),
@@ -326,7 +330,7 @@ CASES = [
         "cherry-mlx repro --only quant --set pretrain_steps=2,eval_batches=1 -o userdir",
         lambda rc, out, d: (
             _err("userdir")(rc, out, d)
-            and (d / "userdir/results/sgt.json").read_text() == '{"mine": 1}\\n'
+            and (d / "userdir/results/sgt.json").read_text() == '{"mine": 1}\n'
             and not (d / "userdir/report.md").exists()
         ),
     ),

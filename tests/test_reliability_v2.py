@@ -278,3 +278,25 @@ def test_refused_resume_with_other_batching_leaves_the_run_config_and_resumable(
     again = _cli(common + ["--resume", tmp_path / "runs/r"])
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "runs/r/train_config.json").read_text())["steps"] == 4
+
+
+def test_long_prefill_shows_its_progress(tiny_config, capsys, monkeypatch):
+    """A prompt past LONG_PREFILL tokens reports each chunk on stderr, ending at the total, and
+    the hidden states are those of one unchunked pass."""
+    import mlx.core as mx
+    import numpy as np
+
+    from cherry_mlx.decoding import generate as g
+    from cherry_mlx.models import build_model
+
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    monkeypatch.setattr(g, "LONG_PREFILL", 40)
+    tokens = mx.array(np.arange(50) % 256, dtype=mx.int32)
+    h = g.prefill(model, tokens, model.make_cache(), step=16)
+    err = capsys.readouterr().err
+    assert "[prefill 16/50 prompt tokens" in err and "[prefill 50/50 prompt tokens" in err
+    whole = model.hidden(tokens[None], cache=model.make_cache())
+    np.testing.assert_allclose(np.array(h), np.array(whole), atol=1e-4)
+    g.prefill(model, tokens[:30], model.make_cache(), step=16)
+    assert "prefill" not in capsys.readouterr().err  # short prompts stay quiet

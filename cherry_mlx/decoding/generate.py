@@ -12,6 +12,7 @@ temperature. ``temp == 0`` is greedy (argmax after the processors).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence
@@ -23,6 +24,7 @@ from cherry_mlx.decoding.settings import SamplingConfig
 from cherry_mlx.models.mtp import has_mtp
 
 PREFILL_STEP = 512
+LONG_PREFILL = 2048  # prompts at least this long show the prefill's progress
 
 
 @dataclass
@@ -97,10 +99,17 @@ def prefill(model, tokens: mx.array, cache, step: int = PREFILL_STEP) -> mx.arra
     """Feed a (L,) prompt through the trunk in chunks; returns its final hidden states (1, L, D)
     (every position: the drafter's heads need them)."""
     hs = []
+    long = tokens.size >= LONG_PREFILL  # seconds to minutes on a CPU: say how far it is
+    t0 = time.perf_counter()
     for i in range(0, tokens.size, step):
         h = model.hidden(tokens[None, i : i + step], cache=cache)
         mx.eval(h)
         hs.append(h)
+        if long:
+            done = min(i + step, tokens.size)
+            print(f"\r[prefill {done}/{tokens.size} prompt tokens, "
+                  f"{time.perf_counter() - t0:.0f}s]", end="" if done < tokens.size else "\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return hs[0] if len(hs) == 1 else mx.concatenate(hs, axis=1)
 
 

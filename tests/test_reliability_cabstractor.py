@@ -99,3 +99,15 @@ def test_diverged_cli_run_saves_no_cabstractor(tiny_config, tmp_path):
     res = CliRunner().invoke(app, args + ["--num-heads", "2", "--learning-rate", "1e30"])
     assert isinstance(res.exception, ValueError) and "diverged" in str(res.exception)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("num_queries", 0), ("valid_fraction", 1.5), ("batch_size", 0), ("dims", -1),
+     ("valid_fraction", float("nan")), ("steps", 0)],
+)  # fmt: skip
+def test_cabstractor_option_out_of_range_is_refused_by_name(option, value):
+    from cherry_mlx.fusion.config import CabTrainConfig
+
+    with pytest.raises(ValueError, match="--" + option.replace("_", "-")):
+        CabTrainConfig(features_dir="x", **{option: value})

@@ -273,7 +273,7 @@ def test_refused_resume_with_other_batching_leaves_the_run_config_and_resumable(
     saved = (tmp_path / "runs/r/train_config.json").read_text()
     bad = _cli(common + ["--resume", tmp_path / "runs/r", "--seq-len", 32, "--batch-size", 4,
                          "--steps", 8])  # fmt: skip
-    assert bad.exit_code != 0 and "same data and batching" in str(bad.exception)
+    assert bad.exit_code != 0 and "drop --seq-len" in str(bad.exception)
     assert (tmp_path / "runs/r/train_config.json").read_text() == saved
     again = _cli(common + ["--resume", tmp_path / "runs/r"])
     assert again.exit_code == 0, again.output

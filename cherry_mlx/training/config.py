@@ -320,6 +320,14 @@ def resolve_config(
                         f"--resume {resume} continues a run of {merged.get(key)!r}; "
                         f"--{key} {new} conflicts with it: drop --{key}, or start a new run"
                     )
+            for key in ("seq_len", "batch_size"):  # the saved data order is in these batches
+                new, flag = (cli or {}).get(key), "--" + key.replace("_", "-")
+                if new is not None and new != merged.get(key):
+                    raise ValueError(
+                        f"--resume {resume}: the run was batched with {flag} {merged.get(key)} "
+                        f"and its data position cannot continue with {new}; drop {flag}, or "
+                        "start a new run"
+                    )
     if config_file:
         merged.update(typed_settings(load_settings_file(config_file), str(config_file)))
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})

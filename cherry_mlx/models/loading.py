@@ -150,6 +150,11 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     path = resolve(name_or_path)
     if not (path / "tokenizer.json").exists() and not (path / "tokenizer.model").exists():
         raise ModelNotFound(f"{path} has no tokenizer files (tokenizer.json / tokenizer.model)")
+    # as mlx_lm.load does: every EOS of config.json ends a reply (e.g. Gemma's <end_of_turn>)
+    cfg_file = path / "config.json"
+    eos = read_json(cfg_file, "model config").get("eos_token_id") if cfg_file.is_file() else None
+    if isinstance(eos, list):
+        return mlx_lm_load_tokenizer(path, eos_token_ids=eos)
     return mlx_lm_load_tokenizer(path)
 
 

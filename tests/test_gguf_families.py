@@ -184,3 +184,96 @@ def test_compress_4_to_2x2_generates(family, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ours
+
+
+GG_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<|end|>"]
+GG_TOKENS += [f"<0x{b:02X}>" for b in range(256)] + list("▁abcdefgh")
+
+
+def write_family_gguf(path, arch, seed=0):
+    """A 2-layer gemma3 or phi3 GGUF as llama.cpp writes them (F32 tensors; gemma's norms stored
+    as 1 + weight, phi3's fused qkv and gate/up)."""
+    gguf = pytest.importorskip("gguf")
+    rng = np.random.default_rng(seed)
+    d, f, h, kv, hd = 64, 128, 4, 2, 16
+    if arch == "gemma3":
+        hd = 256  # transformers' GGUF loader keeps Gemma's default query scale (256)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(256)
+    w.add_embedding_length(d)
+    w.add_block_count(2)
+    w.add_feed_forward_length(f)
+    w.add_head_count(h)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0 if arch == "phi3" else 1e6)
+    if arch == "gemma3":
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+        w.add_sliding_window(4)
+    else:
+        w.add_rope_dimension_count(hd)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(GG_TOKENS)
+    w.add_token_scores([-float(i) for i in range(len(GG_TOKENS))])
+    w.add_token_types([3] * 7 + [6] * 256 + [1] * (len(GG_TOKENS) - 263))
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+    w.add_add_bos_token(True)
+
+    def t(name, *shape, norm=False):
+        x = (rng.standard_normal(shape) * (0.3 if norm else 0.15)).astype(np.float32)
+        w.add_tensor(name, x + (1.0 if norm else 0.0))  # gemma: stored 1 + w; phi3: w near 1
+
+    vocab = len(GG_TOKENS)
+    t("token_embd.weight", vocab, d)
+    t("output_norm.weight", d, norm=True)
+    if arch == "phi3":
+        t("output.weight", vocab, d)
+    for i in range(2):
+        p = f"blk.{i}."
+        t(p + "attn_norm.weight", d, norm=True)
+        t(p + "attn_output.weight", d, h * hd)
+        t(p + "ffn_down.weight", d, f)
+        t(p + "ffn_norm.weight", d, norm=True)
+        if arch == "phi3":
+            t(p + "attn_qkv.weight", (h + 2 * kv) * hd, d)
+            t(p + "ffn_up.weight", 2 * f, d)
+        else:
+            t(p + "attn_q.weight", h * hd, d)
+            t(p + "attn_k.weight", kv * hd, d)
+            t(p + "attn_v.weight", kv * hd, d)
+            t(p + "attn_q_norm.weight", hd, norm=True)
+            t(p + "attn_k_norm.weight", hd, norm=True)
+            t(p + "post_attention_norm.weight", d, norm=True)
+            t(p + "post_ffw_norm.weight", d, norm=True)
+            t(p + "ffn_gate.weight", f, d)
+            t(p + "ffn_up.weight", f, d)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "phi3"])
+def test_gguf_family_matches_transformers_gguf_loader(arch, tmp_path):
+    from cherry_mlx.models.gguf import import_gguf
+
+    write_family_gguf(tmp_path / "m.gguf", arch)
+    out = import_gguf(tmp_path / "m.gguf", tmp_path / "hf")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="m.gguf", dtype=torch.float32
+    ).eval()
+    ids = np.array([[2, 17, 250, 3, 99, 42, 7, 7, 260, 5, 0, 264, 33]])
+    model, cfg = load_model(out)
+    assert cfg["model_type"] == {"gemma3": "gemma3_text", "phi3": "phi3"}[arch]
+    assert np.abs(_logits(model, ids) - _hf_logits(ref, ids)).max() <= 1e-4
+    from cherry_mlx.models import load_tokenizer
+
+    tok = load_tokenizer(out)
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert chat.startswith({"gemma3": "<bos><start_of_turn>user\n", "phi3": "<|user|>\n"}[arch])
+    end = {"gemma3": 5, "phi3": 6}[arch]  # <end_of_turn> / <|end|> end a reply
+    assert cfg["eos_token_id"] == [1, end] and end in tok.eos_token_ids

@@ -39,6 +39,17 @@ FAMILIES = {
         "Gemma3ForCausalLM",
         dict(head_dim=16, sliding_window=4, layer_types=TYPES, query_pre_attn_scalar=16),
     ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(
+            head_dim=16,
+            sliding_window=4,
+            query_pre_attn_scalar=16,
+            final_logit_softcapping=3.0,
+            attn_logit_softcapping=2.0,
+        ),
+    ),
 }
 TOKENS = np.array([[1, 17, 250, 3, 99, 42, 7, 7, 200, 5, 0, 64, 33, 12, 150, 9, 80, 81]])
 
@@ -60,7 +71,7 @@ def hf_model(family, **overrides):
     with torch.no_grad():  # spread the weights so that every one (norms too) matters
         for name, p in model.named_parameters():
             noise = torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.15)
-            p.copy_(noise if "norm" in name and family.startswith("gemma") else noise)
+            p.copy_(noise)
             if "norm" in name and not family.startswith("gemma"):
                 p.add_(1.0)
     return model
@@ -107,10 +118,12 @@ def test_merged_loads_in_transformers_and_plain_mlx_lm(family_dir, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     if family == "gemma3_text":
         assert saved["layer_types"] == [GLOBAL, SLIDING]
+    if family == "gemma2":  # sliding, global, sliding, global
+        assert saved["layer_types"] == [GLOBAL, GLOBAL]
     ref = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     want = _logits(merged)
     assert np.abs(_hf_logits(ref) - want).max() <= 1e-4
-    if family != "gemma3_text":  # mlx-lm's Gemma 3 takes its layer kinds from a fixed pattern
+    if family == "phi3":  # mlx-lm's Gemmas: a fixed layer pattern (3), no sliding window (2)
         theirs, _ = mlx_lm_load_model(out)
         assert np.abs(_logits(theirs) - want).max() <= 1e-4
 
@@ -196,7 +209,7 @@ def write_family_gguf(path, arch, seed=0):
     gguf = pytest.importorskip("gguf")
     rng = np.random.default_rng(seed)
     d, f, h, kv, hd = 64, 128, 4, 2, 16
-    if arch == "gemma3":
+    if arch.startswith("gemma"):
         hd = 256  # transformers' GGUF loader keeps Gemma's default query scale (256)
     w = gguf.GGUFWriter(str(path), arch)
     w.add_context_length(256)
@@ -207,10 +220,13 @@ def write_family_gguf(path, arch, seed=0):
     w.add_head_count_kv(kv)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(10000.0 if arch == "phi3" else 1e6)
-    if arch == "gemma3":
+    if arch.startswith("gemma"):
         w.add_key_length(hd)
         w.add_value_length(hd)
         w.add_sliding_window(4)
+    if arch == "gemma2":  # Gemma 2's values (transformers' GGUF loader assumes them)
+        w.add_float32("gemma2.attn_logit_softcapping", 50.0)
+        w.add_float32("gemma2.final_logit_softcapping", 30.0)
     else:
         w.add_rope_dimension_count(hd)
     w.add_tokenizer_model("llama")
@@ -245,8 +261,9 @@ def write_family_gguf(path, arch, seed=0):
             t(p + "attn_q.weight", h * hd, d)
             t(p + "attn_k.weight", kv * hd, d)
             t(p + "attn_v.weight", kv * hd, d)
-            t(p + "attn_q_norm.weight", hd, norm=True)
-            t(p + "attn_k_norm.weight", hd, norm=True)
+            if arch == "gemma3":
+                t(p + "attn_q_norm.weight", hd, norm=True)
+                t(p + "attn_k_norm.weight", hd, norm=True)
             t(p + "post_attention_norm.weight", d, norm=True)
             t(p + "post_ffw_norm.weight", d, norm=True)
             t(p + "ffn_gate.weight", f, d)
@@ -257,7 +274,7 @@ def write_family_gguf(path, arch, seed=0):
     w.close()
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "phi3"])
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3", "phi3"])
 def test_gguf_family_matches_transformers_gguf_loader(arch, tmp_path):
     from cherry_mlx.models.gguf import import_gguf
 
@@ -268,12 +285,13 @@ def test_gguf_family_matches_transformers_gguf_loader(arch, tmp_path):
     ).eval()
     ids = np.array([[2, 17, 250, 3, 99, 42, 7, 7, 260, 5, 0, 264, 33]])
     model, cfg = load_model(out)
-    assert cfg["model_type"] == {"gemma3": "gemma3_text", "phi3": "phi3"}[arch]
+    assert cfg["model_type"] == {"gemma3": "gemma3_text"}.get(arch, arch)
     assert np.abs(_logits(model, ids) - _hf_logits(ref, ids)).max() <= 1e-4
     from cherry_mlx.models import load_tokenizer
 
     tok = load_tokenizer(out)
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
-    assert chat.startswith({"gemma3": "<bos><start_of_turn>user\n", "phi3": "<|user|>\n"}[arch])
-    end = {"gemma3": 5, "phi3": 6}[arch]  # <end_of_turn> / <|end|> end a reply
+    gemma = arch.startswith("gemma")
+    assert chat.startswith("<bos><start_of_turn>user\n" if gemma else "<|user|>\n")
+    end = 5 if gemma else 6  # <end_of_turn> / <|end|> end a reply
     assert cfg["eos_token_id"] == [1, end] and end in tok.eos_token_ids

@@ -13,6 +13,8 @@ the Hugging Face checkpoints:
 - ``gemma3_text``: four norms per block with ``1 + weight``, GELU MLP, q/k norms, embeddings
   scaled by sqrt(hidden), and two kinds of layers (``layer_types``): ``sliding_attention``
   (a ``sliding_window`` of keys, local RoPE base) and ``full_attention`` (global).
+- ``gemma2``: Gemma's norms and embedding scale, attention scores and final logits soft-capped
+  (``attn_logit_softcapping``, ``final_logit_softcapping``), every other layer sliding.
 
 Heterogeneous layers: every layer keeps its own attention type wherever it is called from, so a
 looped core keeps each position's type on every loop; a layer merged from several is global if
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import mlx.nn as nn
+from mlx_lm.models import gemma2 as mlx_gemma2
 from mlx_lm.models import gemma3_text as mlx_gemma3
 from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models import phi3 as mlx_phi3
@@ -38,9 +41,12 @@ BLOCKS = {
     "qwen3": mlx_qwen3.TransformerBlock,
     "phi3": mlx_phi3.TransformerBlock,
     "gemma3_text": mlx_gemma3.TransformerBlock,
+    "gemma2": mlx_gemma2.TransformerBlock,
 }
 SUPPORTED = tuple(BLOCKS)
-GEMMA = ("gemma3_text",)  # 1 + weight norms, scaled embeddings
+GEMMA = ("gemma3_text", "gemma2")  # 1 + weight norms, scaled embeddings, sliding layers
+ARRAY_MASK = ("gemma2",)  # mlx-lm's Gemma 2 block soft-caps scores itself: it needs mask arrays
+SLIDING_PERIOD = {"gemma3_text": 6, "gemma2": 2}  # default: every k-th layer global
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
 
 
@@ -80,8 +86,8 @@ def normalise_args(args) -> None:
         args.original_max_position_embeddings = args.original_max_position_embeddings or 4096
     if args.model_type in GEMMA:
         args.query_pre_attn_scalar = args.query_pre_attn_scalar or args.head_dim
-        args.sliding_window = args.sliding_window or 512
-        args.sliding_window_pattern = args.sliding_window_pattern or 6
+        args.sliding_window = args.sliding_window or (512 if args.model_type != "gemma2" else 4096)
+        args.sliding_window_pattern = args.sliding_window_pattern or SLIDING_PERIOD[args.model_type]
         args.rope_local_base_freq = args.rope_local_base_freq or 10000.0
 
 
@@ -89,7 +95,7 @@ def default_layer_types(args) -> None:
     """Gemma 3 configs without ``layer_types``: every ``sliding_window_pattern``-th layer is
     global, the others sliding (before the Llama default of all-global applies)."""
     if args.model_type in GEMMA and args.layer_types is None:
-        k = args.sliding_window_pattern or 6
+        k = args.sliding_window_pattern or SLIDING_PERIOD[args.model_type]
         n = args.num_hidden_layers
         args.layer_types = [GLOBAL if (i + 1) % k == 0 else SLIDING for i in range(n)]
 
@@ -97,7 +103,7 @@ def default_layer_types(args) -> None:
 def make_block(args, layer_type: Optional[str] = None):
     """One transformer block of the args' family (mlx-lm's module, HF weight names);
     ``layer_type`` chooses sliding or global attention where the family has both."""
-    if args.model_type in GEMMA:
+    if args.model_type == "gemma3_text":
         # mlx-lm's Gemma 3 block takes its kind from its index in the 6-periodic pattern
         sliding = (layer_type or GLOBAL) == SLIDING
         return mlx_gemma3.TransformerBlock(args, 0 if sliding else args.sliding_window_pattern - 1)

@@ -4,9 +4,9 @@ llama.cpp's converter writes every family with the same ``blk.N.*`` vocabulary, 
 maps it to different Hugging Face names and stores some weights transformed:
 
 - Llama/Mistral: Q/K rows permuted for interleaved RoPE (``PERMUTED_QK``, undone in ``gguf.py``).
-- Gemma 3: norms stored as ``1 + weight`` (Gemma's RMSNorm multiplies by ``1 + w``), four norms
-  per block; sliding/global layers every 6th global, local RoPE base 10000 (llama.cpp's fixed
-  values: the file does not store them).
+- Gemma 2 and 3: norms stored as ``1 + weight`` (their RMSNorm multiplies by ``1 + w``), four norms
+  per block; sliding and global layers (Gemma 3: every 6th global, local RoPE base 10000;
+  Gemma 2: every other; llama.cpp's fixed values, the file does not store them).
 - Phi-3: fused ``attn_qkv`` and ``ffn_up`` (= HF ``gate_up_proj``), partial rotary from
   ``rope.dimension_count``.
 
@@ -26,9 +26,10 @@ ARCHITECTURES = {
     "qwen3": ("qwen3", "Qwen3ForCausalLM"),
     "phi3": ("phi3", "Phi3ForCausalLM"),
     "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
+    "gemma2": ("gemma2", "Gemma2ForCausalLM"),
 }
 PERMUTED_QK = ("llama", "mistral")  # llama.cpp permutes Q/K rows only for these
-NORM_SHIFTED = ("gemma3",)  # norms stored as 1 + weight
+NORM_SHIFTED = ("gemma3", "gemma2")  # norms stored as 1 + weight
 TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 BLOCK = {
     "attn_norm": "input_layernorm",
@@ -44,12 +45,14 @@ BLOCK = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+_GEMMA_NORMS = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 BLOCK_OVERRIDES = {
-    "gemma3": {
-        "post_attention_norm": "post_attention_layernorm",
-        "ffn_norm": "pre_feedforward_layernorm",
-        "post_ffw_norm": "post_feedforward_layernorm",
-    },
+    "gemma3": _GEMMA_NORMS,
+    "gemma2": _GEMMA_NORMS,
     "phi3": {"ffn_up": "mlp.gate_up_proj"},
 }
 _GEMMA_TEMPLATE = (  # a system message opens the first user turn, as in Gemma's own template
@@ -68,6 +71,7 @@ _PHI3_TEMPLATE = (
 # family -> (chat template used when the file has none, its end-of-turn token)
 CHAT_TEMPLATES = {
     "gemma3": (_GEMMA_TEMPLATE, "<end_of_turn>"),
+    "gemma2": (_GEMMA_TEMPLATE, "<end_of_turn>"),
     "phi3": (_PHI3_TEMPLATE, "<|end|>"),
 }
 
@@ -102,6 +106,19 @@ def family_config(arch: str, get, cfg: Dict[str, Any], shapes) -> None:
             },
             final_logit_softcapping=None,
             attn_logit_softcapping=None,
+        )
+    elif arch == "gemma2":
+        head_dim = cfg["head_dim"]
+        # llama.cpp scales Gemma 2 27B's queries by hidden/heads, the others by head_dim
+        scalar = cfg["hidden_size"] // cfg["num_attention_heads"] if n == 46 else head_dim
+        cfg.update(
+            hidden_act="gelu_pytorch_tanh",
+            hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=scalar,
+            sliding_window=int(get("attention.sliding_window", 4096)),
+            layer_types=_gemma_layer_types(2, n),
+            attn_logit_softcapping=float(get("attn_logit_softcapping", 50.0)),
+            final_logit_softcapping=float(get("final_logit_softcapping", 30.0)),
         )
     elif arch == "phi3":
         head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]

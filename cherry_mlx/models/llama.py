@@ -25,6 +25,7 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
 from cherry_mlx.models.families import (
+    ARRAY_MASK,
     SLIDING,
     default_layer_types,
     embed_scale,
@@ -59,6 +60,8 @@ class ModelArgs(mlx_llama.ModelArgs):
     rope_local_base_freq: Optional[float] = None
     query_pre_attn_scalar: Optional[float] = None
     sliding_window_pattern: Optional[int] = None
+    attn_logit_softcapping: Optional[float] = None  # gemma2
+    final_logit_softcapping: Optional[float] = None  # gemma2: tanh cap on the logits
 
     def __post_init__(self):
         # A config copied from a model with another depth carries a stale layer_types list that
@@ -118,9 +121,11 @@ class LlamaModel(nn.Module):
             h = h * mx.array(self._scale, dtype=h.dtype)
         if cache is None:
             cache = [None] * len(self._schedule)
-        mask = create_attention_mask(h, cache[0])
+        array = self.args.model_type in ARRAY_MASK
+        mask = create_attention_mask(h, cache[0], return_array=array)
         if SLIDING in self.args.layer_types:  # every cache has the same length: one mask each
-            window = create_attention_mask(h, cache[0], window_size=self.args.sliding_window)
+            w = self.args.sliding_window
+            window = create_attention_mask(h, cache[0], window_size=w, return_array=array)
         for idx, c in zip(self._schedule, cache):
             layer = self.layers[idx]
             m = window if self.args.layer_types[idx] == SLIDING else mask
@@ -150,8 +155,11 @@ class Model(nn.Module):
 
     def logits(self, h: mx.array) -> mx.array:
         if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
+            out = self.model.embed_tokens.as_linear(h)
+        else:
+            out = self.lm_head(h)
+        cap = self.args.final_logit_softcapping
+        return out if not cap else mx.tanh(out / cap) * cap
 
     def __call__(self, inputs, cache=None, input_embeddings=None):
         return self.logits(self.hidden(inputs, cache, input_embeddings))

@@ -21,7 +21,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from cherry_mlx._io import read_json
-from cherry_mlx.models.families import GLOBAL, check_family
+from cherry_mlx.models.families import GEMMA, GLOBAL, check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.model_file import model_file_text
@@ -204,6 +204,7 @@ def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dic
     """The HF-style config of a model's current args (``base`` keeps extra keys, e.g. rope)."""
     cfg = dict(base or {})
     cfg.update({k: v for k, v in asdict(model.args).items() if v is not None})
-    if set(cfg.get("layer_types") or ()) <= {GLOBAL}:  # rebuilt from num_hidden_layers
+    # rebuilt from num_hidden_layers, except where a family's default would differ (Gemma)
+    if cfg.get("model_type") not in GEMMA and set(cfg.get("layer_types") or ()) <= {GLOBAL}:
         cfg.pop("layer_types", None)
     return cfg

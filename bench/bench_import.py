@@ -115,6 +115,7 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-decode", action="store_true", help="only (a) and (q): skip (b)")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,6 +132,8 @@ def main():
             f"folder {size:.0f} MB ({cfg['num_hidden_layers']} layers, {a.dtype})"
         )
         decode_speed(a.source, a.reps)
+        if a.no_decode:
+            return
 
         from mlx_lm import load as mlx_lm_load
 

@@ -12,7 +12,7 @@ from cherry_mlx.models.presets import DEFAULT_PRESET
 
 @dataclass
 class ImportConfig:
-    """Convert a llama.cpp GGUF (llama, mistral, qwen2, qwen3, phi3, gemma3) for every command."""
+    """Convert a llama.cpp GGUF (llama, mistral, qwen2/3, phi3, gemma2/3) for every command."""
 
     source: str = setting(
         MISSING,

@@ -126,6 +126,10 @@ def test_merged_loads_in_transformers_and_plain_mlx_lm(family_dir, tmp_path):
     if family == "phi3":  # mlx-lm's Gemmas: a fixed layer pattern (3), no sliding window (2)
         theirs, _ = mlx_lm_load_model(out)
         assert np.abs(_logits(theirs) - want).max() <= 1e-4
+    if family == "gemma3_text":  # off mlx-lm's pattern: our model file, never a silent mismatch
+        assert saved["model_file"] == "cherry_model.py"
+        theirs, _ = mlx_lm_load_model(out, trust_remote_code=True)
+        assert np.abs(_logits(theirs) - want).max() <= 1e-4
 
 
 def test_gemma3_plain_mlx_lm_on_its_own_pattern(tmp_path):

@@ -21,7 +21,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from cherry_mlx._io import read_json
-from cherry_mlx.models.families import GEMMA, GLOBAL, check_family
+from cherry_mlx.models.families import GEMMA, GLOBAL, SLIDING, check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.model_file import model_file_text
@@ -159,8 +159,15 @@ def load_tokenizer(name_or_path: str | os.PathLike):
 
 
 def needs_model_file(config: Dict[str, Any]) -> bool:
-    """Plain mlx-lm llama cannot build configs with cherry extensions."""
-    return any(config.get(k) for k in ("recurrence", "mtp", "moee"))
+    """Plain mlx-lm cannot build configs with cherry extensions, nor a Gemma 3 whose layer kinds
+    left its 6-periodic pattern (a merged one): it would silently use the pattern."""
+    if any(config.get(k) for k in ("recurrence", "mtp", "moee")):
+        return True
+    types = config.get("layer_types")
+    if config.get("model_type") == "gemma3_text" and types:
+        k = int(config.get("sliding_window_pattern") or 6)
+        return types != [GLOBAL if (i + 1) % k == 0 else SLIDING for i in range(len(types))]
+    return False
 
 
 def save_model(

@@ -308,7 +308,7 @@ def _no_output(tmp_path):
         ("arch", "architecture 'gpt2' is not supported.*llama, mistral, qwen2, qwen3"),
         ("tokenizer", "tokenizer type 'bert' is not supported"),
         ("vocab", "tokenizer has 320 tokens but the model's vocabulary only 256"),
-        ("quant", "stored as Q5_0.*Q4_1"),
+        ("quant", "stored as TQ1_0.*Q4_1.*Q4_K"),
     ],
 )
 def test_bad_files_fail_in_one_line_and_write_nothing(tmp_path, damage, message):
@@ -321,8 +321,8 @@ def test_bad_files_fail_in_one_line_and_write_nothing(tmp_path, damage, message)
         write_gguf(path, vocab_rows=256)
     elif damage == "quant":
         writer = gguf.GGUFWriter(str(path), "llama")
-        a = np.ones((4, 64), np.float32)
-        writer.add_tensor("token_embd.weight", gguf.quants.quantize(a, Q.Q5_0), raw_dtype=Q.Q5_0)
+        a = np.ones((4, 256), np.float32)
+        writer.add_tensor("token_embd.weight", gguf.quants.quantize(a, Q.TQ1_0), raw_dtype=Q.TQ1_0)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

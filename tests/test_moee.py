@@ -170,7 +170,7 @@ def test_fused_save_reload_generate(tmp_path, tiny_config, granularity):
     ref = np.array(fused(x))
     back, _ = load_model(out)
     np.testing.assert_allclose(np.array(back(x)), ref, atol=1e-5)
-    # plain mlx-lm builds it through the shim
+    # plain mlx-lm builds it through its self-contained model file
     mlm, _ = mlx_lm.utils.load_model(out, trust_remote_code=True)
     np.testing.assert_allclose(np.array(mlm(x)), ref, atol=1e-5)
 

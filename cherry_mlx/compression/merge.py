@@ -20,6 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from cherry_mlx.models.families import merged_layer_types
 from cherry_mlx.models.loading import build_model
 
 Groups = List[List[int]]
@@ -164,7 +165,7 @@ def merge_model(
     check_groups(groups, n)
     new_cfg = dict(config)
     new_cfg["num_hidden_layers"] = len(groups)
-    new_cfg.pop("layer_types", None)
+    new_cfg = merged_layer_types(new_cfg, groups)  # a group is global if any member is
     new_cfg.pop("recurrence", None)
     old_map = config.get("merge_map") or [[i] for i in range(n)]
     new_cfg["merge_map"] = [sorted(i for j in g for i in old_map[j]) for g in groups]

@@ -25,6 +25,7 @@ from cherry_mlx.compression.config import METHODS
 from cherry_mlx.compression.merge import Groups, merge_model
 from cherry_mlx.compression.redundancy import analyze_layers
 from cherry_mlx.compression.stack import restacked_weights
+from cherry_mlx.models.families import merged_layer_types
 from cherry_mlx.models.loading import build_model
 
 
@@ -73,7 +74,7 @@ def prune_model(
         raise ValueError(f"kept layers {list(keep)} must be ascending indices below {n}")
     new_cfg = dict(config)
     new_cfg["num_hidden_layers"] = len(keep)
-    new_cfg.pop("layer_types", None)
+    new_cfg = merged_layer_types(new_cfg, [[i] for i in keep])
     old_map = config.get("merge_map") or [[i] for i in range(n)]
     new_cfg["merge_map"] = [list(old_map[i]) for i in keep]
     pruned = build_model(new_cfg)

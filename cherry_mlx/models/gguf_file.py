@@ -1,10 +1,10 @@
-"""The tensor table of a GGUF file, read before MLX touches the data.
+"""A GGUF file's metadata and tensor table.
 
-MLX's own GGUF reader (``mx.load(path, return_metadata=True)``) does the heavy lifting, but it does
-not say which storage type a tensor had, crashes on types it lacks with a message that names
-neither tensor nor type, hands BF16 over as (lossy) float16, and trusts the file's length. This
-module walks the header (key/value section skipped, tensor infos kept) so the importer can refuse
-an unknown quantisation or a truncated file by name *before* anything is loaded or written.
+MLX's own GGUF reader (``mx.load``) knows only F32/F16/Q4_0/Q4_1/Q8_0, crashes on other types
+with a message that names neither tensor nor type, hands BF16 over as (lossy) float16 and trusts
+the file's length. This module walks the header itself, so the importer can refuse an unknown
+quantisation or a truncated file by name *before* anything is loaded or written; the tensors'
+bytes are then decoded by ``gguf_quants`` in chunks (``gguf_stream``).
 
 GGUF layout (little endian): magic ``GGUF``, u32 version, u64 tensor count, u64 key/value count,
 the key/values, then per tensor: name, u32 n_dims, u64 dims (innermost first), u32 type, u64 offset
@@ -17,25 +17,20 @@ import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from cherry_mlx.models.gguf_quants import BLOCKS
+
 # type id -> (name, elements per block, bytes per block); the types the importer can dequantise.
-SUPPORTED = {
-    0: ("F32", 1, 4),
-    1: ("F16", 1, 2),
-    2: ("Q4_0", 32, 18),
-    3: ("Q4_1", 32, 20),
-    8: ("Q8_0", 32, 34),
-    30: ("BF16", 1, 2),
-}
-# Names of the others, for the error message only.
+SUPPORTED = BLOCKS
+# Names of the others, for the error message only: the rare low-bit codebook types (IQ1-IQ3),
+# ternary and FP4 types, and integer tensors no language model's weights use.
 OTHER_TYPES = {
-    6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
-    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL",
-    21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
-    29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+    9: "Q8_1", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 21: "IQ3_S",
+    22: "IQ2_S", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 34: "TQ1_0",
+    35: "TQ2_0", 39: "MXFP4", 40: "NVFP4",
 }  # fmt: skip
 SUPPORTED_NAMES = ", ".join(name for name, _, _ in SUPPORTED.values())
 # Fixed-size scalar value types of the key/value section: type id -> struct format.
@@ -88,24 +83,34 @@ class _Cursor:
         raw = self.take(f"{n}s")
         return raw.decode("utf-8", errors="replace")
 
-    def skip_value(self, vtype: int) -> object:
+    def value(self, vtype: int) -> Any:
         if vtype in _SCALARS:
             return self.take(_SCALARS[vtype])
         if vtype == 8:
             return self.string()
         if vtype == 9:
             itype, n = self.take("I"), self.take("Q")
-            if itype in _SCALARS:  # fixed-size elements: jump over them
-                self.pos += n * struct.calcsize(_SCALARS[itype])
-            else:
-                for _ in range(n):
-                    self.skip_value(itype)
-            return None
+            if itype in _SCALARS:  # fixed-size elements: one numpy read
+                fmt = _SCALARS[itype]
+                size = n * struct.calcsize(fmt)
+                if self.pos + size > len(self.buf):
+                    raise ValueError(f"{self.path} is truncated (its header ends early)")
+                dtype = np.dtype("<" + fmt) if fmt != "?" else np.bool_
+                out = np.frombuffer(self.buf, dtype, count=n, offset=self.pos).tolist()
+                self.pos += size
+                return out
+            return [self.value(itype) for _ in range(n)]
         raise ValueError(f"{self.path}: unknown GGUF value type {vtype}; the file is corrupt")
 
 
 def read_tensor_table(path: str | Path) -> Dict[str, TensorInfo]:
     """Tensor name -> info; raises ValueError for a non-GGUF, truncated or unsupported file."""
+    return read_gguf(path)[0]
+
+
+def read_gguf(path: str | Path) -> Tuple[Dict[str, TensorInfo], Dict[str, Any]]:
+    """(tensor name -> info, metadata key -> value); ValueError for a non-GGUF, truncated or
+    unsupported file."""
     path = Path(path)
     with open(path, "rb") as f:
         size = path.stat().st_size
@@ -118,7 +123,7 @@ def read_tensor_table(path: str | Path) -> Dict[str, TensorInfo]:
             buf.close()
 
 
-def _parse(buf, path: Path, size: int) -> Dict[str, TensorInfo]:
+def _parse(buf, path: Path, size: int):
     cur = _Cursor(buf, path)
     if cur.take("4s") != b"GGUF":
         raise ValueError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf model file")
@@ -129,12 +134,11 @@ def _parse(buf, path: Path, size: int) -> Dict[str, TensorInfo]:
             "with a llama.cpp of that format)"
         )
     n_tensors, n_kv = cur.take("Q"), cur.take("Q")
-    alignment = 32
+    meta = {}
     for _ in range(n_kv):
         key, vtype = cur.string(), cur.take("I")
-        value = cur.skip_value(vtype)
-        if key == "general.alignment":
-            alignment = int(value)
+        meta[key] = cur.value(vtype)
+    alignment = int(meta.get("general.alignment", 32))
     raw = []
     for _ in range(n_tensors):
         name, n_dims = cur.string(), cur.take("I")
@@ -151,17 +155,17 @@ def _parse(buf, path: Path, size: int) -> Dict[str, TensorInfo]:
                 "--allow-requantize IN OUT Q8_0)"
             )
         _, block, block_bytes = SUPPORTED[type_id]
-        nbytes = int(np.prod(shape, dtype=np.int64)) // block * block_bytes
+        count = int(np.prod(shape, dtype=np.int64))
+        if count % block or (shape and shape[-1] % block):
+            raise ValueError(
+                f"{path}: tensor {name} has shape {shape}, which {SUPPORTED[type_id][0]} blocks "
+                f"of {block} cannot tile; the file is corrupt, export it again"
+            )
+        nbytes = count // block * block_bytes
         table[name] = TensorInfo(name, shape, type_id, data_start + offset, nbytes)
     end = max((t.offset + t.nbytes for t in table.values()), default=data_start)
     if end > size:
         raise ValueError(
             f"{path} is truncated ({size} of {end} bytes); download or export it again"
         )
-    return table
-
-
-def read_bf16(path: str | Path, info: TensorInfo) -> np.ndarray:
-    """A BF16 tensor as exact float32 (MLX's reader would round it through float16)."""
-    raw = np.fromfile(path, dtype="<u2", count=info.nbytes // 2, offset=info.offset)
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
+    return table, meta

@@ -24,7 +24,15 @@ from mlx_lm.models import llama as mlx_llama
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
-from cherry_mlx.models.families import make_block, normalise_args
+from cherry_mlx.models.families import (
+    ARRAY_MASK,
+    SLIDING,
+    default_layer_types,
+    embed_scale,
+    make_block,
+    make_norm,
+    normalise_args,
+)
 from cherry_mlx.models.mtp import MTPHeads
 
 
@@ -46,12 +54,21 @@ class ModelArgs(mlx_llama.ModelArgs):
     mtp: Optional[Dict[str, Any]] = None
     # transformers >= 5 keeps rope_theta / rope scaling here (see families.normalise_args)
     rope_parameters: Optional[Dict[str, Any]] = None
+    # read by the phi3 and gemma3_text blocks only (None elsewhere: saved configs stay clean)
+    partial_rotary_factor: Optional[float] = None
+    original_max_position_embeddings: Optional[int] = None
+    rope_local_base_freq: Optional[float] = None
+    query_pre_attn_scalar: Optional[float] = None
+    sliding_window_pattern: Optional[int] = None
+    attn_logit_softcapping: Optional[float] = None  # gemma2
+    final_logit_softcapping: Optional[float] = None  # gemma2: tanh cap on the logits
 
     def __post_init__(self):
         # A config copied from a model with another depth carries a stale layer_types list that
         # would silently rebuild the old layer count (a pitfall seen in practice): rebuild it.
         if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
             self.layer_types = None
+        default_layer_types(self)
         super().__post_init__()
         normalise_args(self)  # llama, mistral, qwen2, qwen3: see families.py
         if self.recurrence is not None:
@@ -87,8 +104,9 @@ class LlamaModel(nn.Module):
         self.args = args
         self.vocab_size = args.vocab_size
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
-        self.layers = [make_block(args) for _ in range(args.num_hidden_layers)]
-        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.layers = [make_block(args, t) for t in args.layer_types]
+        self.norm = make_norm(args)
+        self._scale = embed_scale(args)
         self._schedule = tuple(args.schedule)
         # Gradient checkpointing per block call (trades recompute for activation memory).
         self.checkpoint = False
@@ -99,15 +117,22 @@ class LlamaModel(nn.Module):
 
     def __call__(self, inputs, cache=None, input_embeddings=None):
         h = input_embeddings if input_embeddings is not None else self.embed_tokens(inputs)
+        if self._scale is not None:
+            h = h * mx.array(self._scale, dtype=h.dtype)
         if cache is None:
             cache = [None] * len(self._schedule)
-        mask = create_attention_mask(h, cache[0])
+        array = self.args.model_type in ARRAY_MASK
+        mask = create_attention_mask(h, cache[0], return_array=array)
+        if SLIDING in self.args.layer_types:  # every cache has the same length: one mask each
+            w = self.args.sliding_window
+            window = create_attention_mask(h, cache[0], window_size=w, return_array=array)
         for idx, c in zip(self._schedule, cache):
             layer = self.layers[idx]
+            m = window if self.args.layer_types[idx] == SLIDING else mask
             if self.checkpoint and c is None:
-                h = checkpointed(layer)(h, mask)
+                h = checkpointed(layer)(h, m)
             else:
-                h = layer(h, mask, cache=c)
+                h = layer(h, m, cache=c)
         return self.norm(h)
 
 
@@ -130,8 +155,11 @@ class Model(nn.Module):
 
     def logits(self, h: mx.array) -> mx.array:
         if self.args.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
+            out = self.model.embed_tokens.as_linear(h)
+        else:
+            out = self.lm_head(h)
+        cap = self.args.final_logit_softcapping
+        return out if not cap else mx.tanh(out / cap) * cap
 
     def __call__(self, inputs, cache=None, input_embeddings=None):
         return self.logits(self.hidden(inputs, cache, input_embeddings))

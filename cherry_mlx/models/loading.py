@@ -21,10 +21,11 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from cherry_mlx._io import read_json
-from cherry_mlx.models.families import check_family
+from cherry_mlx.models.families import GEMMA, GLOBAL, SLIDING, check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
-from cherry_mlx.models.moee import moee_classes, shim_text
+from cherry_mlx.models.model_file import model_file_text
+from cherry_mlx.models.moee import moee_classes
 from cherry_mlx.models.outputs import TOKENIZER_FILES, make_tmp_dir, replace_dir  # noqa: F401
 from cherry_mlx.models.presets import (  # noqa: F401
     DEFAULT_PRESET,
@@ -36,11 +37,9 @@ from cherry_mlx.models.presets import (  # noqa: F401
 from cherry_mlx.models.runs import resolve_run_checkpoint
 from cherry_mlx.models.validate import check_finite_weights, check_model_config
 
-# Shim that lets mlx_lm.load build our recurrent/MTP/MoEE models (config.json "model_file").
+# Self-contained model code that lets mlx_lm.load build our recurrent/MTP/MoEE models
+# (config.json "model_file"; see models.model_file).
 MODEL_FILE = "cherry_model.py"
-_MODEL_FILE_TEXT = '''"""Lets mlx_lm.load(path, trust_remote_code=True) build this model."""
-from cherry_mlx.models import Model, ModelArgs  # noqa: F401
-'''
 
 
 class ModelNotFound(ValueError):
@@ -160,12 +159,24 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     path = resolve(name_or_path)
     if not (path / "tokenizer.json").exists() and not (path / "tokenizer.model").exists():
         raise ModelNotFound(f"{path} has no tokenizer files (tokenizer.json / tokenizer.model)")
+    # as mlx_lm.load does: every EOS of config.json ends a reply (e.g. Gemma's <end_of_turn>)
+    cfg_file = path / "config.json"
+    eos = read_json(cfg_file, "model config").get("eos_token_id") if cfg_file.is_file() else None
+    if isinstance(eos, list):
+        return mlx_lm_load_tokenizer(path, eos_token_ids=eos)
     return mlx_lm_load_tokenizer(path)
 
 
 def needs_model_file(config: Dict[str, Any]) -> bool:
-    """Plain mlx-lm llama cannot build configs with cherry extensions."""
-    return any(config.get(k) for k in ("recurrence", "mtp", "moee"))
+    """Plain mlx-lm cannot build configs with cherry extensions, nor a Gemma 3 whose layer kinds
+    left its 6-periodic pattern (a merged one): it would silently use the pattern."""
+    if any(config.get(k) for k in ("recurrence", "mtp", "moee")):
+        return True
+    types = config.get("layer_types")
+    if config.get("model_type") == "gemma3_text" and types:
+        k = int(config.get("sliding_window_pattern") or 6)
+        return types != [GLOBAL if (i + 1) % k == 0 else SLIDING for i in range(len(types))]
+    return False
 
 
 def save_model(
@@ -187,10 +198,7 @@ def save_model(
         config = dict(config)
         if needs_model_file(config):
             config["model_file"] = MODEL_FILE
-            text = _MODEL_FILE_TEXT
-            if config.get("moee"):
-                text = shim_text(config)
-            (tmp / MODEL_FILE).write_text(text)
+            (tmp / MODEL_FILE).write_text(model_file_text(config))
         else:
             config.pop("model_file", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
@@ -212,5 +220,7 @@ def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dic
     """The HF-style config of a model's current args (``base`` keeps extra keys, e.g. rope)."""
     cfg = dict(base or {})
     cfg.update({k: v for k, v in asdict(model.args).items() if v is not None})
-    cfg.pop("layer_types", None)  # rebuilt from num_hidden_layers; never carry a stale copy
+    # rebuilt from num_hidden_layers, except where a family's default would differ (Gemma)
+    if cfg.get("model_type") not in GEMMA and set(cfg.get("layer_types") or ()) <= {GLOBAL}:
+        cfg.pop("layer_types", None)
     return cfg

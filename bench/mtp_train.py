@@ -3,13 +3,14 @@
     python bench/mtp_train.py MODEL --work DIR --stage gen   [--gen-budget-s 900]
     python bench/mtp_train.py MODEL --work DIR --stage train [--steps N --train-budget-s 900]
     python bench/mtp_train.py MODEL --work DIR --stage next  # whichever is unfinished
+    python bench/mtp_train.py MODEL --work DIR --stage all   # gen to its budget, then train
 
 ``gen`` answers the training split's chat prompts (first turns; any prompt equal to a held-out
 one is dropped) with batched generation and caches tokens + the trunk's final states + its
 greedy next tokens (``training.mtp_cache``); every 4th batch samples at T = 0.7 so the heads
 also see sampled contexts. ``train`` fits the heads on that cache only (``training.mtp_fit``):
 no trunk forward per step. Both stop at their time budget and go on where they stopped; the
-model with heads is written to DIR/model. Run under the shared lock on a shared machine.
+model with heads is written to DIR/model (also when training stops at its budget). Run under the shared lock on a shared machine.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", type=Path)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--stage", choices=("gen", "train", "next"), default="next")
+    ap.add_argument("--stage", choices=("gen", "train", "next", "all"), default="next")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--max-prompts", type=int, default=100000)
     ap.add_argument("--stop-at-eos", action="store_true")
@@ -126,10 +127,11 @@ def main(argv=None) -> int:
     stage = args.stage
     if stage == "next":
         stage = "train" if (args.work / "cache" / "gen.done").exists() else "gen"
-    if stage == "gen":
-        if stage_gen(args, model, tok):
+    if stage in ("gen", "all") and not (args.work / "cache" / "gen.done").exists():
+        # "all" ends generation at its budget (the cache is what it is) and trains on it
+        if stage_gen(args, model, tok) or stage == "all":
             (args.work / "cache" / "gen.done").write_text("done\n")
-    else:
+    if stage in ("train", "all"):
         stage_train(args, model, tok)
     print(f"stage {stage}: {time.perf_counter() - t0:.0f} s")
     return 0

@@ -161,8 +161,8 @@ def fit_heads(
     stop_after: Optional[int] = None,
 ) -> Dict:
     """Train ``cfg.heads`` sequential heads of ``model`` (its trunk frozen) on the cache; resumes
-    from ``state_dir``. Writes the model with heads to ``out_model`` when the steps are done.
-    ``stop_after`` ends this call after that many steps (as the time budget does). Returns a
+    from ``state_dir``. Writes the model with heads to ``out_model`` when the steps are done or
+    the time budget ends the call. ``stop_after`` ends this call after that many steps (as the time budget does). Returns a
     summary (steps, positions, seconds, losses, agreement on held-back cached sequences)."""
     state_dir = Path(state_dir)
     seqs = load_sequences(cache_dir)
@@ -241,7 +241,7 @@ def fit_heads(
     res = {"done": done, "step": meta["step"], "positions": meta["positions"],
            "train_s": round(meta["seconds"], 1), "loss_last10": float(np.mean(meta["losses"][-10:]))
            if meta["losses"] else None, "cache": summary(cache_dir)}  # fmt: skip
-    if done:
+    if done or budget_s is not None:  # a budget-limited run still leaves usable heads
         model.eval()
         res["agreement_valid"] = agreement(model, valid, cfg.max_len)
         res["valid_sequences"] = len(valid)

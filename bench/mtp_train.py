@@ -10,7 +10,8 @@ one is dropped) with batched generation and caches tokens + the trunk's final st
 greedy next tokens (``training.mtp_cache``); every 4th batch samples at T = 0.7 so the heads
 also see sampled contexts. ``train`` fits the heads on that cache only (``training.mtp_fit``):
 no trunk forward per step. Both stop at their time budget and go on where they stopped; the
-model with heads is written to DIR/model (also when training stops at its budget). Run under the shared lock on a shared machine.
+model with heads is written to DIR/model (also when training stops at its budget). Run under
+the shared lock on a shared machine.
 """
 
 from __future__ import annotations

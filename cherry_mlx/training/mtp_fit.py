@@ -163,7 +163,8 @@ def fit_heads(
     """Train ``cfg.heads`` sequential heads of ``model`` (its trunk frozen) on the cache; resumes
     from ``state_dir``. Writes the model with heads to ``out_model`` when the steps are done or
     the time budget ends the call. ``stop_after`` ends this call after that many steps (as the
-    time budget does). Returns a summary (steps, positions, seconds, losses, agreement on held-back cached sequences)."""
+    time budget does). Returns a summary (steps, positions, seconds, losses, agreement on
+    held-back cached sequences)."""
     state_dir = Path(state_dir)
     seqs = load_sequences(cache_dir)
     rng = np.random.default_rng(cfg.seed)

@@ -59,8 +59,8 @@ class GenerationStats:
         )
         if self.rounds:
             s += (
-                f", speculative: {self.mean_accepted:.2f} tok/pass, "
-                f"acceptance {self.accepted / max(self.drafted, 1):.1%}"
+                f", speculative: accepted length {self.mean_accepted:.2f} tok/verify pass "
+                f"({self.rounds} passes), draft acceptance {self.accepted / max(self.drafted, 1):.1%}"
             )
         return s
 

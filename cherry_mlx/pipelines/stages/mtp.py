@@ -23,10 +23,10 @@ from cherry_mlx.decoding.chat import render
 from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.evaluation.verdict import claim_row
 from cherry_mlx.pipelines.context import Context, StageBar, chat_prompts, greedy_decode
-from cherry_mlx.training import mtp_cache
-from cherry_mlx.training.mtp_fit import FitConfig, fit_heads
 from cherry_mlx.pipelines.report import fmt, mean
 from cherry_mlx.pipelines.stage import Stage
+from cherry_mlx.training import mtp_cache
+from cherry_mlx.training.mtp_fit import FitConfig, fit_heads
 
 HEAD_LR = 1e-3  # heads start from scratch on a frozen trunk: a fine-tuning rate is too small
 HEAD_FEATURE_WEIGHT = 1.0  # EAGLE's regression of the trunk's next state beside the token loss

@@ -281,7 +281,7 @@ def main(argv=None) -> int:
         res.setdefault("seconds", {})[sec] = round(time.perf_counter() - t0, 1)
         args.results.write_text(json.dumps(res, indent=1))
     print()
-    summarize(res, args.tokens, len(prompts))
+    summarize(json.loads(json.dumps(res)), args.tokens, len(prompts))  # str keys, as when reloaded
     return 0
 
 

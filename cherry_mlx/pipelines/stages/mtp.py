@@ -136,11 +136,16 @@ def mtp_rows(res: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def mtp_section(res: Dict[str, Any]) -> List[str]:
     acc = res["accuracy"]
+    # results of the earlier recipe (heads trained on the data's text) have no cache
+    own = res.get("cache")
+    src = (
+        f" from a cache of its own replies ({own['reply_tokens']} generated tokens;"
+        if own
+        else " ("
+    )
     lines = [
-        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk from a cache of its own "
-        f"replies ({(res.get('cache') or {}).get('reply_tokens', '?')} generated tokens; the "
-        f"trunk's greedy tokens as targets, draft vocabulary {res.get('draft_vocab') or 'full'}). "
-        "Held-out "
+        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk{src}the trunk's greedy "
+        f"tokens as targets, draft vocabulary {res.get('draft_vocab') or 'full'}). Held-out "
         f"top-1: trunk {fmt(acc['trunk'])}, heads {[round(a, 3) for a in acc['heads']]}, "
         f"agreement with the trunk {[round(a, 3) for a in acc['agree']]}.",
         "",

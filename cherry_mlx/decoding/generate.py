@@ -60,9 +60,10 @@ class GenerationStats:
             f"generated {self.generated} tok at {self.decode_tps:.1f} tok/s"
         )
         if self.rounds:
+            rate = self.accepted / max(self.drafted, 1)
             s += (
-                f", speculative: {self.mean_accepted:.2f} tok/pass, "
-                f"acceptance {self.accepted / max(self.drafted, 1):.1%}"
+                f", speculative: accepted length {self.mean_accepted:.2f} tok/verify pass "
+                f"({self.rounds} passes), draft acceptance {rate:.1%}"
             )
         return s
 

@@ -213,12 +213,19 @@ class HeadDistillLoss:
         h0 = mx.stop_gradient(model.hidden(batch["inputs"]))  # (B, L, D)
         greedy = mx.stop_gradient(mx.argmax(model.logits(h0), axis=-1))  # (B, L): token t+1
         valid = context_mask(batch["response"])  # (B, L)
+        loss = self.from_states(model, h0, greedy, batch["inputs"], valid)
+        return loss, valid.astype(mx.float32).sum()
+
+    def from_states(self, model, h0, greedy, inputs, valid, per_head: bool = False):
+        """The loss from the trunk's states h0 (B, L, D) and greedy next tokens (B, L) (computed
+        here or read from a cache of them), inputs (B, L), valid (B, L) bool -> () (or one loss
+        per head with ``per_head``)."""
         ids = draft_vocab(model.args.mtp)
         if ids:
             index, id_array = self._draft_index(ids, model.args.vocab_size)  # (V,), (N,)
             w = mx.stop_gradient(draft_rows(model, id_array))  # (N, D)
         losses = []
-        for k, hk in enumerate(model.mtp.sequence_states(model, h0, batch["inputs"]), start=1):
+        for k, hk in enumerate(model.mtp.sequence_states(model, h0, inputs), start=1):
             tgt, m = greedy[:, k:], valid[:, k:]  # trunk's token t+k+1 at t; (B, L-k)
             if ids:
                 tgt = index[tgt]
@@ -231,4 +238,6 @@ class HeadDistillLoss:
             if self.feature_weight:
                 loss = loss + self.feature_weight * feature_loss(hk, h0[:, k:], m)
             losses.append(loss)
-        return sum(losses) / max(len(losses), 1), valid.astype(mx.float32).sum()
+        if per_head:
+            return losses
+        return sum(losses) / max(len(losses), 1)

@@ -1,8 +1,10 @@
 """Stage 3 of ``repro``: self-speculative MTP decoding.
 
-K heads trained on the frozen source trunk with the trunk's own greedy tokens as targets
-(self-distillation: what greedy drafting must match) over the reduced draft vocabulary, plus
-EAGLE's feature regression, at every prompt and response position; then per-head held-out
+K heads trained on the frozen source trunk from its own replies (EAGLE-3's recipe): the trunk
+answers training-split chat prompts in batches and a cache keeps its final states and greedy
+next tokens (``training.mtp_cache``); the heads then learn from the cache alone, no trunk forward
+per step (``training.mtp_fit``): the trunk's greedy token over the reduced draft vocabulary (the
+tokens it uses most in those replies) plus EAGLE's feature regression; then per-head held-out
 accuracy and agreement with the trunk, per-head acceptance while decoding (share of verify passes
 that accept at least k drafts), tokens per pass, and the decode speed against plain greedy
 decoding for K = 1..heads on held-out chat prompts, with greedy output checked identical. Each
@@ -13,17 +15,50 @@ repetitions is its noise.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Dict, List
 
+from cherry_mlx.decoding.batch import batch_generate_states
+from cherry_mlx.decoding.chat import render
 from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.evaluation.verdict import claim_row
 from cherry_mlx.pipelines.context import Context, StageBar, chat_prompts, greedy_decode
 from cherry_mlx.pipelines.report import fmt, mean
 from cherry_mlx.pipelines.stage import Stage
+from cherry_mlx.training import mtp_cache
+from cherry_mlx.training.mtp_fit import FitConfig, fit_heads
 
 HEAD_LR = 1e-3  # heads start from scratch on a frozen trunk: a fine-tuning rate is too small
 HEAD_FEATURE_WEIGHT = 1.0  # EAGLE's regression of the trunk's next state beside the token loss
-DRAFT_VOCAB = 4096  # most frequent training tokens the heads draft from (at most half the vocab)
+DRAFT_VOCAB = 4096  # tokens the trunk uses most in its replies (at most half the vocabulary)
+GEN_BATCH = 48  # prompts answered per batched generation call
+HEAD_BATCH = 16  # cached sequences per head step
+
+
+def own_replies(ctx: Context, model, n_prompts: int, max_tokens: int) -> Path:
+    """Cache the trunk's replies to the first ``n_prompts`` training-split prompts (first turns;
+    any equal to a held-out decode prompt dropped) with its states; returns the cache dir."""
+    held = {tuple(p) for p in chat_prompts(ctx.tokenizer, ctx.cfg.data, 10**6)}
+    prompts, seen = [], set()
+    for rec in ctx.train_records:
+        msgs = rec.get("messages") or []
+        first = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), None)
+        if not first:
+            continue
+        p = render(ctx.tokenizer, msgs[:first])
+        if tuple(p) not in held and tuple(p) not in seen:
+            seen.add(tuple(p))
+            prompts.append(p)
+        if len(prompts) == n_prompts:
+            break
+    cache = ctx.runs_dir("mtp") / "cache"
+
+    def gen(batch, index):  # greedy: the replies speculative greedy decoding must reproduce
+        return batch_generate_states(model, batch, max_tokens)
+
+    mtp_cache.build(cache, prompts, gen, "source", {"max_tokens": max_tokens},
+                    batch_size=GEN_BATCH, log=lambda s: None)  # fmt: skip
+    return cache
 
 
 def run_mtp(ctx: Context) -> Dict[str, Any]:
@@ -34,17 +69,19 @@ def run_mtp(ctx: Context) -> Dict[str, Any]:
     model, _ = ctx.load_source()
     # EAGLE-3's reduced draft vocabulary: on CPU a head's full LM head would cost a trunk step
     draft = min(DRAFT_VOCAB, model.args.vocab_size // 2)
-    cfg = ctx.train_cfg("mtp", "heads", b.mtp_steps, 0, mtp=K, freeze_trunk=True,
-                        mtp_targets="trunk", learning_rate=HEAD_LR,
-                        mtp_draft_vocab=draft,
-                        mtp_feature_weight=HEAD_FEATURE_WEIGHT)  # fmt: skip
-    ctx.fit(model, cfg)
+    # own replies: as many prompts as head steps see sequences, decode_tokens long
+    cache = own_replies(ctx, model, b.mtp_steps * HEAD_BATCH // 4, b.decode_tokens)
+    fit = FitConfig(heads=K, steps=b.mtp_steps, batch_size=HEAD_BATCH, learning_rate=HEAD_LR,
+                    warmup=min(30, b.mtp_steps // 5), feature_weight=HEAD_FEATURE_WEIGHT,
+                    draft_vocab=draft, seed=0)  # fmt: skip
+    fitted = fit_heads(model, cache, ctx.runs_dir("mtp") / "heads", fit, log=lambda s: None)
     if len(model.args.mtp.get("draft_vocab", ())) != draft:
         raise RuntimeError("the trained heads lost their draft vocabulary")
     model.eval()
     bar.step("heads trained")
     acc = mtp_accuracy(model, ctx.sets["chat"])
-    res: Dict[str, Any] = {"heads": K, "steps": b.mtp_steps, "draft_vocab": draft, "accuracy": acc}
+    res: Dict[str, Any] = {"heads": K, "steps": b.mtp_steps, "draft_vocab": draft, "accuracy": acc,
+                           "cache": fitted["cache"], "positions": fitted["positions"]}  # fmt: skip
     prompts = chat_prompts(ctx.tokenizer, ctx.cfg.data, b.decode_prompts)
     greedy_decode(model, prompts[:1], 4)  # warm-up: compile and allocate outside the timings
     plain_out, _ = greedy_decode(model, prompts, b.decode_tokens)
@@ -99,8 +136,15 @@ def mtp_rows(res: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def mtp_section(res: Dict[str, Any]) -> List[str]:
     acc = res["accuracy"]
+    # results of the earlier recipe (heads trained on the data's text) have no cache
+    own = res.get("cache")
+    src = (
+        f" from a cache of its own replies ({own['reply_tokens']} generated tokens;"
+        if own
+        else " ("
+    )
     lines = [
-        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk (the trunk's greedy "
+        f"{res['heads']} heads, {res['steps']} steps on the frozen trunk{src}the trunk's greedy "
         f"tokens as targets, draft vocabulary {res.get('draft_vocab') or 'full'}). Held-out "
         f"top-1: trunk {fmt(acc['trunk'])}, heads {[round(a, 3) for a in acc['heads']]}, "
         f"agreement with the trunk {[round(a, 3) for a in acc['agree']]}.",

@@ -1,0 +1,289 @@
+"""Self-speculative MTP decoding on a real model, everything from one run.
+
+    python bench/bench_mtp.py runs/mtp/model --results /tmp/mtp/bench.json [--reps 3]
+
+MODEL is a model with MTP heads (``bench/mtp_train.py`` writes one); its trunk is the plain
+baseline, in the same process. Prompts: the first ``--prompts`` chat prompts of the bundled valid
+split (never used for head training: ``mtp_train.py`` reads the train split and drops any prompt
+equal to a held-out one), ``--tokens`` new tokens each, no stop token (every reply has the same
+length). Sections, each saved to ``--results`` as it finishes (a rerun skips finished ones):
+
+  size     heads' parameters and fp32 bytes beside the trunk's; training tokens and time
+  verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, cache of
+           ~200 tokens), K = 1..4, and drafting k tokens with the heads, in plain steps
+  greedy   per repetition, alternating: plain, every fixed K (first repetition only; acceptance
+           does not depend on timing), the best K, adaptive drafting. Output checked identical to
+           plain; accepted length = tokens per verify pass (bonus included); speedup per
+           repetition, median and range; per-reply adaptive/plain minimum
+  sample   T = 0.7, plain vs the best greedy K (``--sample-reps``), per-prompt seeds: accepted
+           length and speedup
+
+The speedup a memory-bound machine would see (a verify pass over K+1 tokens costing one step)
+is printed beside the measured one: accepted length / (1 + drafting cost in steps).
+"""
+
+# ruff: noqa: I001  (cherry_mlx must be imported before mlx)
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import cherry_mlx  # noqa: F401  (fast BLAS: must come before mlx)
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from cherry_mlx.decoding.adaptive import AdaptiveDraft
+from cherry_mlx.decoding.generate import GenerationStats, generate_tokens, prefill
+from cherry_mlx.decoding.settings import SamplingConfig
+from cherry_mlx.decoding.speculative import (
+    head_acceptance,
+    make_drafter,
+    speculative_generate_tokens,
+)
+from cherry_mlx.models.loading import load_model, load_tokenizer
+from cherry_mlx.pipelines.context import chat_prompts
+
+
+def size_section(model, path: Path) -> dict:
+    p = dict(tree_flatten(model.parameters()))
+    heads = sum(v.size for k, v in p.items() if k.startswith("mtp."))
+    trunk = sum(v.size for k, v in p.items() if not k.startswith("mtp."))
+    fit = path / "mtp_fit.json"
+    return {
+        "heads_params": int(heads), "trunk_params": int(trunk),
+        "heads_bytes": int(heads * 4), "trunk_bytes": int(trunk * 4),
+        "num_heads": model.mtp.num_heads,
+        "draft_vocab": len(model.args.mtp.get("draft_vocab") or []) or model.args.vocab_size,
+        "training": json.loads(fit.read_text()) if fit.exists() else None,
+    }  # fmt: skip
+
+
+def _median_time(fn, reps):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def verify_section(model, prompt, reps=15) -> dict:
+    """Plain step vs verify pass over K+1 tokens (interleaved), and drafting k tokens."""
+    cache = model.make_cache()
+    ctx = list(prompt) + [int(t) for t in generate_tokens(model, prompt, max_tokens=64)]
+    h0 = prefill(model, mx.array(ctx[:-1], dtype=mx.int32), cache)
+
+    def trunk_pass(m):
+        x = mx.array(ctx[-1:] * m, dtype=mx.int32)[None]
+        mx.eval(mx.argmax(model.logits(model.hidden(x, cache=cache)), axis=-1))
+        for c in cache:
+            c.trim(m)
+
+    for m in range(1, 6):
+        trunk_pass(m)  # warm-up
+    step, verify = [], {k: [] for k in range(1, 5)}
+    for _ in range(3):  # interleaved rounds: load changes hit every arm alike
+        step.append(_median_time(lambda: trunk_pass(1), reps))
+        for k in verify:
+            verify[k].append(_median_time(lambda k=k: trunk_pass(k + 1), reps))
+    s = statistics.median(step)
+    out = {
+        "step_ms": 1e3 * s,
+        "verify_steps": {k: statistics.median(v) / s for k, v in verify.items()},
+    }
+    drafter = make_drafter(model)
+    cfg = SamplingConfig()
+    draft = {}
+    for k in range(1, drafter.K + 1):
+        times = []
+        for _ in range(reps):
+            drafter.reset(0)
+            drafter.observe(h0[:, :-1], 0)  # states through len-3: the previous round's view
+            mx.eval(drafter.draft(ctx[:-1], cfg, k)[0])  # catch-up over the context, not timed
+            drafter.commit(len(ctx) - 3, 0)  # that round's drafts rejected
+            drafter.observe(h0[:, -1:], len(ctx) - 2)
+            t = time.perf_counter()
+            mx.eval(drafter.draft(ctx, cfg, k)[0])  # one round's drafting, as in decoding
+            times.append(time.perf_counter() - t)
+        draft[k] = statistics.median(times) / s
+    out["draft_steps"] = draft
+    return out
+
+
+def run_plain(model, prompts, n, cfg, seeds):
+    outs, walls, st = [], [], GenerationStats()
+    for p, sd in zip(prompts, seeds):
+        mx.random.seed(sd)
+        t = time.perf_counter()
+        outs.append(list(generate_tokens(model, p, cfg, max_tokens=n, stats=st)))
+        walls.append(time.perf_counter() - t)
+    return outs, walls, st
+
+
+def run_spec(model, prompts, n, cfg, seeds, k=None, adaptive=False):
+    outs, walls, st = [], [], GenerationStats()
+    ctrl = AdaptiveDraft(k or model.mtp.num_heads) if adaptive else False
+    for p, sd in zip(prompts, seeds):
+        mx.random.seed(sd)
+        t = time.perf_counter()
+        gen = speculative_generate_tokens(model, p, cfg, max_tokens=n, stats=st, num_draft=k,
+                                          seed=sd, adaptive=ctrl)  # fmt: skip
+        outs.append(list(gen))
+        walls.append(time.perf_counter() - t)
+    return outs, walls, st
+
+
+def arm_record(walls, base_walls, st, outs=None, ref=None):
+    r = {
+        "speedup": sum(base_walls) / sum(walls),
+        "per_reply": [b / w for b, w in zip(base_walls, walls)],
+        "accepted_length": st.mean_accepted,
+        "head_acceptance": head_acceptance(st),
+        "rounds": st.rounds,
+        "decode_s": st.decode_s,
+        "tokens_in_rounds": (st.accepted + st.rounds) / max(st.generated, 1),
+    }
+    if ref is not None:
+        r["identical"] = outs == ref
+    return r
+
+
+def timing_section(model, prompts, n, reps, cfg, all_k: bool, best=None, adaptive=True) -> dict:
+    K = model.mtp.num_heads
+    seeds = list(range(len(prompts)))
+    run_spec(model, prompts[:1], 8, cfg, seeds)  # warm-up
+    run_plain(model, prompts[:1], 8, cfg, seeds)
+    reps_out = []
+    for rep in range(reps):
+        ref, base, st0 = run_plain(model, prompts, n, cfg, seeds)
+        row = {"plain_tps": st0.decode_tps, "plain_wall": sum(base), "arms": {}}
+        ks = range(1, K + 1) if (rep == 0 and all_k) or best is None else [best]
+        for k in ks:
+            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, k)
+            row["arms"][f"K={k}"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+        if best is None:
+            best = max(ks, key=lambda k: row["arms"][f"K={k}"]["speedup"])
+        if adaptive:
+            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, adaptive=True)
+            rec = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+            row["arms"]["adaptive"] = rec
+        reps_out.append(row)
+        print(f"  rep {rep + 1}: plain {st0.decode_tps:.1f} tok/s; " + "; ".join(
+            f"{a} {r['speedup']:.2f}x ({r['accepted_length']:.2f} tok/pass)"
+            for a, r in row["arms"].items()), flush=True)  # fmt: skip
+    return {"best_k": best, "reps": reps_out}
+
+
+def _pct(xs) -> str:
+    return ", ".join(f"{x:.0%}" for x in xs)
+
+
+def summarize(res: dict, tokens: int, n_prompts: int) -> None:
+    sz = res.get("size")
+    if sz:
+        hp, tp = sz["heads_params"], sz["trunk_params"]
+        hb, tb = sz["heads_bytes"] / 2**20, sz["trunk_bytes"] / 2**20
+        print(f"heads: {sz['num_heads']}, {hp / 1e6:.2f}M params, {hb:.1f} MiB fp32 "
+              f"({hp / tp:.1%} of the trunk's {tp / 1e6:.1f}M params, {tb:.0f} MiB); "
+              f"draft vocabulary {sz['draft_vocab']}")  # fmt: skip
+        t = sz.get("training")
+        if t:
+            c = t["cache"]
+            print(f"training: cache of {c['sequences']} own generations, {c['tokens']} tokens "
+                  f"({c['reply_tokens']} generated in {c['generation_s']:.0f} s); heads "
+                  f"{t['step']} steps over {t['positions']} positions in {t['train_s']:.0f} s; "
+                  f"agreement with the trunk on held-back cached sequences "
+                  f"{_pct(t.get('agreement_valid') or [])}")  # fmt: skip
+    v = res.get("verify")
+    if v:
+        ver = ", ".join(f"K={k}: {c:.2f}" for k, c in v["verify_steps"].items())
+        dra = ", ".join(f"k={k}: {c:.2f}" for k, c in v["draft_steps"].items())
+        print(f"plain step {v['step_ms']:.0f} ms; verify pass over K+1 tokens in plain steps: "
+              f"{ver}; drafting k tokens in plain steps: {dra}")  # fmt: skip
+    for name, title in (("greedy", "greedy"), ("sample", "sampling T=0.7")):
+        g = res.get(name)
+        if g:
+            _timing_summary(g, title, v, tokens, n_prompts)
+
+
+def _timing_summary(g: dict, title: str, v, tokens: int, n_prompts: int) -> None:
+    print(f"\n{title}: {n_prompts} held-out prompts x {tokens} tokens, {len(g['reps'])} reps "
+          f"(plain and speculative alternating in one process)")  # fmt: skip
+    arms = {}
+    for rep in g["reps"]:
+        for a, r in rep["arms"].items():
+            arms.setdefault(a, []).append(r)
+    plain = [rep["plain_tps"] for rep in g["reps"]]
+    med = statistics.median(plain)
+    print(f"  plain: {med:.2f} tok/s (median; range {min(plain):.2f}-{max(plain):.2f})")
+    for a, rs in arms.items():
+        sp = [r["speedup"] for r in rs]
+        acc = statistics.median(r["accepted_length"] for r in rs)
+        line = (f"  {a}: {statistics.median(sp):.2f}x plain (range {min(sp):.2f}-{max(sp):.2f}, "
+                f"{len(sp)} reps), accepted length {acc:.2f} tok/pass, head acceptance "
+                f"[{_pct(rs[0]['head_acceptance'])}]")  # fmt: skip
+        if v and a.startswith("K="):
+            k = a[2:]
+            draft = v["draft_steps"][k]
+            line += f", memory-bound estimate {acc / (1 + draft):.2f}x"
+            # where a round's time goes: verify and drafting (measured alone) and the rest
+            rnd = statistics.median(r["decode_s"] / max(r["rounds"], 1) for r in rs) * 1e3
+            ver = v["verify_steps"][k] * v["step_ms"]
+            dr = draft * v["step_ms"]
+            line += f"; a round {rnd:.0f} ms = verify {ver:.0f} + drafting {dr:.0f} + other "
+            line += f"{rnd - ver - dr:.0f}"
+        if "identical" in rs[0]:
+            line += f", identical to plain: {all(r['identical'] for r in rs)}"
+        if a == "adaptive":
+            worst = min(statistics.median(r["per_reply"][i] for r in rs) for i in range(n_prompts))
+            line += f"; slowest reply {worst:.2f}x plain (median over reps)"
+        print(line)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sample-reps", type=int, default=3)
+    ap.add_argument("--sections", default="size,verify,greedy,sample")
+    ap.add_argument("--redo", default="", help="sections to rerun even if saved")
+    args = ap.parse_args(argv)
+    res = json.loads(args.results.read_text()) if args.results.exists() else {}
+    model = load_model(args.model)[0]
+    model.eval()
+    tok = load_tokenizer(args.model)
+    prompts = chat_prompts(tok, None, args.prompts)
+    t0 = time.perf_counter()
+    for sec in args.sections.split(","):
+        if sec in res and sec not in args.redo.split(","):
+            continue
+        print(f"[{sec}] ...", flush=True)
+        if sec == "size":
+            res[sec] = size_section(model, args.model)
+        elif sec == "verify":
+            res[sec] = verify_section(model, prompts[0])
+        elif sec == "greedy":
+            res[sec] = timing_section(
+                model, prompts, args.tokens, args.reps, SamplingConfig(), True
+            )
+        elif sec == "sample":
+            cfg = SamplingConfig(temp=0.7)
+            best = res.get("greedy", {}).get("best_k")
+            res[sec] = timing_section(
+                model, prompts, args.tokens, args.sample_reps, cfg, False, best, adaptive=False
+            )
+        res.setdefault("seconds", {})[sec] = round(time.perf_counter() - t0, 1)
+        args.results.write_text(json.dumps(res, indent=1))
+    print()
+    summarize(json.loads(json.dumps(res)), args.tokens, len(prompts))  # str keys, as when reloaded
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

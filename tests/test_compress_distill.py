@@ -239,6 +239,7 @@ def test_compress_heal_with_distill_end_to_end(tmp_path):
     """A tiny 4-layer model -> 2 layers, teacher cache built on the way, healed, saved, loadable;
     a second run reuses the cache, and a cache of another model is refused."""
     import json
+    from pathlib import Path
 
     from mlx.utils import tree_flatten
 
@@ -246,7 +247,6 @@ def test_compress_heal_with_distill_end_to_end(tmp_path):
     from cherry_mlx.compression.run import compress_command
     from cherry_mlx.data.teacher_cache import CacheError
     from cherry_mlx.models import build_model, load_model, save_model
-    from pathlib import Path
 
     tok = Path(__file__).resolve().parents[1] / "weights" / "cherry-tiny"
     cfg = json.loads((tok / "config.json").read_text())
@@ -256,12 +256,12 @@ def test_compress_heal_with_distill_end_to_end(tmp_path):
     save_model(model, tmp_path / "src", cfg, tok)
     data = tmp_path / "data"
     data.mkdir()
-    ex = {"messages": [{"role": "user", "content": "Name a colour."},
-                       {"role": "assistant", "content": "Blue is a colour of the sky."}]}  # fmt: skip
+    turns = [("user", "Name a colour."), ("assistant", "Blue is a colour of the sky.")]
+    ex = {"messages": [{"role": r, "content": c} for r, c in turns]}
     for split in ("train", "valid"):
         (data / f"{split}.jsonl").write_text((json.dumps(ex) + "\n") * 4)
-    common = dict(model=str(tmp_path / "src"), to="2L", heal_with="distill", data=str(data),
-                  batch_size=2, seq_len=32, local_steps=2, heal_steps=2, eval_batches=1)  # fmt: skip
+    common = dict(model=str(tmp_path / "src"), to="2L", heal_with="distill", data=str(data))
+    common.update(batch_size=2, seq_len=32, local_steps=2, heal_steps=2, eval_batches=1)
     res = compress_command(CompressConfig.from_flat(out=str(tmp_path / "out"), **common), log=id)
     names = [s.name for s in res.stages]
     assert names == ["source", "merged", "merged-healed", "healed"]

@@ -37,26 +37,18 @@ from cherry_mlx.models.loading import load_model, load_tokenizer  # noqa: E402
 from cherry_mlx.training.teacher import text_rows  # noqa: E402
 
 # name: (unique layers, loops, grouping, method, init, heal objective, local healing)
-ARMS = {
-    "15L avg+sgt (paper)": (15, 1, "uniform", "average", "average", "sgt", False),
+ARMS = {  # in the order --stage next runs them (most informative first)
     "15L avg+local+distill": (15, 1, "uniform", "average", "average", "distill", True),
     "15L prune-bi+local+distill": (15, 1, "uniform", "prune-bi", "average", "distill", True),
+    "15L avg+sgt (paper)": (15, 1, "uniform", "average", "average", "sgt", False),
+    "6Lx8 prune-loop+local+distill": (6, 8, "uniform", "prune-loop", "average", "distill", True),
+    "6L prune-loop+local+distill": (6, 1, "uniform", "prune-loop", "average", "distill", True),
+    "15L similarity+local+distill": (15, 1, "similarity", "average", "average", "distill", True),
     "15L avg+distill": (15, 1, "uniform", "average", "average", "distill", False),
     "15L prune-bi+distill": (15, 1, "uniform", "prune-bi", "average", "distill", False),
-    "15L similarity+local+distill": (15, 1, "similarity", "average", "average", "distill", True),
-    "15L best-init+local+distill": (15, 1, "uniform", "average", "best", "distill", True),
-    "6Lx8 prune-loop+local+distill": (6, 8, "uniform", "prune-loop", "average", "distill", True),
-    "6L prune-loop+local+distill (unlooped)": (
-        6,
-        1,
-        "uniform",
-        "prune-loop",
-        "average",
-        "distill",
-        True,
-    ),  # fmt: skip
     "6Lx8 avg+local+distill": (6, 8, "uniform", "average", "average", "distill", True),
     "6Lx8 avg+sgt (paper)": (6, 8, "uniform", "average", "average", "sgt", False),
+    "15L best-init+local+distill": (15, 1, "uniform", "average", "best", "distill", True),
 }
 
 BATTERY = [
@@ -71,6 +63,31 @@ BATTERY = [
     ("Which gas do plants absorb from the air?", ["carbon dioxide", "co2"]),
     ("What is the closest star to Earth?", ["sun"]),
 ]
+
+
+def heal_text(path: Path) -> Path:
+    """The healing text: the bundled English prose (train split) and 100 English chat examples
+    of the bundled train split (seed-0 shuffle)."""
+    import random
+
+    rows = list(iter_jsonl(ROOT / "weights/data/prose/en.jsonl"))
+    chat = [r for r in iter_jsonl(ROOT / "weights/data/default/train.jsonl")
+            if str(r.get("id", "")).endswith(":en")]  # fmt: skip
+    random.Random(0).shuffle(chat)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + chat[:100]))
+    return path
+
+
+def ensure_cache(args):
+    """Build (or finish) the teacher cache the arms heal from."""
+    from cherry_mlx.training.teacher import build_cache
+    from cherry_mlx.training.teacher_config import TeacherConfig
+
+    text = heal_text(Path(args.cache).parent / "heal.jsonl")
+    cfg = TeacherConfig(model=args.model, out=args.cache, data=str(text), seq_len=args.seq_len,
+                        rows_per_shard=32, hidden_layers="all")  # fmt: skip
+    build_cache(cfg)
 
 
 def held_out(tokenizer, seq_len: int, chat_examples: int):
@@ -153,7 +170,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--kd-steps", type=int, default=24)
     ap.add_argument("--local-steps", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--local-lr", type=float, default=3e-4)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--lam", type=float, default=0.7)
@@ -180,12 +197,14 @@ def main():
     if not todo:
         print("all stages done")
         return
+    ensure_cache(args)  # finished shards are skipped: instant when the cache is complete
     source, source_cfg = load_model(args.model)
     source.eval()
     tokenizer = load_tokenizer(args.model)
     cache = TeacherCache.open(args.cache, fingerprint=model_fingerprint(args.model))
     results["cache"] = {"path": args.cache, "rows": cache.rows, "tokens": cache.tokens,
                         "k": cache.k, "seq_len": cache.seq_len}  # fmt: skip
+    results["battery_questions"] = [q for q, _ in BATTERY]
     sets = held_out(tokenizer, args.seq_len, args.chat_examples)
     results["held_out"] = {"prose_tokens": int(sets[0]["response"].sum()),
                            "chat_tokens": int(sets[1]["response"].sum())}  # fmt: skip

@@ -178,6 +178,12 @@ def main():
     ap.add_argument("--calib-rows", type=int, default=32)
     ap.add_argument("--chat-examples", type=int, default=48)
     ap.add_argument("--arms", default="", help="comma-separated subset of arms, in order")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="--stage all: start no new stage after this long (0: no limit)",
+    )
     args = ap.parse_args()
 
     path = Path(args.results)
@@ -208,7 +214,11 @@ def main():
     sets = held_out(tokenizer, args.seq_len, args.chat_examples)
     results["held_out"] = {"prose_tokens": int(sets[0]["response"].sum()),
                            "chat_tokens": int(sets[1]["response"].sum())}  # fmt: skip
+    started = time.perf_counter()
     for name in todo:
+        if args.max_minutes and time.perf_counter() - started > args.max_minutes * 60:
+            print(f"stopping after {args.max_minutes} minutes; rerun to continue", flush=True)
+            break
         t0 = time.perf_counter()
         if name == "source":
             row = {"final": evaluate(source, sets), "battery": battery(source, tokenizer)}

@@ -158,3 +158,23 @@ def test_parse_layers():
     assert parse_layers("2, 0", 3) == [0, 2] and parse_layers("", 3) == []
     with pytest.raises(ValueError, match="0..3"):
         parse_layers("4", 3)
+
+
+def test_generate_origin_supervises_only_the_generated_tokens(tmp_path):
+    model_dir = tiny_teacher(tmp_path / "m")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi", "Name a river"]))
+    cfg = config(model_dir, tmp_path / "g", prompts, origin="generate", max_new_tokens=5,
+                 seq_len=48, hidden_layers="", temperature=0.0)  # fmt: skip
+    cache = TeacherCache.open(build_cache(cfg, log=id))
+    assert cache.manifest["sampling"]["max_new_tokens"] == 5 and cache.rows == 2
+    from cherry_mlx.models.loading import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    b = cache.row_batch([0, 1])
+    for i, p in enumerate(["Hi", "Name a river"]):
+        ids = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
+        n = len(ids)
+        np.testing.assert_array_equal(b["inputs"][i, :n], ids)  # the prompt, then the answer
+        resp = np.flatnonzero(b["response"][i])
+        assert resp[0] == n - 1 and 1 <= len(resp) <= 5  # targets = the generated tokens only

@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.base import create_attention_mask
 
+from cherry_mlx._io import iter_lines, loads_json
 from cherry_mlx.data.encode import encode_dataset
 from cherry_mlx.data.jsonl import iter_jsonl
 from cherry_mlx.data.paths import PROSE_DIR
@@ -69,8 +70,9 @@ def teacher_forward(model, inputs: mx.array, k: int, layers: Sequence[int] = ())
 # --- text -> rows ---------------------------------------------------------------------------
 
 
-def _source_rows(spec: str) -> List[dict]:
-    """JSONL rows of ``--data`` (bundled prose name, data dir or file)."""
+def _source_rows(spec: str, prompts_only: bool = False) -> List[dict]:
+    """JSONL rows of ``--data`` (bundled prose name, data dir or file). ``prompts_only``: rows
+    are only read for their prompts, so ``{"prompt"}`` alone is a valid row."""
     if spec in ("prose-en", "prose-ko"):
         path = Path(PROSE_DIR) / f"{spec[6:]}.jsonl"
         if not path.is_file():
@@ -83,7 +85,16 @@ def _source_rows(spec: str) -> List[dict]:
             raise FileNotFoundError(
                 f"--data {spec}: {path} not found; pass prose-en, a data dir or a .jsonl file"
             )
-    rows = list(iter_jsonl(path))
+    if prompts_only:
+        rows = []
+        for lineno, line in iter_lines(path, "--data"):
+            if line.strip():
+                row = loads_json(line, f"{path}:{lineno}")
+                if not isinstance(row, dict):
+                    raise ValueError(f'{path}:{lineno}: not a JSON object; write {{"prompt": ...}}')
+                rows.append(row)
+    else:
+        rows = list(iter_jsonl(path))
     if not rows:
         raise ValueError(f"--data {spec}: {path} has no rows")
     return rows
@@ -190,7 +201,7 @@ def build_cache(cfg: TeacherConfig, log=print) -> Path:
     }  # fmt: skip
     log(f"fingerprinting {model_dir} ...")
     writer = CacheWriter(cfg.out, settings, model_fingerprint(model_dir))
-    rows = _source_rows(cfg.data)
+    rows = _source_rows(cfg.data, prompts_only=cfg.origin == "generate")
     R = cfg.rows_per_shard
     if cfg.origin == "text":
         table = text_rows(rows, tokenizer, cfg.seq_len)

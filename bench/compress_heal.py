@@ -25,6 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# isort: off
+import cherry_mlx  # noqa: E402,F401  (first: it connects the fast BLAS before mlx loads)
+
+# isort: on
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -18,6 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# isort: off
+import cherry_mlx  # noqa: E402,F401  (first: it connects the fast BLAS before mlx loads)
+
+# isort: on
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 

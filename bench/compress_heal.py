@@ -42,14 +42,14 @@ from cherry_mlx.training.teacher import text_rows  # noqa: E402
 
 # name: (unique layers, loops, grouping, method, init, heal objective, local healing)
 ARMS = {  # in the order --stage next runs them (most informative first)
-    "15L avg+local+distill": (15, 1, "uniform", "average", "average", "distill", True),
     "15L prune-bi+local+distill": (15, 1, "uniform", "prune-bi", "average", "distill", True),
-    "15L avg+sgt (paper)": (15, 1, "uniform", "average", "average", "sgt", False),
     "6Lx8 prune-loop+local+distill": (6, 8, "uniform", "prune-loop", "average", "distill", True),
+    "15L avg+sgt (paper)": (15, 1, "uniform", "average", "average", "sgt", False),
+    "15L avg+local+distill": (15, 1, "uniform", "average", "average", "distill", True),
     "6L prune-loop+local+distill": (6, 1, "uniform", "prune-loop", "average", "distill", True),
+    "15L prune-bi+distill": (15, 1, "uniform", "prune-bi", "average", "distill", False),
     "15L similarity+local+distill": (15, 1, "similarity", "average", "average", "distill", True),
     "15L avg+distill": (15, 1, "uniform", "average", "average", "distill", False),
-    "15L prune-bi+distill": (15, 1, "uniform", "prune-bi", "average", "distill", False),
     "6Lx8 avg+local+distill": (6, 8, "uniform", "average", "average", "distill", True),
     "6Lx8 avg+sgt (paper)": (6, 8, "uniform", "average", "average", "sgt", False),
     "15L best-init+local+distill": (15, 1, "uniform", "average", "best", "distill", True),
@@ -178,9 +178,9 @@ def main():
     ap.add_argument("--local-lr", type=float, default=3e-4)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--lam", type=float, default=0.7)
-    ap.add_argument("--eval-every", type=int, default=8)
+    ap.add_argument("--eval-every", type=int, default=12)
     ap.add_argument("--calib-rows", type=int, default=32)
-    ap.add_argument("--chat-examples", type=int, default=48)
+    ap.add_argument("--chat-examples", type=int, default=32)
     ap.add_argument("--arms", default="", help="comma-separated subset of arms, in order")
     ap.add_argument(
         "--max-minutes",

@@ -31,6 +31,7 @@ import cherry_mlx  # noqa: E402,F401  (first: it connects the fast BLAS before m
 # isort: on
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
+from compression_report import BATTERY_PATTERNS, scored  # noqa: E402
 
 from cherry_mlx.compression.distill_heal import distill, rows_loss  # noqa: E402
 from cherry_mlx.compression.local_heal import fit_local, unit_errors  # noqa: E402
@@ -55,18 +56,8 @@ ARMS = {  # in the order --stage next runs them (most informative first)
     "15L best-init+local+distill": (15, 1, "uniform", "average", "best", "distill", True),
 }
 
-BATTERY = [
-    ("What is the capital of France?", ["paris"]),
-    ("How many days are there in a week?", ["seven", "7"]),
-    ("What is the largest planet in our solar system?", ["jupiter"]),
-    ("Who wrote Romeo and Juliet?", ["shakespeare"]),
-    ("What is the chemical formula of water?", ["h2o", "h₂o"]),
-    ("How many legs does a spider have?", ["eight", "8"]),
-    ("At what temperature in Celsius does water freeze?", ["0", "zero"]),
-    ("What is the capital of Japan?", ["tokyo"]),
-    ("Which gas do plants absorb from the air?", ["carbon dioxide", "co2"]),
-    ("What is the closest star to Earth?", ["sun"]),
-]
+# questions and the answer patterns (regex on the lowercased answer), written once, not tuned
+BATTERY = [(q, [p]) for q, p in BATTERY_PATTERNS]
 
 
 def heal_text(path: Path) -> Path:
@@ -108,7 +99,7 @@ def battery(model, tokenizer, max_tokens: int = 24):
     prompts = [tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in chat]
     res = batch_generate(model, tokenizer, prompts, max_tokens=max_tokens)
     answers = [t.strip() for t in res.texts]
-    right = [any(a in ans.lower() for a in ok) for ans, (_, ok) in zip(answers, BATTERY)]
+    right = scored(answers)
     return {"answers": answers, "right": right, "score": int(sum(right))}
 
 

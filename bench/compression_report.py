@@ -12,6 +12,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {15: 0.5, 6: 1.2}  # nats above the source's held-out prose loss
+BATTERY_PATTERNS = [
+    ("What is the capital of France?", r"\bparis\b"),
+    ("How many days are there in a week?", r"\bseven\b|\b7\b"),
+    ("What is the largest planet in our solar system?", r"\bjupiter\b"),
+    ("Who wrote Romeo and Juliet?", r"shakespeare"),
+    ("What is the chemical formula of water?", r"\bh2o\b|h₂o"),
+    ("How many legs does a spider have?", r"\beight\b|\b8\b"),
+    ("At what temperature in Celsius does water freeze?", r"(?<![\d.-])0(\.0)?\s*°?\s*c\b|zero"),
+    ("What is the capital of Japan?", r"\btokyo\b"),
+    ("Which gas do plants absorb from the air?", r"carbon dioxide|\bco2\b|co₂"),
+    ("What is the closest star to Earth?", r"\bsun\b"),
+]
+
+
+def scored(answers):
+    """Whether each battery answer matches its pattern (rescored from the stored answers, so a
+    stricter pattern applies to old results too)."""
+    import re
+
+    return [bool(re.search(p, a.lower())) for a, (_, p) in zip(answers, BATTERY_PATTERNS)]
 
 
 def _ms(values):
@@ -140,6 +160,9 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "docs/compression.md"))
     args = ap.parse_args()
     results = json.loads(Path(args.results).read_text())
+    for row in results["stages"].values():  # one scoring rule for every stored answer
+        row["battery"]["right"] = scored(row["battery"]["answers"])
+        row["battery"]["score"] = sum(row["battery"]["right"])
     src = results["stages"]["source"]
     b, c, h = results["budget"], results["cache"], results["held_out"]
     png = Path(args.out).with_suffix(".png")

@@ -195,6 +195,9 @@ times measured on the shared 2-core machine while other jobs ran: noisy.
 
 {battery_table(results, src)}
 """
+    notes = ROOT / "docs/compression_notes.md"
+    if notes.is_file():
+        text += "\n" + notes.read_text()
     Path(args.out).write_text(text)
     print(f"wrote {args.out} and {png}")
 

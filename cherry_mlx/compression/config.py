@@ -10,7 +10,8 @@ from cherry_mlx.training.config import TrainConfig, setting
 from cherry_mlx.training.phase import PhaseConfig
 from cherry_mlx.training.values import check_fields
 
-METHODS = ("average", "prune-bi", "prune-angular")
+METHODS = ("average", "prune-bi", "prune-angular", "prune-loop")
+HEALS = ("sgt", "distill")
 
 
 @dataclass
@@ -53,7 +54,8 @@ class CompressConfig(PhaseConfig):
         "average",
         "How depth is removed: average (each group averaged, the paper), prune-bi (drop the "
         "lowest block-influence layers, ShortGPT) or prune-angular (drop the contiguous block "
-        "with the smallest angular distance, Gromov et al.).",
+        "with the smallest angular distance, Gromov et al.) or prune-loop (keep the first, last "
+        "and most influential layers, for a looped core; --heal-with distill).",
     )
     loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
     prelude: Optional[int] = setting(
@@ -65,7 +67,32 @@ class CompressConfig(PhaseConfig):
     layout: Optional[str] = setting(
         None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
     )
-    heal: bool = setting(True, "SGT-heal (else merge+unroll only).")
+    heal: bool = setting(True, "Heal (else merge+unroll only).")
+    heal_with: str = setting(
+        "sgt",
+        "sgt: the paper's SGT cross-entropy on --data; distill: block-local matching of the "
+        "source's hidden states (--local-steps), then KL to its cached top-k logits "
+        "(--heal-steps), from --teacher-cache.",
+    )
+    teacher_cache: Optional[str] = setting(
+        None,
+        "Teacher cache for --heal-with distill (default: built into OUT/teacher-cache from the "
+        "bundled English prose, hidden states of every layer).",
+    )
+    grouping: str = setting(
+        "uniform",
+        "Which adjacent layers merge (--heal-with distill): uniform (the paper) or similarity "
+        "(where the source's residual stream turns least, on cached calibration rows).",
+    )
+    init: str = setting(
+        "average",
+        "A merged layer starts as the average of its group (the paper) or best: its most "
+        "influential member (--heal-with distill).",
+    )
+    local_steps: int = setting(
+        40, "Block-local healing steps before end-to-end distillation.", at_least=0
+    )
+    temperature: float = setting(1.0, "Distillation temperature.", at_least=0.05)
     # the paper heals 100 + 500 steps; the defaults fit minutes on a laptop CPU
     pre_unroll_steps: int = setting(
         40, "SGT steps on the merged model before unrolling (paper: 100).", at_least=0
@@ -83,6 +110,21 @@ class CompressConfig(PhaseConfig):
         super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.heal_with not in HEALS:
+            raise ValueError(f"--heal-with {self.heal_with!r}: use one of {', '.join(HEALS)}")
+        if self.grouping not in ("uniform", "similarity"):
+            raise ValueError(f"--grouping {self.grouping!r}: use uniform or similarity")
+        if self.init not in ("average", "best"):
+            raise ValueError(f"--init {self.init!r}: use average or best")
+        distill_only = self.method == "prune-loop" or self.grouping != "uniform"
+        if self.heal_with == "sgt" and (distill_only or self.init != "average"):
+            raise ValueError(
+                "--method prune-loop, --grouping similarity and --init best need "
+                "--heal-with distill (they read the teacher cache's hidden states)"
+            )
+        if self.heal_with == "distill" and self.method == "prune-angular":
+            raise ValueError("--method prune-angular heals with sgt only; use prune-bi or "
+                             "prune-loop with --heal-with distill")  # fmt: skip
         if self.layout is not None:
             if self.prelude is not None or self.coda is not None:
                 raise ValueError("give --layout P,C,Q or --prelude/--coda, not both")
@@ -95,6 +137,7 @@ class CompressConfig(PhaseConfig):
         what = self.to or (f"f{self.factor}" if self.factor else "g" + str(self.groups))
         what = what if str(what).upper().endswith("L") or not str(what).isdigit() else f"{what}L"
         tag = "" if self.method == "average" else f"-{self.method}"
+        tag += "-distill" if self.heal_with == "distill" else ""
         return f"{what}x{self.loops}{tag}".replace(",", "_")
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,6 +144,134 @@ def calibrate(table=CAL):
     return rows
 
 
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = Path("/tmp/memory/weights")  # random-init presets for the looped comparison
+DATA = Path("/tmp/memory/longgt")  # full-length (>= 512 tokens) tagged prose: every batch full
+SMOL = Path("/tmp/memory/smollm2")
+C18 = json.loads((REPO / "weights/cherry-1.8b/config.json").read_text())
+LOOPED = {"num_hidden_layers": 6, "recurrence": {"prelude": 1, "core": 4, "coda": 1, "loops": 8}}
+
+# name -> (model argument, train flags, plan settings)
+RUNS = {
+    "tiny": ("--preset cherry-tiny", "--batch-size 2 --seq-len 128 --steps 2",
+             dict(batch=2, seq=128, checkpoint=False, optimizer="adamw")),
+    "1.8b": ("--preset cherry-1.8b", "--batch-size 1 --seq-len 512 --grad-checkpoint "
+             "--optimizer adafactor --steps 3", dict(batch=1, seq=512, checkpoint=True,
+                                                     optimizer="adafactor")),
+    "smollm2": (f"--model {SMOL}", "--batch-size 8 --seq-len 256 --select all --steps 3",
+                dict(batch=8, seq=256, checkpoint=False, optimizer="adamw")),
+    "6Lx8-ckpt": ("--preset c18-6Lx8", "--batch-size 1 --seq-len 512 --grad-checkpoint "
+                  "--optimizer adafactor --steps 2", dict(batch=1, seq=512, checkpoint=True,
+                                                          optimizer="adafactor")),
+    "34L-ckpt": ("--preset c18-34L", "--batch-size 1 --seq-len 512 --grad-checkpoint "
+                 "--optimizer adafactor --steps 2", dict(batch=1, seq=512, checkpoint=True,
+                                                         optimizer="adafactor")),
+    "6Lx8": ("--preset c18-6Lx8", "--batch-size 1 --seq-len 512 --optimizer adafactor "
+             "--steps 2", dict(batch=1, seq=512, checkpoint=False, optimizer="adafactor")),
+}  # fmt: skip
+
+
+def make_presets():
+    """``c18-6Lx8`` (cherry-1.8b's shape, 6 unique layers, P1 C4 Q1 x 8 = 34 calls) and
+    ``c18-34L`` (the same 34 calls as distinct layers), beside the default preset's tokenizer."""
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    for name, cfg in (
+        ("c18-6Lx8", {**C18, **LOOPED}),
+        ("c18-34L", {**C18, "num_hidden_layers": 34}),
+    ):
+        (WEIGHTS / name).mkdir(exist_ok=True)
+        (WEIGHTS / name / "config.json").write_text(json.dumps(cfg, indent=2))
+    for entry in (REPO / "weights").iterdir():
+        if not (WEIGHTS / entry.name).exists():
+            os.symlink(entry, WEIGHTS / entry.name)
+
+
+def run_train(name):
+    """``cherry-mlx train`` in a subprocess; peaks from its metrics.jsonl beside the plan."""
+    from cherry_mlx.models.loading import load_config, resolve
+    from cherry_mlx.models.memory import GIB, config_shape, plan_training
+
+    model, flags, plan_kw = RUNS[name]
+    make_presets()
+    if name == "smollm2" and not (SMOL / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "cherry_mlx_cli.main", "import", "smollm2-135m",
+                        "-o", str(SMOL)], check=True)  # fmt: skip
+    runs = Path("/tmp/memory/runs")
+    shutil.rmtree(runs / name, ignore_errors=True)
+    tok = [] if "smol" in name else ["--tokenizer", str(REPO / "weights/cherry-48l")]
+    argv = [sys.executable, "-m", "cherry_mlx_cli.main", "train", *model.split(), *flags.split(),
+            "--data", str(DATA), *tok, "--runs-dir", str(runs), "--name", name,
+            "--eval-batches", "1", "--eval-every", "0", "--no-demo", "--keep-checkpoints", "1"]  # fmt: skip
+    env = {**os.environ, "CHERRY_MLX_WEIGHTS": str(WEIGHTS), "PYTHONPATH": str(REPO)}
+    t0 = time.time()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    print(proc.stderr[-3000:])
+    if proc.returncode:
+        raise SystemExit(f"{name}: train failed ({proc.returncode})")
+    rows = [json.loads(x) for x in (runs / name / "metrics.jsonl").read_text().splitlines()]
+    os.environ["CHERRY_MLX_WEIGHTS"] = str(WEIGHTS)
+    src = str(SMOL) if "smol" in name else model.split()[1]
+    shape = config_shape(load_config(resolve(src)))
+    plan = plan_training(shape, dtype="float32", device="cpu", **plan_kw)
+    peak = max(r["peak_mib"] for r in rows) * 2**20
+    rss = max(r["rss_peak_mib"] for r in rows) * 2**20
+    out = {
+        "argv": " ".join(argv[2:]), "wall_s": wall, "step_s": [r["step_s"] for r in rows],
+        "loss": [r["loss"] for r in rows], "mlx_peak_gib": peak / GIB, "rss_peak_gib": rss / GIB,
+        "plan_peak_gib": plan.peak / GIB, "plan_rows_gib": {k: v / GIB for k, v in plan.rows.items()},
+        "plan_over_mlx": plan.peak / peak, "params": shape.params, "calls": shape.calls,
+        "final_line": [ln for ln in proc.stderr.splitlines() if ln.startswith("peak memory")],
+    }  # fmt: skip
+    shutil.rmtree(runs / name / "checkpoints", ignore_errors=True)  # GBs of random weights
+    if name != "1.8b":  # its best/ is quantised to NVFP4 for the serving measurement
+        shutil.rmtree(runs / name / "best", ignore_errors=True)
+    print(json.dumps(out, indent=1))
+    return out
+
+
+SERVE_SCRIPT = """
+import json, resource, sys, time
+import cherry_mlx
+import mlx.core as mx
+from cherry_mlx.decoding.session import generate_text, load_for_serving
+model, tok = load_for_serving(sys.argv[1])
+weights = mx.get_active_memory()
+t0 = time.time()
+text, stats = "", None
+for piece, stats in generate_text(model, tok, "서울의 인구는? Answer briefly.", max_tokens=64):
+    text += piece
+print(json.dumps({"weights_gib": weights / 2**30, "mlx_peak_gib": mx.get_peak_memory() / 2**30,
+                  "rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "text": text, "wall_s": time.time() - t0,
+                  "tokens": stats.generated if stats else None}))
+"""
+
+
+def run_serve(name):
+    """Quantise the 1.8b run's weights to NVFP4, chat one turn, measure; plan beside it."""
+    from cherry_mlx.models.loading import load_config
+    from cherry_mlx.models.memory import GIB, config_shape, plan_serving
+
+    src, out = Path("/tmp/memory/runs/1.8b/best"), Path("/tmp/memory/c18-nvfp4")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if not (out / "config.json").is_file():
+        q = [sys.executable, "-m", "cherry_mlx_cli.main", "quantize", str(src), "--mode", "nvfp4",
+             "--eval-batches", "0", "-o", str(out), "--force"]  # fmt: skip
+        subprocess.run(q, env=env, check=True)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(out)], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    print(proc.stderr[-2000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    shape = config_shape(load_config(src))
+    plan = plan_serving(shape, 1, 128, "nvfp4", device="cpu")
+    res.update(wall_total_s=time.time() - t0, plan_peak_gib=plan.peak / GIB,
+               plan_rows_gib={k: v / GIB for k, v in plan.rows.items()})  # fmt: skip
+    print(json.dumps(res, indent=1, ensure_ascii=False))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stages", nargs="+")
@@ -153,7 +284,12 @@ def main(argv=None):
             print(f"{st}: done ({path})")
             continue
         t0 = time.time()
-        res = {"calibrate": calibrate, "calibrate2": lambda: calibrate(CAL2)}[st]()
+        if st.startswith("serve:"):
+            res = run_serve(st.split(":", 1)[1])
+        elif st.startswith("train:"):
+            res = run_train(st.split(":", 1)[1])
+        else:
+            res = {"calibrate": calibrate, "calibrate2": lambda: calibrate(CAL2)}[st]()
         path.write_text(json.dumps({"stage": st, "wall_s": time.time() - t0, "result": res}))
         print(f"{st}: {time.time() - t0:.0f} s -> {path}")
 

@@ -1,6 +1,8 @@
 """The memory plan's arithmetic against hand-computed counts, checkpointing's gradients against
 plain backprop, and the warning a run that would not fit gets before it starts."""
 
+import json
+
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
@@ -145,3 +147,25 @@ def test_a_run_that_would_not_fit_is_warned_about():
     msg = memory_warning(cfg, model, available=1e6)  # 1 MB available
     assert msg is not None and "--grad-checkpoint" in msg and "--optimizer adafactor" in msg
     assert memory_warning(cfg, model, available=1e12) is None
+
+
+def test_every_step_records_peak_memory_and_the_run_prints_it(tmp_path, tiny_config, capsys):
+    from _train_helpers import base_cfg, run
+
+    res = run(base_cfg(tmp_path, steps=2, eval_every=0, optimizer="adafactor"), tiny_config)
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # MLX's allocation holds at least the weights; resident memory exceeds it
+        assert 0 < r["peak_mib"] < r["rss_peak_mib"] and r["step_s"] > 0
+    assert "peak memory:" in capsys.readouterr().err
+
+
+def test_plain_sgd_keeps_no_state_and_steps_by_hand():
+    from cherry_mlx.training.step import PlainSGD
+
+    opt = PlainSGD(learning_rate=0.1, weight_decay=0.01)
+    w, g = mx.array([1.0, -2.0]), mx.array([0.5, 0.25])
+    new = opt.apply_gradients({"w": g}, {"w": w})["w"]
+    expect = [1.0 - 0.1 * (0.5 + 0.01 * 1.0), -2.0 - 0.1 * (0.25 + 0.01 * -2.0)]
+    assert mx.allclose(new, mx.array(expect)).item()
+    assert opt.state["w"] == {}  # no velocity buffer per weight

@@ -33,13 +33,20 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 OPTIMIZERS = ("adamw", "adafactor", "sgd")
 GIB = 2**30
 
-# Activation bytes per token, in units of the activation dtype's element (fitted, see docstring).
-LAYER_D = 14.0  # per block call: hidden-size vectors (norm in/out, q/k/v/o, residuals, FFN in/out)
-LAYER_F = 6.0  # per block call: FFN-size vectors (gate, up, silu(gate), product, their grads)
-LAYER_ATT = 2.0  # per block call, per head and key: attention scores and probabilities
-CKPT_D = 1.0  # per block call with checkpointing: the saved block input
-LOGIT_COPIES = 4.0  # float32 vocabulary rows per supervised position (always float32)
-OUTER_D = 4.0  # per token outside the blocks: embedding output, final norm, their gradients
+# Fitted to ``mx.get_peak_memory`` of real training steps on Llama shapes of SmolLM2's and
+# cherry-1.8b's widths (``bench/bench_memory.py calibrate2``; docs/memory.md has the residuals).
+# Per block call and token, in activation-dtype elements:
+LAYER_D = 12.0  # hidden-size vectors kept for backward (norm in/out, q/k/v, RoPE, residuals)
+LAYER_F = 3.0  # FFN-size vectors (gate, up, silu(gate)*up)
+LAYER_ATT = 1.5  # per head and key: the attention probabilities (MLX's CPU attention keeps them)
+CKPT_D = 1.0  # with checkpointing: the block call's saved input
+CKPT_BLOCK = 0.6  # ... plus this share of one block's activations while it is recomputed
+# Per supervised position, float32 vocabulary rows (logits, log-softmax, their gradient):
+LOGIT_COPIES = 3.75  # at the start of the backward pass
+LOGIT_COPIES_END = 1.35  # still alive while the update runs
+# Transients of one embedding-sized matrix (V x D): the vocabulary gradients' temporaries
+VOCAB_MATRICES = 2.2
+ADAFACTOR_VOCAB = 1.65  # Adafactor's update temporaries, per untied LM head (measured)
 PREFILL_CHUNK = 512  # tokens per prefill step when serving (mlx-lm prefills in chunks)
 
 
@@ -60,6 +67,8 @@ class Shape:
     unique_layers: int
     mtp_heads: int = 0
     grad_calls: int = -1  # block calls whose activations the backward pass needs (-1: all)
+    tied: bool = True
+    vocab_trainable: bool = True  # the embedding / LM head get gradients (not under LoRA)
     components: Dict[str, int] = field(default_factory=dict)
 
 
@@ -98,6 +107,8 @@ def shape_of(model, mtp: int = 0) -> Shape:
         head_dim=getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads,
         vocab=args.vocab_size, calls=calls, unique_layers=len(model.layers),
         mtp_heads=max(int(mtp), heads_have), components=comps,
+        tied=bool(args.tie_word_embeddings),
+        vocab_trainable=any("embed_tokens" in k or k.startswith("lm_head") for k, _ in train),
     )  # fmt: skip
 
 
@@ -178,17 +189,16 @@ def layer_activation(s: Shape, tokens: int, seq: int, nbytes: int) -> float:
 
 
 def activation_bytes(s: Shape, batch: int, seq: int, checkpoint: bool, nbytes: int) -> float:
-    """Activations held at the backward pass's start (blocks, MTP heads, logits, outer)."""
+    """Activations held at the backward pass's start (block calls, MTP heads, logits)."""
     tokens = batch * seq
     calls = (s.calls if s.grad_calls < 0 else s.grad_calls) + s.mtp_heads
     one = layer_activation(s, tokens, seq, nbytes)
     if checkpoint:  # saved inputs + one block recomputed at a time
-        blocks = calls * CKPT_D * tokens * s.hidden * nbytes + one
+        blocks = calls * CKPT_D * tokens * s.hidden * nbytes + CKPT_BLOCK * one
     else:
         blocks = calls * one
     logits = LOGIT_COPIES * tokens * s.vocab * 4 * (1 + s.mtp_heads)
-    outer = OUTER_D * tokens * s.hidden * nbytes
-    return blocks + logits + outer
+    return blocks + logits
 
 
 @dataclass
@@ -221,14 +231,27 @@ def plan_training(
     rows["gradients"] = s.trainable * nb
     rows["optimizer state"] = optimizer_state_bytes(s, optimizer)
     # the compiled update writes new weights and state beside the old ones
-    rows["update (new weights + state)"] = s.trainable * nb + rows["optimizer state"]
+    # AdamW's compiled update writes new weights and moments beside the old ones; SGD's and
+    # Adafactor's new weights take the gradients' buffers (measured: 7 x W vs 2 x W + transients)
+    rows["update (new weights + state)"] = (
+        s.trainable * nb + rows["optimizer state"] if optimizer == "adamw" else 0.0
+    )
+    vocab = s.vocab * s.hidden * nb  # one embedding-sized matrix
+    rows["vocabulary-gradient transients"] = VOCAB_MATRICES * vocab if s.vocab_trainable else 0.0
+    if optimizer == "adafactor" and s.vocab_trainable:
+        rows["vocabulary-gradient transients"] += ADAFACTOR_VOCAB * vocab * (not s.tied)
     rows["activations"] = activation_bytes(s, batch, seq, checkpoint, nb)
-    static = rows["weights"] + rows["gradients"] + rows["optimizer state"]
-    # Forward/backward: weights, old state and the activations, gradients growing as
-    # activations are freed; the update comes after the activations are gone.
-    peak = max(static - rows["gradients"] + rows["activations"] + 0.5 * rows["gradients"],
-               static + rows["update (new weights + state)"])  # fmt: skip
-    notes = [f"precision ({dev}): {prec}"]
+    end_logits = LOGIT_COPIES_END * batch * seq * s.vocab * 4
+    # two moments of the step: the backward pass's start (activations and logits alive, no
+    # gradients yet) and the update (all gradients, the new weights and state, no activations)
+    start = rows["weights"] + rows["optimizer state"] + rows["activations"]
+    start += VOCAB_MATRICES * vocab if s.vocab_trainable else 0.0
+    # AdamW's new moments and the vocabulary transients do not coincide (measured): the larger
+    end = rows["weights"] + rows["gradients"] + rows["optimizer state"] + end_logits
+    end += max(rows["update (new weights + state)"], rows["vocabulary-gradient transients"])
+    peak = max(start, end)
+    notes = [f"precision ({dev}): {prec}",
+             f"peak at the {'backward pass start' if start >= end else 'update'}"]  # fmt: skip
     if checkpoint:
         notes.append("gradient checkpointing: each block call keeps its input only")
     return Plan(

@@ -272,6 +272,48 @@ def run_serve(name):
     return res
 
 
+def report():
+    """Measured peaks of every finished train/serve stage beside the current plan (no lock
+    needed: nothing is trained)."""
+    from cherry_mlx.models.loading import load_config, resolve
+    from cherry_mlx.models.memory import GIB, config_shape, plan_serving, plan_training
+
+    os.environ["CHERRY_MLX_WEIGHTS"] = str(WEIGHTS)
+    make_presets()
+    lines = ["| run | params | block calls | s/step | MLX peak | resident peak | plan | plan / MLX |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    out = {}
+    for name, (model, _, plan_kw) in RUNS.items():
+        f = OUT / f"train-{name}.json"
+        if name == "tiny" or not f.is_file():
+            continue
+        r = json.loads(f.read_text())["result"]
+        src = str(SMOL) if "smol" in name else model.split()[1]
+        plan = plan_training(config_shape(load_config(resolve(src))), dtype="float32",
+                             device="cpu", **plan_kw)  # fmt: skip
+        ratio = plan.peak / GIB / r["mlx_peak_gib"]
+        steps = r["step_s"][1:] or r["step_s"]
+        out[name] = {"plan_gib": plan.peak / GIB, "ratio": ratio, **r}
+        lines.append(
+            f"| {name} | {r['params'] / 1e9:.2f}B | {r['calls']} | {sum(steps) / len(steps):.1f} "
+            f"| {r['mlx_peak_gib']:.2f} GiB | {r['rss_peak_gib']:.2f} GiB "
+            f"| {plan.peak / GIB:.2f} GiB | {ratio:.3f} |"
+        )
+    f = OUT / "serve-1.8b-nvfp4.json"
+    if f.is_file():
+        r = json.loads(f.read_text())["result"]
+        shape = config_shape(load_config(resolve("cherry-1.8b")))
+        plan = plan_serving(shape, 1, 128, "nvfp4", device="cpu")
+        out["serve"] = {"plan_gib": plan.peak / GIB, **r}
+        lines.append(
+            f"| 1.8b NVFP4 chat | 1.40B | 48 | - | {r['mlx_peak_gib']:.2f} GiB "
+            f"| {r['rss_peak_gib']:.2f} GiB | {plan.peak / GIB:.2f} GiB "
+            f"| {plan.peak / GIB / r['mlx_peak_gib']:.3f} |"
+        )
+    print("\n".join(lines))
+    return {"table": lines, "runs": out}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stages", nargs="+")
@@ -280,11 +322,13 @@ def main(argv=None):
     OUT.mkdir(parents=True, exist_ok=True)
     for st in a.stages:
         path = OUT / f"{st.replace(':', '-')}.json"
-        if path.is_file() and st not in a.redo:
+        if path.is_file() and st not in a.redo and st != "report":
             print(f"{st}: done ({path})")
             continue
         t0 = time.time()
-        if st.startswith("serve:"):
+        if st == "report":
+            res = report()
+        elif st.startswith("serve:"):
             res = run_serve(st.split(":", 1)[1])
         elif st.startswith("train:"):
             res = run_train(st.split(":", 1)[1])

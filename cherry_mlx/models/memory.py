@@ -1,22 +1,21 @@
 """A memory plan for training and serving a model, from its config alone (nothing allocated).
 
-What MLX allocates in one training step (the trainer's compiled ``value_and_grad`` + update):
+What MLX allocates in one training step (the trainer's compiled ``value_and_grad`` + update) peaks
+at one of two moments:
 
-- weights W, gradients G (trainable parameters, weight dtype), optimizer state O (AdamW: two
-  float32 moments per trainable weight; Adafactor: a row and a column vector per matrix; SGD:
-  none);
-- the update: inside the compiled step the new weights and new optimizer state are written
-  while the old ones are still referenced by the model, so the step's floor is
-  ``W + G + O + (W_trainable + O)`` (measured: AdamW 7 x fp32 W, Adafactor and SGD 3 x W);
-- activations the backward pass keeps: per block call and per token a few hidden-size and
-  FFN-size vectors plus the attention probabilities (MLX's CPU attention saves the
-  (heads, T) row of every query), and the logits at the supervised positions (several float32
-  copies of the vocabulary row: logits, log-softmax, their gradient). With gradient checkpointing
-  each block call keeps only its input, and one block's activations exist at a time while it is
-  recomputed; a looped core therefore costs its unique weights plus one hidden state per loop.
+- the backward pass's start: weights W, optimizer state O, the activations every block call keeps
+  (a few hidden-size and FFN-size vectors per token plus the attention probabilities, the (heads,
+  T) row of every query; with gradient checkpointing only each call's input and part of the one
+  block being recomputed) and several float32 vocabulary rows per supervised position (logits,
+  log-softmax, their gradient), plus temporaries the size of the embedding matrix;
+- the update: W, all gradients G, O and, for AdamW, the new weights and moments written beside the
+  old ones inside the compiled step (7 x W in all); SGD's and Adafactor's new weights take the
+  gradients' buffers, leaving the vocabulary-gradient temporaries (and Adafactor's, per untied
+  LM head) as the largest extra.
 
-The per-token coefficients below were fitted to ``mx.get_peak_memory`` of real training steps
-(``bench/bench_memory.py calibrate``); ``docs/memory.md`` lists the fit and its residuals.
+The coefficients below were fitted to ``mx.get_peak_memory`` of real training steps
+(``bench/bench_memory.py calibrate2``; ``docs/memory.md`` lists the fit and its residuals). A
+looped core costs its unique weights once and its block calls' activations per call.
 Serving: weights in the chosen format, the KV cache of every block call and one prefill chunk.
 """
 
@@ -282,6 +281,9 @@ def plan_serving(s: Shape, batch: int = 1, context: int = 4096, fmt: str = "bf16
     """Predicted peak of generation: weights, KV cache of every block call at ``context``
     tokens, and one prefill chunk's attention and the last position's logits."""
     dev = device_kind(device)
+    note = f"weights {fmt}"
+    if dev == "cpu" and fmt == "bf16":  # the CPU serves bf16 checkpoints in fp32 (faster there)
+        fmt, note = "fp32", "weights bf16 on disk, served as fp32 on the CPU"
     if kv_dtype == "auto":
         kv_dtype = "float32" if fmt == "fp32" or dev == "cpu" else "bfloat16"
     kb = DTYPE_BYTES[kv_dtype]
@@ -295,7 +297,7 @@ def plan_serving(s: Shape, batch: int = 1, context: int = 4096, fmt: str = "bf16
     ) * kb + batch * s.vocab * 4  # fmt: skip
     peak = sum(rows.values())
     return Plan(
-        "serve", rows, peak, [f"weights {fmt}, KV cache {kv_dtype} ({dev})"],
+        "serve", rows, peak, [f"{note}, KV cache {kv_dtype} ({dev})"],
         dict(batch_size=batch, context=context, quant=fmt, device=dev),
     )  # fmt: skip
 

@@ -57,12 +57,13 @@ def format_plan(train: Plan, serve: Plan) -> str:
     ]
     lines += [f"  {k:<30}{_gib(b):>14}" for k, b in train.rows.items()]
     lines += [f"  {n}" for n in train.notes]
-    lines.append(f"predicted training peak: {_gib(train.peak)} (MLX allocation; add ~0.5 GiB for "
-                 "the Python process)")  # fmt: skip
+    lines.append(f"predicted training peak: {_gib(train.peak)} (MLX's allocation; resident memory "
+                 "measured within 5% of it)")  # fmt: skip
     lines.append(
         f"memory plan, serving ({v['quant']}, {v['batch_size']} x {v['context']:,}-token context):"
     )
     lines += [f"  {k:<30}{_gib(b):>14}" for k, b in serve.rows.items()]
+    lines += [f"  {n}" for n in serve.notes]
     lines.append(f"predicted serving peak: {_gib(serve.peak)}")
     return "\n".join(lines)
 

@@ -46,6 +46,7 @@ LOGIT_COPIES_END = 1.35  # still alive while the update runs
 # Transients of one embedding-sized matrix (V x D): the vocabulary gradients' temporaries
 VOCAB_MATRICES = 2.2
 ADAFACTOR_VOCAB = 1.65  # Adafactor's update temporaries, per untied LM head (measured)
+FIXED = 24 * 2**20  # small buffers whatever the model (what tiny models show beyond the terms)
 PREFILL_CHUNK = 512  # tokens per prefill step when serving (mlx-lm prefills in chunks)
 
 
@@ -248,7 +249,7 @@ def plan_training(
     # AdamW's new moments and the vocabulary transients do not coincide (measured): the larger
     end = rows["weights"] + rows["gradients"] + rows["optimizer state"] + end_logits
     end += max(rows["update (new weights + state)"], rows["vocabulary-gradient transients"])
-    peak = max(start, end)
+    peak = max(start, end) + FIXED
     notes = [f"precision ({dev}): {prec}",
              f"peak at the {'backward pass start' if start >= end else 'update'}"]  # fmt: skip
     if checkpoint:

@@ -25,9 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
 import mlx.core as mx
 import numpy as np
+
+import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
 
 OUT = Path("/tmp/memory/bench")
 
@@ -186,9 +187,31 @@ def make_presets():
             os.symlink(entry, WEIGHTS / entry.name)
 
 
+def _model_dir(name):
+    """The folder of a RUNS entry's model (presets read from WEIGHTS, which holds them all)."""
+    model = RUNS[name][0].split()[1]
+    return SMOL if "smol" in name else WEIGHTS / model
+
+
+def salvage(name):
+    """A finished run's result from its metrics.jsonl (when the bench died after the run)."""
+    from cherry_mlx.models.memory import GIB, config_shape
+
+    runs = Path("/tmp/memory/runs")
+    rows = [json.loads(x) for x in (runs / name / "metrics.jsonl").read_text().splitlines()]
+    shape = config_shape(json.loads((_model_dir(name) / "config.json").read_text()))
+    return {
+        "argv": "(salvaged)", "step_s": [r["step_s"] for r in rows],
+        "loss": [r["loss"] for r in rows],
+        "mlx_peak_gib": max(r["peak_mib"] for r in rows) * 2**20 / GIB,
+        "rss_peak_gib": max(r["rss_peak_mib"] for r in rows) * 2**20 / GIB,
+        "params": shape.params, "calls": shape.calls,
+    }  # fmt: skip
+
+
 def run_train(name):
     """``cherry-mlx train`` in a subprocess; peaks from its metrics.jsonl beside the plan."""
-    from cherry_mlx.models.loading import load_config, resolve
+    from cherry_mlx.models.loading import load_config
     from cherry_mlx.models.memory import GIB, config_shape, plan_training
 
     model, flags, plan_kw = RUNS[name]
@@ -210,9 +233,7 @@ def run_train(name):
     if proc.returncode:
         raise SystemExit(f"{name}: train failed ({proc.returncode})")
     rows = [json.loads(x) for x in (runs / name / "metrics.jsonl").read_text().splitlines()]
-    os.environ["CHERRY_MLX_WEIGHTS"] = str(WEIGHTS)
-    src = str(SMOL) if "smol" in name else model.split()[1]
-    shape = config_shape(load_config(resolve(src)))
+    shape = config_shape(load_config(_model_dir(name)))
     plan = plan_training(shape, dtype="float32", device="cpu", **plan_kw)
     peak = max(r["peak_mib"] for r in rows) * 2**20
     rss = max(r["rss_peak_mib"] for r in rows) * 2**20
@@ -288,8 +309,7 @@ def report():
         if name == "tiny" or not f.is_file():
             continue
         r = json.loads(f.read_text())["result"]
-        src = str(SMOL) if "smol" in name else model.split()[1]
-        plan = plan_training(config_shape(load_config(resolve(src))), dtype="float32",
+        plan = plan_training(config_shape(load_config(_model_dir(name))), dtype="float32",
                              device="cpu", **plan_kw)  # fmt: skip
         ratio = plan.peak / GIB / r["mlx_peak_gib"]
         steps = r["step_s"][1:] or r["step_s"]
@@ -326,7 +346,11 @@ def main(argv=None):
             print(f"{st}: done ({path})")
             continue
         t0 = time.time()
-        if st == "report":
+        if st.startswith("salvage:"):
+            st = "train:" + st.split(":", 1)[1]
+            path = OUT / f"{st.replace(':', '-')}.json"
+            res = salvage(st.split(":", 1)[1])
+        elif st == "report":
             res = report()
         elif st.startswith("serve:"):
             res = run_serve(st.split(":", 1)[1])

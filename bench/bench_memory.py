@@ -224,7 +224,8 @@ def run_train(name):
     tok = [] if "smol" in name else ["--tokenizer", str(REPO / "weights/cherry-48l")]
     argv = [sys.executable, "-m", "cherry_mlx_cli.main", "train", *model.split(), *flags.split(),
             "--data", str(DATA), *tok, "--runs-dir", str(runs), "--name", name,
-            "--eval-batches", "1", "--eval-every", "0", "--no-demo", "--keep-checkpoints", "1"]  # fmt: skip
+            "--eval-batches", "1", "--eval-every", "0", "--no-demo",
+            "--keep-checkpoints", "1"]  # fmt: skip
     env = {**os.environ, "CHERRY_MLX_WEIGHTS": str(WEIGHTS), "PYTHONPATH": str(REPO)}
     t0 = time.time()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -240,7 +241,8 @@ def run_train(name):
     out = {
         "argv": " ".join(argv[2:]), "wall_s": wall, "step_s": [r["step_s"] for r in rows],
         "loss": [r["loss"] for r in rows], "mlx_peak_gib": peak / GIB, "rss_peak_gib": rss / GIB,
-        "plan_peak_gib": plan.peak / GIB, "plan_rows_gib": {k: v / GIB for k, v in plan.rows.items()},
+        "plan_peak_gib": plan.peak / GIB,
+        "plan_rows_gib": {k: v / GIB for k, v in plan.rows.items()},
         "plan_over_mlx": plan.peak / peak, "params": shape.params, "calls": shape.calls,
         "final_line": [ln for ln in proc.stderr.splitlines() if ln.startswith("peak memory")],
     }  # fmt: skip
@@ -301,7 +303,8 @@ def report():
 
     os.environ["CHERRY_MLX_WEIGHTS"] = str(WEIGHTS)
     make_presets()
-    lines = ["| run | params | block calls | s/step | MLX peak | resident peak | plan | plan / MLX |",
+    lines = ["| run | params | block calls | s/step | MLX peak | resident peak | plan "
+             "| plan / MLX |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     out = {}
     for name, (model, _, plan_kw) in RUNS.items():

@@ -169,3 +169,22 @@ def test_plain_sgd_keeps_no_state_and_steps_by_hand():
     expect = [1.0 - 0.1 * (0.5 + 0.01 * 1.0), -2.0 - 0.1 * (0.25 + 0.01 * -2.0)]
     assert mx.allclose(new, mx.array(expect)).item()
     assert opt.state["w"] == {}  # no velocity buffer per weight
+
+
+def test_info_prints_the_plan_and_what_fits_without_allocating(tmp_path, monkeypatch):
+    from cherry_mlx.models.info import show_info
+    from cherry_mlx.models.settings import InfoConfig
+
+    monkeypatch.chdir(tmp_path)
+    before = mx.get_active_memory()
+    out = []
+    cfg = InfoConfig(model="cherry-1.8b", batch_size=1, seq_len=512, grad_checkpoint=True,
+                     optimizer="adafactor", device="cpu")  # fmt: skip
+    report = show_info(cfg, log=out.append)
+    text = out[0]
+    assert "predicted training peak" in text and "predicted serving peak" in text
+    assert "what fits" in text and "Llama-3.1-70B" in text
+    plan = report["memory"]["train"]
+    assert plan["rows_bytes"]["weights"] == 4 * report["total"]  # fp32 on the CPU
+    assert mx.get_active_memory() - before < 2**20  # 1.4B (and 70B) parameters never allocated
+    assert list(tmp_path.iterdir()) == []  # nothing written

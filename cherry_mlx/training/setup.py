@@ -175,6 +175,12 @@ def memory_warning(cfg: TrainConfig, model, available=None) -> Optional[str]:
     )
 
 
+def _warn_memory(cfg: TrainConfig, model) -> None:
+    warning = memory_warning(cfg, model)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def _weight_bytes(model) -> int:
     from mlx.utils import tree_flatten
 
@@ -246,12 +252,12 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, refe
         model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp, cfg.mtp_kind)
         if old != (model.mtp.num_heads, model.mtp.kind) and cfg.mtp_init == "trunk":
             init_heads_from_trunk(model)  # new heads start as a copy of the last trunk layer
+    if not cfg.lora:  # before a fresh model's weights are allocated
+        _warn_memory(cfg, model)
     mx.eval(model.parameters())
     if cfg.lora:
         _apply_lora(model, cfg)
-    warning = memory_warning(cfg, model)  # before the first step
-    if warning:
-        print(warning, file=sys.stderr)
+        _warn_memory(cfg, model)  # with the adapters: what is trained decides the plan
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     if resume_from is not None:

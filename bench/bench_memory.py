@@ -260,6 +260,12 @@ import mlx.core as mx
 from cherry_mlx.decoding.session import generate_text, load_for_serving
 model, tok = load_for_serving(sys.argv[1])
 weights = mx.get_active_memory()
+# a random-init cherry-1.8b has 125,440 logits but the shipped tokenizer 4,096 ids: sample only
+# ids the tokenizer can print (an id past it crashes mlx-lm's detokenizer)
+n_tok = len(tok._tokenizer)
+keep = mx.arange(model.args.vocab_size) < n_tok
+full_logits = model.logits
+model.logits = lambda h: mx.where(keep, full_logits(h), -1e9)
 t0 = time.time()
 text, stats = "", None
 for piece, stats in generate_text(model, tok, "서울의 인구는? Answer briefly.", max_tokens=64):

@@ -133,6 +133,15 @@ def show_info(cfg, log=print) -> Dict[str, Any]:
     from cherry_mlx.models.memory import config_shape, device_kind, plan_serving, plan_training
     from cherry_mlx.models.memory_fit import PRESETS, fits_rows, format_fits, format_plan
 
+    checks = [
+        ("--optimizer", cfg.optimizer, ("adamw", "adafactor", "sgd")),
+        ("--device", cfg.device, ("auto", "cpu", "gpu")),
+        ("--dtype", cfg.dtype, ("auto", "float32", "bfloat16", "float16")),
+        ("--quant", cfg.quant, tuple(FORMATS)),
+    ]
+    for flag, value, known in checks:
+        if value not in known:
+            raise ValueError(f"{flag} {value!r}: use one of {', '.join(known)}")
     report = describe(cfg.model)
     config = source_config(cfg.model)[1]
     device = device_kind(cfg.device)

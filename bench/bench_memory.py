@@ -172,6 +172,15 @@ RUNS = {
 }  # fmt: skip
 
 
+LABELS = {
+    "1.8b": "cherry-1.8b, 1 x 512, checkpointed, Adafactor",
+    "smollm2": "SmolLM2-135M full, 8 x 256, AdamW",
+    "6Lx8-ckpt": "6L x 8 looped (34 calls), checkpointed",
+    "34L-ckpt": "34 distinct layers, checkpointed",
+    "6Lx8": "6L x 8 looped, no checkpointing",
+}
+
+
 def make_presets():
     """``c18-6Lx8`` (cherry-1.8b's shape, 6 unique layers, P1 C4 Q1 x 8 = 34 calls) and
     ``c18-34L`` (the same 34 calls as distinct layers), beside the default preset's tokenizer."""
@@ -324,7 +333,7 @@ def report():
         steps = r["step_s"][1:] or r["step_s"]
         out[name] = {"plan_gib": plan.peak / GIB, "ratio": ratio, **r}
         lines.append(
-            f"| {name} | {r['params'] / 1e9:.2f}B | {r['calls']} | {sum(steps) / len(steps):.1f} "
+            f"| {LABELS.get(name, name)} | {r['params'] / 1e9:.2f}B | {r['calls']} | {sum(steps) / len(steps):.1f} "
             f"| {r['mlx_peak_gib']:.2f} GiB | {r['rss_peak_gib']:.2f} GiB "
             f"| {plan.peak / GIB:.2f} GiB | {ratio:.3f} |"
         )
@@ -335,7 +344,7 @@ def report():
         plan = plan_serving(shape, 1, 128, "nvfp4", device="cpu")
         out["serve"] = {"plan_gib": plan.peak / GIB, **r}
         lines.append(
-            f"| 1.8b NVFP4 chat | 1.40B | 48 | - | {r['mlx_peak_gib']:.2f} GiB "
+            f"| cherry-1.8b NVFP4, chat turn | 1.40B | 48 | - | {r['mlx_peak_gib']:.2f} GiB "
             f"| {r['rss_peak_gib']:.2f} GiB | {plan.peak / GIB:.2f} GiB "
             f"| {plan.peak / GIB / r['mlx_peak_gib']:.3f} |"
         )

@@ -333,7 +333,8 @@ def report():
         steps = r["step_s"][1:] or r["step_s"]
         out[name] = {"plan_gib": plan.peak / GIB, "ratio": ratio, **r}
         lines.append(
-            f"| {LABELS.get(name, name)} | {r['params'] / 1e9:.2f}B | {r['calls']} | {sum(steps) / len(steps):.1f} "
+            f"| {LABELS.get(name, name)} | {r['params'] / 1e9:.2f}B | {r['calls']} "
+            f"| {sum(steps) / len(steps):.1f} "
             f"| {r['mlx_peak_gib']:.2f} GiB | {r['rss_peak_gib']:.2f} GiB "
             f"| {plan.peak / GIB:.2f} GiB | {ratio:.3f} |"
         )

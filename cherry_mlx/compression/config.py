@@ -26,7 +26,7 @@ class CompressConfig(PhaseConfig):
 
     TRAIN_OPTIONS: ClassVar[Tuple[str, ...]] = (
         "data", "tokenizer", "batch_size", "seq_len", "learning_rate", "warmup", "lam",
-        "select", "seed", "eval_batches", "grad_checkpoint",
+        "select", "seed", "eval_batches", "grad_checkpoint", "optimizer",
     )  # fmt: skip
     TRAIN_DEFAULTS: ClassVar[Dict[str, Any]] = dict(
         batch_size=16, seq_len=256, learning_rate=1e-3, warmup=10, eval_every=0,

@@ -19,7 +19,7 @@ class FuseConfig(PhaseConfig):
 
     TRAIN_OPTIONS: ClassVar[Tuple[str, ...]] = (
         "batch_size", "seq_len", "learning_rate", "lam", "data", "tokenizer", "name", "runs_dir",
-        "eval_every", "seed",
+        "eval_every", "seed", "grad_checkpoint", "optimizer",
     )  # fmt: skip
     TRAIN_DEFAULTS: ClassVar[Dict[str, Any]] = dict(
         batch_size=8, seq_len=256, learning_rate=1e-3, warmup=10, eval_every=0, demo=False,

@@ -63,14 +63,18 @@ def weight_bytes(model) -> Dict[str, float]:
     return out
 
 
-def describe(name_or_path: str) -> Dict[str, Any]:
-    """The breakdown for a preset, folder, run or GGUF; reads only (a GGUF is not imported)."""
+def source_config(name_or_path: str):
+    """(path, config) of a preset, folder, run or GGUF; reads only (a GGUF is not imported)."""
     src = gguf_source(name_or_path)
     if src is not None:
-        path, config = src, gguf_config(src)
-    else:
-        path = resolve(name_or_path)
-        config = load_config(path)
+        return src, gguf_config(src)
+    path = resolve(name_or_path)
+    return path, load_config(path)
+
+
+def describe(name_or_path: str) -> Dict[str, Any]:
+    """The breakdown for a preset, folder, run or GGUF; reads only (a GGUF is not imported)."""
+    path, config = source_config(name_or_path)
     model = build_model(config)  # lazy: nothing allocated
     rows = count_parameters(model)
     args = model.args
@@ -130,9 +134,38 @@ def format_table(report: Dict[str, Any]) -> str:
 
 
 def show_info(cfg, log=print) -> Dict[str, Any]:
-    """``cherry-mlx info``: print ``describe(cfg.model)`` as a table (or JSON); return it."""
+    """``cherry-mlx info``: print ``describe(cfg.model)``, the memory plan for the training and
+    serving settings in ``cfg`` and what fits 24/64/128 GB, as tables (or JSON); return it."""
     import json
 
+    from cherry_mlx.models.memory import config_shape, device_kind, plan_serving, plan_training
+    from cherry_mlx.models.memory_fit import PRESETS, fits_rows, format_fits, format_plan
+
+    checks = [
+        ("--optimizer", cfg.optimizer, ("adamw", "adafactor", "sgd")),
+        ("--device", cfg.device, ("auto", "cpu", "gpu")),
+        ("--dtype", cfg.dtype, ("auto", "float32", "bfloat16", "float16")),
+        ("--quant", cfg.quant, tuple(FORMATS)),
+    ]
+    for flag, value, known in checks:
+        if value not in known:
+            raise ValueError(f"{flag} {value!r}: use one of {', '.join(known)}")
     report = describe(cfg.model)
-    log(json.dumps(report, indent=2) if cfg.json_out else format_table(report))
+    config = source_config(cfg.model)[1]
+    device = device_kind(cfg.device)
+    shape = config_shape(config, cfg.mtp, cfg.lora, cfg.lora_rank, cfg.lora_layers)
+    train = plan_training(
+        shape, cfg.batch_size, cfg.seq_len, cfg.grad_checkpoint, cfg.optimizer, cfg.dtype, device
+    )
+    serve = plan_serving(config_shape(config, cfg.mtp), cfg.serve_batch, cfg.context, cfg.quant,
+                         device=device)  # fmt: skip
+    report["memory"] = {"train": train.to_dict(), "serve": serve.to_dict()}
+    if cfg.fits:
+        presets = {n: load_config(resolve(n)) for n in PRESETS}
+        report["fits"] = fits_rows(device, presets)
+    if cfg.json_out:
+        log(json.dumps(report, indent=2))
+    else:
+        text = format_table(report) + "\n" + format_plan(train, serve)
+        log(text + (format_fits(report["fits"], device) if cfg.fits else ""))
     return report

@@ -27,9 +27,29 @@ class ImportConfig:
 
 @dataclass
 class InfoConfig:
-    """Parameters by component, effective depth and weight memory (nothing is allocated)."""
+    """Parameters, effective depth, weight memory and a memory plan for training and serving
+    (predicted peak; which presets and common sizes fit 24/64/128 GB). Reads only: nothing is
+    allocated or written."""
 
     model: str = setting(
         DEFAULT_PRESET, "Preset name, model directory, run or hub id.", argument=True
     )
     json_out: bool = setting(False, "Print JSON instead of a table.", flag="--json")
+    batch_size: int = setting(8, "Training: sequences per step (as train).", at_least=1)
+    seq_len: int = setting(
+        256, "Training: tokens per sequence, planned at full length.", at_least=2
+    )
+    grad_checkpoint: bool = setting(False, "Training: recompute each block in the backward pass.")
+    optimizer: str = setting("adamw", "Training: adamw, adafactor or sgd (as train).")
+    lora: bool = setting(False, "Training: LoRA adapters instead of all weights.")
+    lora_rank: int = setting(8, "Training: LoRA rank.", at_least=1)
+    lora_layers: int = setting(-1, "Training: last blocks given adapters (-1 = all).")
+    mtp: int = setting(0, "MTP heads trained or served (0 = the model's own).", at_least=0)
+    dtype: str = setting(
+        "auto", "Weights: auto (float32 on CPU, bfloat16 on Metal/CUDA), float32 or bfloat16."
+    )
+    device: str = setting("auto", "Plan for cpu or gpu (Metal/CUDA); auto: this machine's.")
+    context: int = setting(4096, "Serving: KV cache length in tokens.", at_least=1)
+    serve_batch: int = setting(1, "Serving: sequences decoded together.", at_least=1)
+    quant: str = setting("bf16", "Serving: weight format fp32, bf16, 8-bit or nvfp4.")
+    fits: bool = setting(True, "Print which presets and common sizes fit 24/64/128 GB.")

@@ -26,6 +26,7 @@ from cherry_mlx.models.runs import RUNS_DIR, check_run_name, latest_run, list_ch
 from cherry_mlx.training.values import check_fields, coerce
 
 SELECTIONS = ("gt", "random", "loss", "rho1", "all")
+OPTIMIZERS = ("adamw", "adafactor", "sgd")
 BEST_METRICS = ("total", "gt", "non_gt", "loss")
 
 
@@ -119,7 +120,12 @@ class TrainConfig:
     learning_rate: float = setting(3e-3, "Peak learning rate (after warmup).")
     warmup: int = setting(20, "Linear warmup steps.")
     min_lr_ratio: float = setting(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
-    weight_decay: float = setting(0.01, "AdamW weight decay.")
+    weight_decay: float = setting(0.01, "Weight decay (decoupled for AdamW).")
+    optimizer: str = setting(
+        "adamw",
+        "adamw (2 float32 moments per weight), adafactor (factored second moment, no first: "
+        "~0 extra) or sgd (no state): what fits, see cherry-mlx info --batch-size ...",
+    )
     grad_clip: float = setting(1.0, "Clip the global gradient norm to this (0 = off).")
     seed: int = setting(0, "Seed of initialisation, data order and random selection.", at_least=0)
     grad_checkpoint: bool = setting(
@@ -187,6 +193,10 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be >= 1"),
             (self.seq_len >= 2, f"--seq-len {self.seq_len}: must be >= 2"),
             (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: must be >= 1"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"--optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}",
+            ),
             (self.learning_rate > 0, f"--learning-rate {self.learning_rate}: must be > 0"),
             (self.warmup >= 0, f"--warmup {self.warmup}: must be >= 0"),
             (self.report_every >= 1, f"--report-every {self.report_every}: must be >= 1"),

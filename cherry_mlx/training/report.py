@@ -16,6 +16,21 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 
 
+def peak_memory() -> Dict[str, float]:
+    """Peak memory so far, MiB: ``mlx`` is what MLX allocated (``mx.get_peak_memory``: weights,
+    gradients, optimizer state, activations), ``rss`` the process's resident peak (adds the
+    Python runtime, libraries and MLX's buffer cache; ``getrusage``'s ru_maxrss)."""
+    out = {"peak_mib": mx.get_peak_memory() / 2**20}
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["rss_peak_mib"] = kib / (2**20 if sys.platform == "darwin" else 2**10)  # macOS: bytes
+    except (ImportError, OSError):  # pragma: no cover - Windows
+        pass
+    return out
+
+
 class Progress:
     """A stderr progress line: step, loss, tokens/s, ETA (tqdm when available)."""
 

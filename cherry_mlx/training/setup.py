@@ -137,11 +137,56 @@ def _apply_lora(model, cfg: TrainConfig) -> None:
 
 
 def _enable_checkpointing(model) -> None:
+    """Recompute every block call in the backward pass (``mx.checkpoint`` per call): a looped
+    core keeps one hidden state per loop and one block's activations at a time; a MoEE model's
+    experts are each checkpointed the same way. Other models: mlx-lm's ``grad_checkpoint``."""
+    trunks = [e.model for e in getattr(model, "experts", None) or []]
     inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "checkpoint"):
-        inner.checkpoint = True
-    else:
+    if not trunks and inner is not None and hasattr(inner, "checkpoint"):
+        trunks = [inner]
+    for t in trunks:
+        t.checkpoint = True
+    if not trunks:
         grad_checkpoint(model.layers[0])
+
+
+def memory_warning(cfg: TrainConfig, model, available=None) -> Optional[str]:
+    """A one-line warning when the planned peak of this run exceeds the memory available now,
+    naming the settings that would make it fit; None when it fits (or cannot be told)."""
+    from cherry_mlx.models.memory import GIB, available_bytes, plan_training, shape_of
+
+    avail = available_bytes() if available is None else available
+    if not avail:
+        return None
+    shape = shape_of(model, cfg.mtp)
+    dtype = {2: "bfloat16"}.get(_weight_bytes(model), "float32")
+    plan = plan_training(shape, cfg.batch_size, cfg.seq_len, cfg.grad_checkpoint,
+                         cfg.optimizer, dtype)  # fmt: skip
+    if plan.peak <= avail:
+        return None
+    fixes = [] if cfg.grad_checkpoint else ["--grad-checkpoint"]
+    if cfg.optimizer == "adamw":
+        fixes.append("--optimizer adafactor")
+    fixes += ["a smaller --batch-size or --seq-len"] + ([] if cfg.lora else ["--lora"])
+    return (
+        f"warning: this run is planned to need {plan.peak / GIB:.1f} GiB at its peak but "
+        f"{avail / GIB:.1f} GiB is available; it may run out of memory. Try "
+        f"{', '.join(fixes)} (cherry-mlx info MODEL --batch-size ... shows the plan)"
+    )
+
+
+def _warn_memory(cfg: TrainConfig, model) -> None:
+    warning = memory_warning(cfg, model)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def _weight_bytes(model) -> int:
+    from mlx.utils import tree_flatten
+
+    for _, a in tree_flatten(model.parameters()):
+        return a.dtype.size
+    return 4
 
 
 def _run_tokenizer(cfg: TrainConfig, resume_from: Optional[Path]) -> Optional[Path]:
@@ -207,9 +252,12 @@ def setup_model(cfg, model, tokenizer, train_data, valid_data, resume_from, refe
         model_cfg["mtp"] = ensure_mtp_heads(model, cfg.mtp, cfg.mtp_kind)
         if old != (model.mtp.num_heads, model.mtp.kind) and cfg.mtp_init == "trunk":
             init_heads_from_trunk(model)  # new heads start as a copy of the last trunk layer
+    if not cfg.lora:  # before a fresh model's weights are allocated
+        _warn_memory(cfg, model)
     mx.eval(model.parameters())
     if cfg.lora:
         _apply_lora(model, cfg)
+        _warn_memory(cfg, model)  # with the adapters: what is trained decides the plan
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     if resume_from is not None:

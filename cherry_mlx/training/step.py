@@ -43,11 +43,33 @@ def lr_schedule(peak: float, steps: int, warmup: int, min_ratio: float):
     return schedule
 
 
-def make_optimizer(cfg) -> optim.AdamW:
-    return optim.AdamW(
-        learning_rate=lr_schedule(cfg.learning_rate, cfg.steps, cfg.warmup, cfg.min_lr_ratio),
-        weight_decay=cfg.weight_decay,
-    )
+def make_optimizer(cfg) -> optim.Optimizer:
+    """``cfg.optimizer``: AdamW (two moments per weight), Adafactor (a factored second moment
+    and no first: a few floats per matrix row and column) or plain SGD (no state). The last two
+    are what lets a 1.4B model train in fp32 on 24 GiB (``models/memory.py``)."""
+    lr = lr_schedule(cfg.learning_rate, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+    name = getattr(cfg, "optimizer", "adamw")
+    if name == "adafactor":  # our schedule, not Adafactor's relative step or parameter scaling
+        return optim.Adafactor(
+            learning_rate=lr, relative_step=False, scale_parameter=False,
+            weight_decay=cfg.weight_decay,
+        )  # fmt: skip
+    if name == "sgd":
+        return PlainSGD(learning_rate=lr, weight_decay=cfg.weight_decay)
+    return optim.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+
+
+class PlainSGD(optim.SGD):
+    """SGD without momentum and without state: MLX's SGD keeps a velocity buffer per weight
+    even at momentum 0 (one more copy of the model), which plain SGD never reads."""
+
+    def init_single(self, parameter: mx.array, state: dict) -> None:
+        pass
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        if self.weight_decay != 0:
+            gradient = gradient + self.weight_decay * parameter
+        return parameter - self.learning_rate.astype(gradient.dtype) * gradient
 
 
 def make_step(model, optimizer, loss_fn, grad_clip: float = 0.0, group=None):

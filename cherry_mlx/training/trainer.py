@@ -45,7 +45,13 @@ from cherry_mlx.training.distributed import (
 )
 from cherry_mlx.training.evaluate import loss_breakdown
 from cherry_mlx.training.objective import make_objective, with_extras
-from cherry_mlx.training.report import MetricsLog, Progress, plot_curves, read_jsonl_rows
+from cherry_mlx.training.report import (
+    MetricsLog,
+    Progress,
+    peak_memory,
+    plot_curves,
+    read_jsonl_rows,
+)
 from cherry_mlx.training.setup import keep_tokenizer_copy, setup_model, setup_run
 from cherry_mlx.training.step import make_optimizer, make_step
 
@@ -247,7 +253,7 @@ def _train_locked(
     step = start
     try:
         for step in range(start + 1, stop_at + 1):
-            acc, n_tok, n_sup = None, 0, 0
+            acc, n_tok, n_sup, t_step = None, 0, 0, time.perf_counter()
             for micro in range(cfg.grad_accum):
                 raw = next_batch(train_it)
                 key = mx.random.key(cfg.seed * 1_000_003 + step * 131 + micro)
@@ -264,7 +270,8 @@ def _train_locked(
                 n_tok, n_sup = global_counts(dist, n_tok, n_sup)
             finite = finite & mx.isfinite(loss)
             tok_report += n_tok
-            metrics.add(step, loss, gnorm, {"tokens": n_tok, "ntoks": n_sup})
+            row = {"tokens": n_tok, "ntoks": n_sup, "step_s": time.perf_counter() - t_step}
+            metrics.add(step, loss, gnorm, {**row, **peak_memory()})
             if step % cfg.report_every == 0 or step == stop_at or step % cfg.save_every == 0:
                 if not finite.item():
                     raise TrainingDiverged(_diverged_msg(run_dir, step, cfg))
@@ -287,6 +294,13 @@ def _train_locked(
         watchdog.close()
         metrics.flush()
         progress.close()
+        if step > start and dist.main:
+            peak = peak_memory()
+            print(
+                f"peak memory: {peak['peak_mib'] / 1024:.2f} GiB allocated by MLX, "
+                f"{peak.get('rss_peak_mib', float('nan')) / 1024:.2f} GiB resident",
+                file=sys.stderr,
+            )
         if dist.main and (metrics.rows or evals):
             plot_curves(run_dir, metrics.rows, evals, _title(cfg))
     result.step = step

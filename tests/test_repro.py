@@ -195,7 +195,8 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
         assert needed in claims, needed
     assert "n/a" not in re.findall(r"\| \*\*(.*?)\*\* \|", report)
     sgt = results["sgt"]
-    assert set(sgt["arms"]) == {"sgt", "full", "random", "loss", "rho1", "shuffled"}
+    assert set(sgt["arms"]) == {"sgt", "full", "random", "loss", "rho1", "shuffled",
+                                "full_shuffled"}  # fmt: skip
     assert all("en" in r["eval"] and "ko" in r["eval"] for r in sgt["arms"]["sgt"])
 
 

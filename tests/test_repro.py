@@ -20,7 +20,7 @@ from cherry_mlx.pipelines.stage import stages
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import shuffled_examples
 
-STAGES = ("sgt", "compress", "mtp", "quant", "moee")
+STAGES = ("sgt", "anchor", "compress", "loops", "mtp", "quant", "moee")
 
 
 def set_run(monkeypatch, name, run, rows=None):
@@ -172,8 +172,8 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
     done = {p.stem for p in (out / "results").glob("*.json")}
-    assert done == {"source", "sgt", "compress", "mtp", "quant"}
-    for stage in ("sgt", "compress", "mtp", "quant"):  # finished: must not run again
+    assert done == {"source", *STAGES} - {"moee"}
+    for stage in set(STAGES) - {"moee"}:  # finished: must not run again
         set_run(monkeypatch, stage, killed)
     set_run(monkeypatch, "moee", real)
     results = repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
@@ -191,7 +191,7 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     claims = " ".join(r["claim"] for s in STAGES for r in results[s]["rows"])
     for needed in ("ROI", "share reading", "W̃", "γ̄ > 0 at the source", "shuffled responses",
                    "random", "rho1", "prune-bi", "prune-angular", "looping", "speedup",
-                   "nvfp4", "MoEE"):  # fmt: skip
+                   "nvfp4", "MoEE", "pure GT (λ 1)", "4L×2 ("):  # fmt: skip
         assert needed in claims, needed
     assert "n/a" not in re.findall(r"\| \*\*(.*?)\*\* \|", report)
     sgt = results["sgt"]

@@ -164,7 +164,7 @@ def render_report(cfg: ReproConfig, manifest: Dict, results: Dict[str, Any], plo
     for st in order:
         lines += ["", f"## {st.title}", ""]
         if st.name not in results:
-            lines.append("not run (excluded by --only, or not finished yet)")
+            lines.append("not run (excluded by --only, added after this run, or not finished yet)")
             continue
         lines += st.section(results[st.name])
         png = plot_stage(st, results[st.name], Path(plots) / f"{st.name}.png")

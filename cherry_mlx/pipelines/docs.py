@@ -139,9 +139,12 @@ def _seeds(res: Dict[str, Any]) -> str:
 
 def _forgetting(sgt: Dict[str, Any]) -> str:
     """Prose perplexity per arm, and which arm moved each language most."""
+    if not all(lang in sgt["baseline"] for lang in ("en", "ko")):
+        return "Prose perplexity: not measured (no prose sets)."
     ppl = {"source": {lang: sgt["baseline"][lang]["ppl"] for lang in ("en", "ko")}}
     for arm, rows in sgt["arms"].items():
-        ppl[arm] = {lang: mean([r["eval"][lang]["ppl"] for r in rows]) for lang in ("en", "ko")}
+        ppl[arm] = {lang: mean([r["eval"].get(lang, {}).get("ppl") for r in rows])
+                    for lang in ("en", "ko")}  # fmt: skip
     arms = [a for a in ppl if a not in ("source", "shuffled")]
     most = {lang: max(arms, key=lambda a: ppl[a][lang]) for lang in ("en", "ko")}
     cells = ", ".join(f"{a} {ppl[a]['en']:.1f} / {ppl[a]['ko']:.1f}" for a in ppl)
@@ -154,8 +157,10 @@ def _forgetting(sgt: Dict[str, Any]) -> str:
 
 def _coupling(sgt: Dict[str, Any]) -> str:
     c = sgt["coupling"]
-    per = c["init"]["per_batch"]
-    shuf = c["init_shuffled"]["per_batch"]
+    per = finite(c["init"]["per_batch"])
+    shuf = finite(c["init_shuffled"]["per_batch"])
+    if not per:
+        return "γ̄ at the source: not measured."
     signs = "opposite signs" if min(per) < 0 < max(per) else "one sign"
     return (
         f"γ̄ per held-out batch at the source: {', '.join(f'{g:.4f}' for g in per)} "

@@ -27,9 +27,9 @@ from cherry_mlx.evaluation.stats import mean_var, t_quantile, welch_df
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 LEVEL = 0.95  # two-sided confidence of the interval that must exclude zero
 RULE = (
-    "holds if the 95% confidence interval of the difference in the claimed direction excludes "
-    "zero on the right side (Welch's t for two arms, one-sample t against a threshold: "
-    "d > t*(df)·se)"
+    "holds if the 95% confidence interval of the difference lies wholly on the side the claim "
+    "predicts, does not hold if wholly on the other side (Welch's t for two arms, one-sample t "
+    "against a threshold: |d| > t*(df)·se)"
 )
 SPREAD = "± is one sample standard deviation (n - 1) over the n values named beside it"
 

@@ -1,14 +1,15 @@
 """``cherry-mlx repro``: the paper's experiments at a chosen budget, side by side with the paper.
 
 Stages run in order: ``source`` (only for a preset without weights: full-loss training from
-scratch), then every stage of ``pipelines/stages/`` by its ``order`` (``sgt``, ``compress``,
-``mtp``, ``quant``, ``moee``; ``--only`` picks some). Each
+scratch), then every stage of ``pipelines/stages/`` by its ``order`` (``sgt``, ``anchor``,
+``compress``, ``loops``, ``mtp``, ``quant``, ``moee``; ``--only`` picks some). Each
 finished stage writes ``results/STAGE.json`` atomically, with the budget settings it ran with, so
 a killed repro rerun with the same ``-o`` skips the finished stages and starts again at the one it
 was in (that stage's run directories are cleared first). Model, budget and data are fixed per
 directory; ``--set`` and ``--seeds`` may differ between stages (one slow stage at a smaller size,
 or one rerun with more seeds by ``--redo STAGE``) since every stage's settings are in its result
-and the report. ``report.md`` and the plots are rewritten from the JSON at the end.
+and the report. ``report.md`` and the plots are rewritten from the JSON at the end
+(``--report-only``: only that, with the verdicts derived again).
 """
 
 from __future__ import annotations

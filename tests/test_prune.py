@@ -25,7 +25,8 @@ def _identity_at(cfg, layers, idx):
 
 
 def _numpy_choice(model, x, n_drop, method):
-    """The paper-cited rules computed in numpy from the residual stream."""
+    """The paper-cited rules computed in numpy from the residual stream (no mask: every position
+    is real, the last token is the last position)."""
     s = [np.array(h, dtype=np.float64).reshape(-1, h.shape[-1]) for h in block_states(model, x)]
 
     def cos(a, b):
@@ -36,7 +37,9 @@ def _numpy_choice(model, x, n_drop, method):
     if method == "prune-bi":
         bi = np.array([1 - cos(s[i], s[i + 1]).mean() for i in range(depth)])
         return sorted(np.argsort(bi, kind="stable")[:n_drop].tolist())
-    d = np.array([np.arccos(cos(s[i], s[i + n_drop])).mean() / np.pi
+    # Gromov et al.: the angular distance at each sequence's last token
+    last = [np.array(h, dtype=np.float64)[:, -1] for h in block_states(model, x)]
+    d = np.array([np.arccos(cos(last[i], last[i + n_drop])).mean() / np.pi
                   for i in range(depth - n_drop + 1)])  # fmt: skip
     start = int(np.flatnonzero(d <= d.min() + 1e-6).max())  # deepest of the minima
     return list(range(start, start + n_drop))
@@ -81,8 +84,81 @@ def test_shrink_dispatch_and_config_errors(tiny_config):
     model, cfg = _identity_at(tiny_config, 4, [])
     avg, acfg = shrink(model, cfg, plan_groups(4, to="2L"), "average", [])
     assert acfg["merge_map"] == [[0, 1], [2, 3]]
-    with pytest.raises(ValueError, match="no valid data"):
+    with pytest.raises(ValueError, match="no calibration data"):
         shrink(model, cfg, plan_groups(4, to="2L"), "prune-bi", [])
     with pytest.raises(ValueError, match="--method 'drop'"):
         CompressConfig.from_flat(method="drop")
     assert CompressConfig.from_flat(to="2L", method="prune-bi").label() == "2Lx1-prune-bi"
+
+
+def test_angular_distance_at_each_rows_last_real_token_matches_numpy(tiny_config):
+    """Rows of different lengths (response mask ending at 5 and at 8 of T = 10): the angular
+    distance is read at each row's last response token, the block influence over every real
+    position, both against numpy on the residual stream."""
+    from cherry_mlx.compression.redundancy import analyze_layers
+
+    model = build_model(dict(tiny_config, num_hidden_layers=3))
+    x = mx.random.randint(0, tiny_config["vocab_size"], (2, 10))
+    resp = np.zeros((2, 10), bool)
+    resp[0, 2:6], resp[1, 3:9] = True, True  # last real tokens: 5 and 8
+    batch = {"inputs": x, "response": mx.array(resp)}
+    s = [np.array(h, dtype=np.float64) for h in block_states(model, x)]  # (B, T, D) each
+
+    def cos(a, b):
+        return np.clip((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1),
+                       -1, 1)  # fmt: skip
+
+    rows, last = np.arange(2), np.array([5, 8])
+    want = [np.mean(np.arccos(cos(s[i][rows, last], s[i + 2][rows, last]))) / np.pi
+            for i in range(2)]  # fmt: skip
+    real = np.arange(10)[None] <= last[:, None]  # (B, T): up to the last response token
+    bi = [np.sum((1 - cos(s[i], s[i + 1])) * real) / real.sum() for i in range(3)]
+    rep = analyze_layers(model, [batch], r=2, angular_at="last")
+    np.testing.assert_allclose(rep.angular, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(rep.block_influence, bi, rtol=1e-4, atol=1e-6)
+    every = analyze_layers(model, [batch], r=2)  # the diagnostic's average over positions
+    avg = [np.sum(np.arccos(cos(s[i], s[i + 2])) * real) / real.sum() / np.pi for i in range(2)]
+    np.testing.assert_allclose(every.angular, avg, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="angular_at"):
+        analyze_layers(model, [batch], angular_at="first")
+
+
+def test_pruning_is_calibrated_on_training_data_not_the_scored_batches(tiny_config, monkeypatch):
+    """compress --method prune-*: the batches the layers are chosen on are the training data's,
+    the held-out batches only score the result."""
+    from cherry_mlx.compression import heal
+
+    seen = {}
+
+    def spy(model, config, groups, method, batches):
+        seen["batches"] = batches
+        from cherry_mlx.compression.merge import merge_model
+
+        return merge_model(model, config, groups)
+
+    def batch(token):
+        full = np.full((2, 6), token, np.int32)
+        return {
+            "inputs": full,
+            "targets": full,
+            "response": np.ones((2, 6), bool),
+            "level": np.zeros((2, 6), np.int8),
+            "category": np.full((2, 6), -1, np.int8),
+        }
+
+    train, valid = [batch(7)], [batch(3)]
+    data = heal.Data(train=heal_cycle(train), valid=valid, batch_size=2, seq_len=16)
+    monkeypatch.setattr(heal, "shrink", spy)
+    model = build_model(dict(tiny_config, num_hidden_layers=4))
+    cfg = CompressConfig.from_flat(to="2L", method="prune-bi", heal=False)
+    heal.merge_and_heal(model, dict(tiny_config, num_hidden_layers=4), cfg, data, "/nonexistent",
+                        log=lambda *_: None)  # fmt: skip
+    (calib,) = seen["batches"]
+    assert np.all(np.array(calib["inputs"])[:, :6] == 7)  # the training batch, not valid's 3s
+    assert data.train.pos == 0  # reading it did not advance the training iterator
+
+
+def heal_cycle(batches):
+    from cherry_mlx.training.data import CycleBatches
+
+    return CycleBatches(batches)

@@ -8,7 +8,11 @@ stage is an ordinary run directory under the output (curves, metrics, checkpoint
 
 Recovered fraction of the gap (the paper's Table C.1 "recovery", e.g. 24Lx2: (13.19 - 2.93) /
 (13.19 - 0.994) = 84%): ``R = (L_merged - L_final) / (L_merged - L_source)`` on held-out response
-tokens; 1 means the compressed model is back at the source model's loss.
+tokens; 1 means the compressed model is back at the source model's loss. The paper's 0.994 is
+the loss of the model that was merged, itself trained on the data the healing uses; a source that
+has never seen that data (a pretrained model healed on chat data) gains from the healing steps
+alone, so there the fair reference is the source trained for the same steps (``--control``), as
+``repro``'s compress stage reports beside this one.
 """
 
 from __future__ import annotations
@@ -119,6 +123,22 @@ class Data:
         self.tokenizer, self.tokenizer_dir = tokenizer, tokenizer_dir
         self.train, self.valid = train, valid
         self.batches = valid_batches(valid, batch_size, seq_len)
+        self.batch_size, self.seq_len = batch_size, seq_len
+
+    def calibration(self, n_batches: int = 8) -> list:
+        """The first ``n_batches`` batches of training data, to measure layer redundancy on
+        (pruning): never the held-out batches the pruned model is scored on."""
+        src = self.train
+        if hasattr(src, "batches"):  # CycleBatches: read its list, do not advance it
+            head = list(src.batches[:n_batches])
+        elif isinstance(src, (list, tuple)):  # encoded examples
+            head = list(src[: n_batches * self.batch_size])
+        else:
+            raise ValueError(
+                "pruning needs calibration batches: pass the training data as encoded examples "
+                "or CycleBatches, not a one-shot iterator"
+            )
+        return valid_batches(head, self.batch_size, self.seq_len)
 
     @classmethod
     def load(cls, cfg: CompressConfig, model_dir: Optional[Path], vocab: int = 0) -> "Data":
@@ -258,7 +278,8 @@ def merge_and_heal(source, source_cfg, cfg: CompressConfig, data: Data, out_dir:
     """Stage 1: merge, evaluate, and (unless --no-heal) SGT-heal the merged model."""
     groups = plan_groups(len(source.layers), cfg.to, cfg.factor, cfg.groups)
     t0 = time.perf_counter()
-    merged, mcfg = shrink(source, source_cfg, groups, cfg.method, data.batches)
+    calib = [] if cfg.method == "average" else data.calibration()
+    merged, mcfg = shrink(source, source_cfg, groups, cfg.method, calib)
     mx.eval(merged.parameters())
     stages = [evaluate(merged, data, "merged", cfg.eval_batches, time.perf_counter() - t0)]
     how = "merged" if cfg.method == "average" else f"{cfg.method}: kept {mcfg['merge_map']} of"

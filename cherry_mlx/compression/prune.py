@@ -9,7 +9,9 @@ from a pretrained model are
   whose input and output are closest in angle, ``l* = argmin_l d(x_l, x_{l+n})``; ties go to the
   deepest block (Gromov et al. find the deep layers the most redundant).
 
-Both are measured on held-out hidden states (``redundancy.py``). The kept layers stay in order,
+Both are measured on hidden states of calibration batches drawn from the training data, never
+the held-out batches the pruned model is then scored on (``redundancy.py``); the angular distance
+at each sequence's last token, as Gromov et al. measure it. The kept layers stay in order,
 copied as new arrays; embedding, final norm and LM head are unchanged, so the pruned model is an
 ordinary Llama config with fewer layers, healed by the same SGT stages as an averaged one.
 """
@@ -53,10 +55,11 @@ def dropped_layers(
 
 def prune_plan(model, batches, n_keep: int, method: str, max_batches: int = 8) -> List[int]:
     """Layers kept when ``method`` prunes ``model`` to ``n_keep`` layers (measured on
-    ``batches``)."""
+    ``batches``, calibration data)."""
     depth = len(model.layers)
     n_drop = depth - n_keep
-    report = analyze_layers(model, batches, r=max(n_drop, 1), max_batches=max_batches)
+    report = analyze_layers(model, batches, r=max(n_drop, 1), max_batches=max_batches,
+                            angular_at="last")  # fmt: skip
     drop = set(dropped_layers(report.block_influence, report.angular, n_drop, method))
     return [i for i in range(depth) if i not in drop]
 
@@ -94,5 +97,5 @@ def shrink(
     if method == "average":
         return merge_model(model, config, groups)
     if not batches:
-        raise ValueError(f"--method {method} measures held-out hidden states: no valid data")
+        raise ValueError(f"--method {method} measures hidden states: no calibration data")
     return prune_model(model, config, prune_plan(model, batches, len(groups), method))

@@ -50,41 +50,49 @@ class LayerReport:
         return dict(self.__dict__)
 
 
-def analyze_layers(model, batches: Iterable[dict], r: int = 2, max_batches: int = 8) -> LayerReport:
-    """Average block influence and r-step angular distance over held-out ``batches``.
+def analyze_layers(
+    model, batches: Iterable[dict], r: int = 2, max_batches: int = 8, angular_at: str = "all"
+) -> LayerReport:
+    """Average block influence and r-step angular distance over ``batches``.
 
     A batch needs ``inputs`` (B, T); positions where ``mask`` (or, failing that, ``response``
     or the non-padding part of ``targets``) is false are left out when a mask is present.
+    ``angular_at="last"`` measures the angular distance at each row's last real token only, as
+    Gromov et al. do (the position that has seen the whole sequence); ``"all"`` averages it over
+    positions like the block influence.
     """
+    if angular_at not in ("all", "last"):
+        raise ValueError(f"angular_at={angular_at!r}: use 'all' or 'last'")
     depth = len(model.model.schedule)
     if not 1 <= r <= depth:
         raise ValueError(f"--factor {r}: the angular distance needs 1 <= r <= depth ({depth})")
     bi = [mx.array(0.0) for _ in range(depth)]
     ang = [mx.array(0.0) for _ in range(depth - r + 1)]
-    count = mx.array(0.0)
+    count, count_ang = mx.array(0.0), mx.array(0.0)
     seen = 0
     for i, batch in enumerate(batches):
         if i >= max_batches:
             break
         x = batch["inputs"]
         w = _weights(batch)  # (B, T) float32
+        wa = _last_token(w) if angular_at == "last" else w  # (B, T)
         states = block_states(model, x)
         for l in range(depth):  # noqa: E741  (l is the paper's layer index)
             bi[l] = bi[l] + ((1.0 - _cos(states[l], states[l + 1])) * w).sum()
         for l in range(depth - r + 1):  # noqa: E741
-            ang[l] = ang[l] + (mx.arccos(_cos(states[l], states[l + r])) / math.pi * w).sum()
-        count = count + w.sum()
-        mx.eval(bi, ang, count)
+            ang[l] = ang[l] + (mx.arccos(_cos(states[l], states[l + r])) / math.pi * wa).sum()
+        count, count_ang = count + w.sum(), count_ang + wa.sum()
+        mx.eval(bi, ang, count, count_ang)
         seen += 1
     if seen == 0:
         raise ValueError("no held-out batches to analyse; check the data directory")
-    n = max(count.item(), 1.0)
+    n, n_ang = max(count.item(), 1.0), max(count_ang.item(), 1.0)
     report = LayerReport(
         depth=depth,
         r=r,
         tokens=int(count.item()),
         block_influence=[v.item() / n for v in bi],
-        angular=[v.item() / n for v in ang],
+        angular=[v.item() / n_ang for v in ang],
     )
     report.groups = rank_groups(report)
     return report
@@ -101,6 +109,15 @@ def _weights(batch: dict) -> mx.array:
         tail = mx.cumsum(resp[:, ::-1], axis=1)[:, ::-1]  # response tokens at or after t
         return (tail > 0).astype(mx.float32)
     return mx.ones(x.shape, dtype=mx.float32)
+
+
+def _last_token(w: mx.array) -> mx.array:
+    """One-hot weights at each row's last position of weight > 0 (rows without any: none).
+    (B, T) -> (B, T)"""
+    T = w.shape[1]
+    pos = mx.arange(T)[None, :]  # (1, T)
+    last = mx.max(mx.where(w > 0, pos, -1), axis=1, keepdims=True)  # (B, 1)
+    return (pos == last).astype(mx.float32)
 
 
 def rank_groups(report: LayerReport) -> List[Dict[str, object]]:

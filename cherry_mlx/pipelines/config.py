@@ -3,8 +3,8 @@
 One knob, ``--budget``, sizes every experiment: ``tiny`` takes about three CPU-minutes on the
 cherry-tiny (CI: every row filled; one seed, so verdicts that need a seed spread are
 "inconclusive"); ``cpu`` was sized for a couple of hours on a ~135M pretrained model on 2 cores,
-but measured ~5 s per SmolLM2-135M step of 4 x 128 tokens it is ~5 hours there (``--set`` scales
-it down: docs/repro-smollm2.md was made with one seed and shorter runs in ~1.5 hours);
+but at ~5 s per SmolLM2-135M step of 4 x 128 tokens it is several times that (``--set`` scales
+it down: docs/repro-smollm2.md's header gives its budget and the stages' summed wall time);
 ``paper`` uses the paper's step counts (500 SGT steps, 100 + 500 healing steps, three seeds).
 """
 
@@ -98,6 +98,11 @@ class ReproConfig:
         "resume a killed --redo run without it.",
     )
 
+    report_only: bool = setting(
+        False,
+        "Run nothing: rewrite report.md, the plots and results.json of -o DIR from the stage "
+        "results there, verdicts derived again by the current rule.",
+    )
     force: bool = setting(
         False,
         "Write into a non-empty -o that holds no repro, adding repro's files beside the ones "

@@ -1,14 +1,15 @@
 """``cherry-mlx repro``: the paper's experiments at a chosen budget, side by side with the paper.
 
 Stages run in order: ``source`` (only for a preset without weights: full-loss training from
-scratch), then every stage of ``pipelines/stages/`` by its ``order`` (``sgt``, ``compress``,
-``mtp``, ``quant``, ``moee``; ``--only`` picks some). Each
+scratch), then every stage of ``pipelines/stages/`` by its ``order`` (``sgt``, ``anchor``,
+``compress``, ``loops``, ``mtp``, ``quant``, ``moee``; ``--only`` picks some). Each
 finished stage writes ``results/STAGE.json`` atomically, with the budget settings it ran with, so
 a killed repro rerun with the same ``-o`` skips the finished stages and starts again at the one it
 was in (that stage's run directories are cleared first). Model, budget and data are fixed per
 directory; ``--set`` and ``--seeds`` may differ between stages (one slow stage at a smaller size,
 or one rerun with more seeds by ``--redo STAGE``) since every stage's settings are in its result
-and the report. ``report.md`` and the plots are rewritten from the JSON at the end.
+and the report. ``report.md`` and the plots are rewritten from the JSON at the end
+(``--report-only``: only that, with the verdicts derived again).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cherry_mlx.models.outputs import check_output
 from cherry_mlx.models.runs import RUNS_DIR
 from cherry_mlx.pipelines.config import ReproConfig
 from cherry_mlx.pipelines.context import build_context, has_weights, source_config
-from cherry_mlx.pipelines.report import write_report
+from cherry_mlx.pipelines.report import read_json, report_only, write_json, write_report
 from cherry_mlx.pipelines.stage import Stage, stages
 from cherry_mlx.training.data import default_data_dir
 from cherry_mlx.training.prepare import find_tokenizer
@@ -35,20 +36,12 @@ from cherry_mlx.training.trainer import train
 PER_STAGE = ("set", "seeds")  # recorded with each stage's result, not fixed per directory
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename): a kill leaves the old or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def read_results(out: Path) -> Dict[str, Any]:
     """Finished stages' results: ``{stage: result}`` from ``out/results/*.json``."""
     folder = Path(out) / "results"
     if not folder.is_dir():
         return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
 
 
 def _manifest(cfg: ReproConfig, out: Path) -> Dict[str, Any]:
@@ -134,6 +127,9 @@ def claim_output(cfg: ReproConfig, out: Path, names: Iterable[str]) -> bool:
 def run_repro(cfg: ReproConfig, log=print) -> Dict[str, Any]:
     """Run (or resume) every selected stage, then write ``report.md`` and the plots."""
     out = Path(cfg.out) if cfg.out else RUNS_DIR / f"repro-{cfg.budget}"
+    if cfg.report_only:
+        log(f"[repro] report: {report_only(out)}")
+        return read_json(out / "results.json")["stages"]
     todo = stages(cfg.stages)
     check_inputs(cfg)
     created = not out.exists()
@@ -168,7 +164,8 @@ def _run(cfg: ReproConfig, out: Path, todo, manifest, log) -> Dict[str, Any]:
         write_json(path, res)
         log(f"[repro] {stage.name}: {res['seconds']:.0f}s, {path}")
     results = read_results(out)
-    write_json(out / "results.json", {"key": manifest["key"], "stages": results})
+    write_json(out / "results.json", {"key": manifest["key"], "started": manifest.get("started"),
+                                      "stages": results})  # fmt: skip
     report = write_report(out, cfg, manifest, results)
     log(f"[repro] report: {report}")
     return results
@@ -179,6 +176,7 @@ def run_stage(stage: Stage, ctx, cfg: ReproConfig) -> Dict[str, Any]:
     t0 = time.perf_counter()
     res = stage.run(ctx)
     res["rows"] = stage.rows(res)
+    res["fixes"] = sorted(stage.fixes)
     res["seconds"] = time.perf_counter() - t0
     res["set"] = cfg.overrides or None
     res["n_seeds"] = cfg.n_seeds

@@ -33,6 +33,9 @@ class Stage:
     # budget knobs of this stage alone: name -> value per budget ({"tiny": 3, "cpu": 60, ...});
     # `--set NAME=V` overrides them like the shared Budget fields, results record them
     knobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # definition fixes this stage's code applies: key -> which numbers an older result (one
+    # whose JSON lacks the key in ``fixes``) measured the old way; the report lists them
+    fixes: Dict[str, str] = field(default_factory=dict)
 
 
 def names() -> Tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
@@ -122,6 +123,8 @@ def quantize_model(
     fold: bool = True,
     calibrate: Optional[str] = None,
     calib: Optional[Sequence[mx.array]] = None,
+    bits_budget: Optional[float] = None,
+    upgrade: str = "affine8",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Quantise ``model`` in place; returns it and the config to save with it.
 
@@ -143,7 +146,9 @@ def quantize_model(
     keep, other = split_keep([k for k in keep if parse_auto(k, q_bits) is None])
     if config.get("tie_word_embeddings", False) and "lm_head" in other:
         other.setdefault("embed", other.pop("lm_head"))  # a tied head is the embedding
-    if (budgets or calibrate) and not calib:
+    if bits_budget is not None:
+        _check_budget(bits_budget, q_bits, upgrade)
+    if (budgets or calibrate or bits_budget is not None) and not calib:
         raise ValueError("--keep auto and --calibrate need calibration data (--calib-data DIR)")
     if "lm_head" in keep and config.get("tie_word_embeddings", False):
         # a tied LM head is the embedding matrix: keeping the head keeps the embedding
@@ -170,6 +175,10 @@ def quantize_model(
         info = {"keep_auto": chosen, "keep_auto_bits": round(avg, 3),
                 "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
+    if bits_budget is not None:
+        info.update(_budget_upgrades(model, calib, keep_predicate(keep + list(other)), mode,
+                                     upgrade, bits_budget, dtype_bits))  # fmt: skip
+        other.update({p: upgrade for p in info["upgraded"]})
     other_tests = [(keep_predicate([n]), m) for n, m in other.items()]
 
     def kept(path):
@@ -206,6 +215,28 @@ def quantize_model(
     qconfig["cherry_quant"].update(info)
     mx.eval(model.parameters())
     return model, qconfig
+
+
+def _check_budget(budget: float, q_bits: float, upgrade: str) -> None:
+    if upgrade not in MODES:
+        raise ValueError(f"upgrade mode {upgrade!r}: use one of {', '.join(MODES)}")
+    if budget < q_bits:
+        raise ValueError(f"--bits-budget {budget}: below the mode's {q_bits} bits per weight")
+
+
+def _budget_upgrades(model, calib, fixed, mode, upgrade, budget, dtype_bits) -> Dict[str, Any]:
+    """Layers moved to ``upgrade`` under ``budget``: KL(full ‖ only this layer quantised) per
+    layer, measured on ``calib``, then greedy by KL per extra bit (``choose_kept``)."""
+    mlx_mode, group, bits = MODES[mode]
+    up_group = MODES[upgrade][1]
+    cands = [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and not fixed(p)
+             and m.weight.shape[-1] % math.lcm(group, up_group) == 0]  # fmt: skip
+    sens = layer_sensitivity(model, calib, cands, group, bits, mlx_mode)
+    sizes = {p: m.weight.size for p, m in model.named_modules() if p in sens}
+    q_bits, hi_bits = _matrix_bits(mode, dtype_bits), _matrix_bits(upgrade, dtype_bits)
+    chosen, avg = choose_kept(sizes, sens, q_bits, budget, hi_bits)
+    return {"upgraded": chosen, "upgrade_mode": upgrade, "budget_bits": round(avg, 3),
+            "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
 
 def weight_memory(model) -> Dict[str, float]:

@@ -146,11 +146,14 @@ class Bench:
         t0 = time.perf_counter()
         model, qcfg = self.quantised(arm)
         secs = time.perf_counter() - t0
+        cq = qcfg["cherry_quant"]
+        if "upgraded" in cq:  # rebuild as the dwq stage will (the chosen layers as --keep)
+            self.res["arms"][f"rtn:{arm}"] = {"upgraded": cq["upgraded"]}
+            model, _ = self.quantised(arm)
         mem = weight_memory(model)
         to_fake(model)
         row = {**self.evaluate(model), **mem, "quantise_seconds": round(secs, 1),
                "valid_topk_kl": mean_topk_kl(model, self.targets("valid"))}  # fmt: skip
-        cq = qcfg["cherry_quant"]
         if "upgraded" in cq:
             row["upgraded"] = cq["upgraded"]
             row["sensitivity"] = cq["sensitivity"]

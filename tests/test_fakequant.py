@@ -115,3 +115,29 @@ def test_distillation_lowers_the_topk_kl_and_resumes(tiny_config, tmp_path):
     st = distill(model, targets, cfg, tmp_path / "s", log=lambda s: None)  # resumes at 15
     assert st.step == 30 and len(st.losses) == 30
     assert mean_topk_kl(model, targets) < 0.8 * before
+
+
+def test_quantize_with_bits_budget_and_distilled_scales(tiny_config, tmp_path):
+    """The command's library call: 8-bit layers chosen within the budget, scales distilled,
+    the packed model computing the trained logits, saved and reloaded in mlx-lm."""
+    from mlx_lm.utils import load_model as mlx_lm_load
+
+    from cherry_mlx.pipelines.quantize import quantize
+
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    save_model(model, tmp_path / "m", tiny_config)
+    calib = [mx.random.randint(0, tiny_config["vocab_size"], (4, 33)) for _ in range(2)]
+    cfg = DistillConfig(steps=12, batch_size=4, lr=2e-2, warmup=2, log_every=6)
+    rep = quantize(str(tmp_path / "m"), tmp_path / "q", "nvfp4", batches=None, calib=calib,
+                   bits_budget=5.0, dwq=cfg, dwq_topk=16, log=lambda s: None)  # fmt: skip
+    c = rep.calibration
+    assert c["upgraded"] and c["budget_bits"] <= 5.0
+    assert c["dwq"]["kl_last"] < c["dwq"]["kl_first"]
+    assert c["dwq"]["real_vs_fake_max_abs"] < 1e-4
+    saved, conf = mlx_lm_load(tmp_path / "q")
+    per_layer = {k: v for k, v in conf["quantization"].items() if isinstance(v, dict)}
+    assert set(per_layer) == set(c["upgraded"])
+    assert all(v["bits"] == 8 for v in per_layer.values())
+    mods = dict(saved.named_modules())
+    assert all(mods[p].bits == 8 for p in c["upgraded"])

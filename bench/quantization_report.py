@@ -1,6 +1,6 @@
 """docs/quantization.md from the results JSON of ``bench/quant_dwq.py`` (nothing measured here).
 
-    python bench/quantization_report.py [--results docs/quantization.json] [--out docs/quantization.md]
+python bench/quantization_report.py [--results docs/quantization.json] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -68,14 +68,15 @@ def render(res: dict) -> str:
         steps = f"{r['steps']} × {r['batch_size']}" if "steps" in r else ""
         d = r.get("real_vs_fake_max_abs")
         dec = sp.get(name.split(":", 1)[-1] if name.startswith("dwq:") else name)
+        rp = "" if name == "fp32" else _pct(r["prose_ppl"] / fp["prose_ppl"] - 1)
+        rc = "" if name == "fp32" else _pct(r["chat_ppl"] / fp["chat_ppl"] - 1)
+        diff = "" if d is None else f"{d:.1e} (logits up to {r.get('logit_scale', 0):.0f})"
         out.append(
             f"| {TITLES.get(name, name)} | {r['bits_per_weight']:.2f} | {r['bytes'] / 2**20:.1f} "
-            f"| {r['prose_ppl']:.2f} | {'' if name == 'fp32' else _pct(r['prose_ppl'] / fp['prose_ppl'] - 1)} "
-            f"| {r['chat_ppl']:.2f} | {'' if name == 'fp32' else _pct(r['chat_ppl'] / fp['chat_ppl'] - 1)} "
+            f"| {r['prose_ppl']:.2f} | {rp} | {r['chat_ppl']:.2f} | {rc} "
             f"| {r.get('valid_topk_kl', 0):.4f} | {steps} | {r.get('train_seconds', '')} "
-            f"| {'' if d is None else f'{d:.1e} (logits up to {r.get("logit_scale", 0):.0f})'} "
-            f"| {'' if dec is None else f'{dec:.1f}'} |"
-        )  # fmt: skip
+            f"| {diff} | {'' if dec is None else f'{dec:.1f}'} |"
+        )
     out += ["", "## Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
     for arm, what, lp, lc, bpw in TARGETS:
         r = arms.get(arm)

@@ -135,7 +135,7 @@ class Bench:
         calib = None
         chosen = self.res["arms"].get(f"rtn:{arm}", {}).get("upgraded")
         if chosen is not None:  # measured once, in the rtn stage
-            kw = {"keep": [f"{p}:{kw.get('upgrade', 'affine8')}" for p in chosen]}
+            kw = {"keep": [f"{p}:{m}" for p, m in chosen.items()]}
         elif kw.get("bits_budget"):
             tokens = self.targets("train")[0]
             calib = [tokens[i : i + 2, :-1] for i in range(0, self.a.sens_windows, 2)]

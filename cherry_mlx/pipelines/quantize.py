@@ -71,9 +71,10 @@ class QuantReport:
                          f"({rise:+.1%}, {pp['tokens']} tokens)")  # fmt: skip
         if self.calibration.get("upgraded") is not None:
             up = self.calibration["upgraded"]
-            lines.append(f"bits budget ({self.calibration['budget_bits']:.2f} bits/weight): "
-                         f"{len(up)} layers in {self.calibration['upgrade_mode']}"
-                         + (": " + ", ".join(up) if up else ""))  # fmt: skip
+            which = (": " + ", ".join(f"{p} {m}" for p, m in up.items())) if up else ""
+            bits = self.calibration["budget_bits"]
+            lines.append(f"bits budget ({bits:.2f} bits/weight): {len(up)} layers with more bits"
+                         + which)  # fmt: skip
         if self.calibration.get("dwq"):
             d = self.calibration["dwq"]
             lines.append(f"distilled scales: {d['steps']} steps, top-k KL {d['kl_first']:.4f} -> "

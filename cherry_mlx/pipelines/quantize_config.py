@@ -39,9 +39,9 @@ class QuantizeConfig:
     )
     bits_budget: Optional[float] = setting(
         None,
-        "Mixed precision: move the layers whose measured sensitivity (KL of the model with only "
-        "that layer quantised, on --calib-data) per extra bit is highest to 8 bits until the "
-        "quantised matrices average this many bits per weight (e.g. 5.0).",
+        "Mixed precision: give 5, 6 or 8 bits (affine) to the layers whose measured sensitivity "
+        "(KL of the model with only that layer quantised, on --calib-data) per extra bit is "
+        "highest, until the quantised matrices average this many bits per weight (e.g. 5.0).",
         at_least=1.0,
     )
     dwq_steps: int = setting(

@@ -26,7 +26,7 @@ from mlx_lm.utils import quantize_model as mlx_lm_quantize
 from cherry_mlx.quant.awq import awq_scale
 from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
 from cherry_mlx.quant.gptq import gptq_quantize
-from cherry_mlx.quant.sensitivity import choose_kept, layer_sensitivity, parse_auto
+from cherry_mlx.quant.sensitivity import choose_bits, choose_kept, layer_sensitivity, parse_auto
 
 # mode -> (MLX mode, group size, bits)
 MODES: Dict[str, Tuple[str, int, int]] = {
@@ -35,6 +35,12 @@ MODES: Dict[str, Tuple[str, int, int]] = {
     "affine4": ("affine", 64, 4),
     "affine8": ("affine", 64, 8),
 }
+# further affine widths for mixed precision (not a --mode of their own)
+EXTRA_MODES: Dict[str, Tuple[str, int, int]] = {
+    "affine5": ("affine", 64, 5),
+    "affine6": ("affine", 64, 6),
+}
+ALL_MODES = {**MODES, **EXTRA_MODES}
 # --keep aliases -> parameter-path tests
 KEEP_ALIASES = {
     "embed": lambda p: p.endswith("embed_tokens"),
@@ -62,8 +68,10 @@ def split_keep(keep: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
         name, sep, mode = k.partition(":")
         if not sep or name == "auto":
             plain.append(k)
-        elif mode not in MODES:
-            raise ValueError(f"--keep {k!r}: {mode!r} is no mode; use one of {', '.join(MODES)}")
+        elif mode not in ALL_MODES:
+            raise ValueError(
+                f"--keep {k!r}: {mode!r} is no mode; use one of {', '.join(ALL_MODES)}"
+            )
         else:
             other[name] = mode
     return plain, other
@@ -111,7 +119,7 @@ CALIBRATIONS = ("gptq", "awq", "awq+gptq")
 
 def _matrix_bits(mode: str, dtype_bits: int) -> float:
     """Stored bits per weight of a quantised matrix: values plus block scales (and biases)."""
-    mlx_mode, group, bits = MODES[mode]
+    mlx_mode, group, bits = ALL_MODES[mode]
     return bits + (8 if mlx_mode != "affine" else 2 * dtype_bits) / group
 
 
@@ -124,7 +132,7 @@ def quantize_model(
     calibrate: Optional[str] = None,
     calib: Optional[Sequence[mx.array]] = None,
     bits_budget: Optional[float] = None,
-    upgrade: str = "affine8",
+    upgrade: str = "affine5,affine6,affine8",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Quantise ``model`` in place; returns it and the config to save with it.
 
@@ -178,7 +186,7 @@ def quantize_model(
     if bits_budget is not None:
         info.update(_budget_upgrades(model, calib, keep_predicate(keep + list(other)), mode,
                                      upgrade, bits_budget, dtype_bits))  # fmt: skip
-        other.update({p: upgrade for p in info["upgraded"]})
+        other.update(info["upgraded"])
     other_tests = [(keep_predicate([n]), m) for n, m in other.items()]
 
     def kept(path):
@@ -187,7 +195,7 @@ def quantize_model(
     def predicate(path, module):
         for test, m in other_tests:
             if test(path):
-                mm, g, b = MODES[m]
+                mm, g, b = ALL_MODES[m]
                 return {"group_size": g, "bits": b, "mode": mm}
         return not kept(path)
 
@@ -218,24 +226,26 @@ def quantize_model(
 
 
 def _check_budget(budget: float, q_bits: float, upgrade: str) -> None:
-    if upgrade not in MODES:
-        raise ValueError(f"upgrade mode {upgrade!r}: use one of {', '.join(MODES)}")
+    bad = [u for u in upgrade.split(",") if u not in ALL_MODES]
+    if bad:
+        raise ValueError(f"upgrade mode {bad[0]!r}: use some of {', '.join(ALL_MODES)}")
     if budget < q_bits:
         raise ValueError(f"--bits-budget {budget}: below the mode's {q_bits} bits per weight")
 
 
 def _budget_upgrades(model, calib, fixed, mode, upgrade, budget, dtype_bits) -> Dict[str, Any]:
-    """Layers moved to ``upgrade`` under ``budget``: KL(full ‖ only this layer quantised) per
-    layer, measured on ``calib``, then greedy by KL per extra bit (``choose_kept``)."""
+    """Layers given more bits under ``budget``: KL(full ‖ only this layer quantised) per layer,
+    measured on ``calib`` in ``mode``, then greedy by KL saved per extra bit (``choose_bits``)."""
     mlx_mode, group, bits = MODES[mode]
-    up_group = MODES[upgrade][1]
+    ups = upgrade.split(",")
+    step = math.lcm(group, *(ALL_MODES[u][1] for u in ups))
     cands = [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and not fixed(p)
-             and m.weight.shape[-1] % math.lcm(group, up_group) == 0]  # fmt: skip
+             and m.weight.shape[-1] % step == 0]  # fmt: skip
     sens = layer_sensitivity(model, calib, cands, group, bits, mlx_mode)
     sizes = {p: m.weight.size for p, m in model.named_modules() if p in sens}
-    q_bits, hi_bits = _matrix_bits(mode, dtype_bits), _matrix_bits(upgrade, dtype_bits)
-    chosen, avg = choose_kept(sizes, sens, q_bits, budget, hi_bits)
-    return {"upgraded": chosen, "upgrade_mode": upgrade, "budget_bits": round(avg, 3),
+    options = {u: (_matrix_bits(u, dtype_bits), ALL_MODES[u][2]) for u in ups}
+    chosen, avg = choose_bits(sizes, sens, _matrix_bits(mode, dtype_bits), options, budget, bits)
+    return {"upgraded": chosen, "upgrade_modes": ups, "budget_bits": round(avg, 3),
             "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
 

@@ -238,8 +238,6 @@ class Bench:
 
     def stage_speed(self):
         """Decode speed of fp32 and every saved trained arm, alternating in one process."""
-        from mlx_lm import load as mlx_load
-
         names = ["fp32"] + [p.name[6:] for p in sorted(self.work.glob("model-*"))]
         models = {"fp32": load_model(self.a.model)[0]}
         for n in names[1:]:
@@ -248,7 +246,6 @@ class Bench:
         for _ in range(self.a.speed_reps):
             for n in names:
                 runs[n].append(speed(models[n], 64, self.a.decode_tokens)["decode"])
-        del mlx_load
         sp = {n: sorted(v)[len(v) // 2] for n, v in runs.items()}
         self.res["speed"] = {"decode_tok_s_median": sp, "reps": self.a.speed_reps,
                              "decode_tokens": self.a.decode_tokens, "prompt": 64}  # fmt: skip

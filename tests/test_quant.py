@@ -269,8 +269,8 @@ def test_keep_with_a_mode_quantises_that_layer_in_it_and_reloads(tiny_config, tm
     save_model(qmodel, tmp_path / "q", qcfg)
     again, _ = load_model(tmp_path / "q")
     np.testing.assert_allclose(np.array(again(x)), np.array(qmodel(x)), atol=1e-5)
-    with pytest.raises(ValueError, match="'affine5' is no mode"):
-        quantize_model(build_model(cfg), cfg, "nvfp4", keep=["embed:affine5"])
+    with pytest.raises(ValueError, match="'affine7' is no mode"):
+        quantize_model(build_model(cfg), cfg, "nvfp4", keep=["embed:affine7"])
 
 
 @pytest.mark.parametrize("mode", list(MODES))

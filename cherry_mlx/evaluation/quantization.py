@@ -3,12 +3,16 @@ they (and calibration) read. The ``quantize`` command itself is ``pipelines/quan
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
+import mlx.nn as nn
 
+from cherry_mlx.data.jsonl import read_jsonl
+from cherry_mlx.data.paths import PROSE_DIR
 from cherry_mlx.decoding.generate import decode_step, prefill
 from cherry_mlx.models.loading import load_tokenizer
 from cherry_mlx.selection.losses import per_token_ce
@@ -91,3 +95,36 @@ def heldout_batches(
         return None
     encoded, _, _ = load_split(path, load_tokenizer(model_name), max_len)
     return valid_batches(encoded, batch_size, max_len)[:max_batches]
+
+
+def prose_windows(model_name: str, path: Optional[str] = None, n: int = 8, length: int = 257):
+    """``n`` windows (n, length) of a ``{"text"}`` JSONL file's documents joined end to end
+    (EOS between them); default the bundled held-out English prose. None when absent."""
+    p = Path(path) if path else Path(PROSE_DIR) / "en.valid.jsonl"
+    if not p.is_file():
+        if path:
+            raise FileNotFoundError(f'{p} not found: pass a JSONL file of {{"text": ...}} lines')
+        return None
+    tok = load_tokenizer(model_name)
+    ids: list = []
+    for i, ex in enumerate(read_jsonl(p)):
+        if "text" not in ex:
+            raise ValueError(f'{p}:{i + 1}: no "text" field; prose files hold {{"text": ...}}')
+        ids += tok.encode(ex["text"]) + [tok.eos_token_id]
+        if len(ids) >= n * length:
+            break
+    n = min(n, len(ids) // length)
+    if n == 0:
+        raise ValueError(f"{p}: fewer than {length} tokens of prose")
+    return mx.array(ids[: n * length], dtype=mx.int32).reshape(n, length)
+
+
+def prose_perplexity(model, windows: mx.array, batch_size: int = 4) -> float:
+    """Perplexity over every next-token prediction of ``windows`` (n, T)."""
+    tot, cnt = 0.0, 0
+    for i in range(0, windows.shape[0], batch_size):
+        w = windows[i : i + batch_size]
+        logits = model(w[:, :-1]).astype(mx.float32)
+        tot += nn.losses.cross_entropy(logits, w[:, 1:]).sum().item()
+        cnt += w[:, 1:].size
+    return math.exp(tot / cnt)

@@ -1,6 +1,7 @@
 """``cherry-mlx quantize`` as a library call: quantise a saved model (optionally calibrated:
-GPTQ, AWQ, sensitivity-chosen keep lists), save it, and report what the quantisation cost
-(weight memory, bits per weight, held-out loss and perplexity, prefill and decode speed)."""
+GPTQ, AWQ, sensitivity-chosen keep lists or bits budget, distillation-trained scales), save it,
+and report what the quantisation cost (weight memory, bits per weight, held-out chat loss and
+perplexity, English prose perplexity, prefill and decode speed)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import mlx.core as mx
+
 from cherry_mlx.decoding.session import default_model
 from cherry_mlx.evaluation.quantization import (
     calibration_batches,
     heldout_batches,
     heldout_loss,
+    prose_perplexity,
+    prose_windows,
     speed,
 )
-from cherry_mlx.models.loading import load_model, resolve, save_model
+from cherry_mlx.models.loading import ModelNotFound, load_model, resolve, save_model
 from cherry_mlx.models.outputs import check_output
 from cherry_mlx.pipelines.quantize_config import QuantizeConfig
+from cherry_mlx.quant.distill import (
+    DistillConfig,
+    distill,
+    read_targets,
+    save_targets,
+    teacher_topk,
+)
+from cherry_mlx.quant.fakequant import from_fake, to_fake
 from cherry_mlx.quant.quantize import parse_keep, quantize_model, weight_memory
 
 
@@ -32,6 +45,7 @@ class QuantReport:
     loss: Optional[Dict[str, float]] = None
     speed: Optional[Dict[str, Dict[str, float]]] = None
     calibration: Dict = field(default_factory=dict)
+    prose_ppl: Optional[Dict[str, float]] = None
 
     def summary(self) -> str:
         s, q = self.source, self.quantized
@@ -53,6 +67,22 @@ class QuantReport:
                 f"({lo['quantized'] - lo['source']:+.4f}); perplexity {math.exp(lo['source']):.2f}"
                 f" -> {math.exp(lo['quantized']):.2f} ({lo['tokens']} tokens)"
             )
+        if self.prose_ppl:
+            pp = self.prose_ppl
+            rise = pp["quantized"] / pp["source"] - 1
+            lines.append(f"English prose perplexity {pp['source']:.2f} -> {pp['quantized']:.2f} "
+                         f"({rise:+.1%}, {pp['tokens']} tokens)")  # fmt: skip
+        if self.calibration.get("upgraded") is not None:
+            up = self.calibration["upgraded"]
+            which = (": " + ", ".join(f"{p} {m}" for p, m in up.items())) if up else ""
+            bits = self.calibration["budget_bits"]
+            lines.append(f"bits budget ({bits:.2f} bits/weight): {len(up)} layers with more bits"
+                         + which)  # fmt: skip
+        if self.calibration.get("dwq"):
+            d = self.calibration["dwq"]
+            lines.append(f"distilled scales: {d['steps']} steps, top-k KL {d['kl_first']:.4f} -> "
+                         f"{d['kl_last']:.4f}; real kernels vs trained logits max |d| "
+                         f"{d['real_vs_fake_max_abs']:.2e}")  # fmt: skip
         if self.calibration.get("keep_auto") is not None:
             ka = self.calibration["keep_auto"]
             lines.append(f"keep auto ({self.calibration['keep_auto_bits']:.2f} bits/weight): "
@@ -77,11 +107,31 @@ def run_quantize(cfg: QuantizeConfig, log=print) -> QuantReport:
     batches = heldout_batches(model, cfg.data, cfg.eval_batches) if cfg.eval_batches else None
     if cfg.eval_batches and not batches:
         log("no held-out data found (pass --data); skipping the loss comparison")
+    prose = _prose(model, cfg.prose)
     calib = None
     if cfg.needs_calibration:
         calib = calibration_batches(model, cfg.calib_data, cfg.calib_samples)
+    dwq = None
+    if cfg.dwq_steps:
+        dwq = DistillConfig(steps=cfg.dwq_steps, batch_size=cfg.dwq_batch, lr=cfg.dwq_lr)
     return quantize(model, out, mode=cfg.mode, keep=cfg.keep, batches=batches, fold=cfg.fold,
-                    calibrate=cfg.calibrate, calib=calib, measure_speed=cfg.speed)  # fmt: skip
+                    calibrate=cfg.calibrate, calib=calib, measure_speed=cfg.speed,
+                    bits_budget=cfg.bits_budget, dwq=dwq, dwq_topk=cfg.dwq_topk,
+                    teacher_cache=cfg.teacher_cache, save_teacher=cfg.save_teacher, prose=prose,
+                    log=log)  # fmt: skip
+
+
+def _prose(model: str, path: Optional[str]):
+    """Held-out English prose windows: ``path``, else the bundled file when the model has a
+    tokenizer to encode it (None when it has none or ``path`` is 'none')."""
+    if (path or "").lower() == "none":
+        return None
+    if path:
+        return prose_windows(model, path)
+    try:
+        return prose_windows(model, None)
+    except ModelNotFound:  # no tokenizer: the chat loss is skipped too
+        return None
 
 
 def quantize(
@@ -94,6 +144,13 @@ def quantize(
     calibrate: Optional[str] = None,
     calib: Optional[list] = None,
     measure_speed: bool = False,
+    bits_budget: Optional[float] = None,
+    dwq: Optional[DistillConfig] = None,
+    dwq_topk: int = 128,
+    teacher_cache: Optional[str] = None,
+    save_teacher: Optional[str] = None,
+    prose: Optional[mx.array] = None,
+    log=print,
 ) -> QuantReport:
     """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report.
     ``out_dir`` must have passed ``outputs.check_output`` (``run_quantize`` checks it)."""
@@ -101,9 +158,14 @@ def quantize(
     model, config = load_model(model_name)
     source = weight_memory(model)
     loss_src = heldout_loss(model, batches) if batches else None
+    ppl_src = prose_perplexity(model, prose) if prose is not None else None
     speeds = {"source": speed(model)} if measure_speed else None
+    targets = _teacher(model, dwq, dwq_topk, calib, teacher_cache, save_teacher, model_name)
     model, qconfig = quantize_model(model, config, mode, keep_list, fold=fold,
-                                    calibrate=calibrate, calib=calib)  # fmt: skip
+                                    calibrate=calibrate, calib=calib,
+                                    bits_budget=bits_budget)  # fmt: skip
+    if dwq is not None:
+        qconfig["cherry_quant"]["dwq"] = _distill(model, targets, dwq, log)
     out = save_model(model, out_dir, qconfig, tokenizer_dir=resolve(model_name))
     fixed = [k for k in keep_list if not k.startswith("auto")]
     report = QuantReport(mode, str(out), source, weight_memory(model), fixed)
@@ -111,6 +173,42 @@ def quantize(
     if batches:
         loss_q, ntok = heldout_loss(model, batches)
         report.loss = {"source": loss_src[0], "quantized": loss_q, "tokens": ntok}
+    if prose is not None:
+        report.prose_ppl = {"source": ppl_src, "quantized": prose_perplexity(model, prose),
+                            "tokens": int(prose[:, 1:].size)}  # fmt: skip
     if measure_speed:
         report.speed = {**speeds, mode: speed(model)}
     return report
+
+
+def _teacher(model, dwq, k, calib, cache, save_to, model_name):
+    """The full-precision model's top-k targets for DWQ: from ``cache`` or computed on ``calib``
+    (before quantisation changes the model in place)."""
+    if dwq is None:
+        return None
+    if cache:
+        if not Path(cache).is_file():
+            raise FileNotFoundError(
+                f"--teacher-cache {cache} not found; pass a file written by --save-teacher "
+                "(or leave it out to compute the targets)"
+            )
+        return read_targets(cache)
+    targets = teacher_topk(model, mx.concatenate(calib), k)
+    if save_to:
+        save_targets(save_to, targets, {"model": str(model_name), "k": k})
+    return targets
+
+
+def _distill(model, targets, cfg: DistillConfig, log) -> Dict:
+    """Train the scales through fake quantisation, pack them back, and check that the real
+    quantised kernels give the trained logits."""
+    to_fake(model)
+    st = distill(model, targets, cfg, log=log)
+    x = targets[0][:1, :-1]
+    fake = model(x)
+    from_fake(model)
+    d = mx.abs(model(x) - fake).max().item()
+    n = max(1, min(10, len(st.losses)))
+    return {"steps": st.step, "kl_first": sum(st.losses[:n]) / n,
+            "kl_last": sum(st.losses[-n:]) / n, "seconds": round(st.seconds, 1),
+            "real_vs_fake_max_abs": d}  # fmt: skip

@@ -38,6 +38,36 @@ class QuantizeConfig:
     calib_samples: int = setting(
         32, "Calibration examples (sequences of up to 256 tokens).", at_least=1
     )
+    bits_budget: Optional[float] = setting(
+        None,
+        "Mixed precision: give 5, 6 or 8 bits (affine) to the layers whose measured sensitivity "
+        "(KL of the model with only that layer quantised, on --calib-data) per extra bit is "
+        "highest, until the quantised matrices average this many bits per weight (e.g. 5.0).",
+        at_least=1.0,
+    )
+    dwq_steps: int = setting(
+        0,
+        "Distillation-calibrated quantisation: train the block scales (affine: and biases) this "
+        "many steps against the full-precision model's top-k distribution on --calib-data "
+        "(0 = round to nearest).",
+        at_least=0,
+    )
+    dwq_lr: float = setting(5e-3, "Learning rate of the log-scale parameters.", at_least=0.0)
+    dwq_batch: int = setting(4, "Sequences per distillation step.", at_least=1)
+    dwq_topk: int = setting(128, "Teacher tokens kept per position.", at_least=1)
+    teacher_cache: Optional[str] = setting(
+        None,
+        "Teacher targets file (tokens, top-k indices and log-probs; written by an earlier run's "
+        "--save-teacher) instead of computing them from the model.",
+    )
+    save_teacher: Optional[str] = setting(
+        None, "Write the teacher targets computed for --dwq-steps to this file for reuse."
+    )
+    prose: Optional[str] = setting(
+        None,
+        'English prose JSONL ({"text": ...}) for a held-out perplexity beside the chat loss '
+        "(default: the bundled held-out prose; 'none' to skip).",
+    )
     speed: bool = setting(False, "Also measure prefill and decode tokens/s before and after.")
     out: Optional[str] = setting(
         None, "Output directory (default: MODEL-MODE beside it).", "--out", "-o"
@@ -63,7 +93,10 @@ class QuantizeConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """GPTQ/AWQ and ``--keep auto`` read calibration batches."""
+        """GPTQ/AWQ, ``--keep auto``, ``--bits-budget`` and ``--dwq-steps`` read calibration
+        batches (DWQ not when a teacher cache brings its own tokens)."""
+        if self.bits_budget is not None or (self.dwq_steps and not self.teacher_cache):
+            return True
         return bool(self.calibrate) or any(
             k.strip().startswith("auto") for k in (self.keep or "").split(",")
         )

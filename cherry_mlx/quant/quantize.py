@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
@@ -26,7 +27,7 @@ from cherry_mlx.quant.awq import awq_scale
 from cherry_mlx.quant.fold import fold_tensor_scales, residual_foldable, target_scale
 from cherry_mlx.quant.gptq import gptq_quantize
 from cherry_mlx.quant.keep import check_keep
-from cherry_mlx.quant.sensitivity import choose_kept, layer_sensitivity, parse_auto
+from cherry_mlx.quant.sensitivity import choose_bits, choose_kept, layer_sensitivity, parse_auto
 
 # mode -> (MLX mode, group size, bits)
 MODES: Dict[str, Tuple[str, int, int]] = {
@@ -35,6 +36,12 @@ MODES: Dict[str, Tuple[str, int, int]] = {
     "affine4": ("affine", 64, 4),
     "affine8": ("affine", 64, 8),
 }
+# further affine widths for mixed precision (not a --mode of their own)
+EXTRA_MODES: Dict[str, Tuple[str, int, int]] = {
+    "affine5": ("affine", 64, 5),
+    "affine6": ("affine", 64, 6),
+}
+ALL_MODES = {**MODES, **EXTRA_MODES}
 # --keep aliases -> parameter-path tests
 KEEP_ALIASES = {
     "embed": lambda p: p.endswith("embed_tokens"),
@@ -63,8 +70,10 @@ def split_keep(keep: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
         name, sep, mode = k.partition(":")
         if not sep or name == "auto":
             plain.append(k)
-        elif mode not in MODES:
-            raise ValueError(f"--keep {k!r}: {mode!r} is no mode; use one of {', '.join(MODES)}")
+        elif mode not in ALL_MODES:
+            raise ValueError(
+                f"--keep {k!r}: {mode!r} is no mode; use one of {', '.join(ALL_MODES)}"
+            )
         else:
             other[name] = mode
     return plain, other
@@ -112,7 +121,7 @@ CALIBRATIONS = ("gptq", "awq", "awq+gptq")
 
 def _matrix_bits(mode: str, dtype_bits: int) -> float:
     """Stored bits per weight of a quantised matrix: values plus block scales (and biases)."""
-    mlx_mode, group, bits = MODES[mode]
+    mlx_mode, group, bits = ALL_MODES[mode]
     return bits + (8 if mlx_mode != "affine" else 2 * dtype_bits) / group
 
 
@@ -124,6 +133,8 @@ def quantize_model(
     fold: bool = True,
     calibrate: Optional[str] = None,
     calib: Optional[Sequence[mx.array]] = None,
+    bits_budget: Optional[float] = None,
+    upgrade: str = "affine5,affine6,affine8",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Quantise ``model`` in place; returns it and the config to save with it.
 
@@ -145,7 +156,9 @@ def quantize_model(
     keep, other = split_keep([k for k in keep if parse_auto(k, q_bits) is None])
     if config.get("tie_word_embeddings", False) and "lm_head" in other:
         other.setdefault("embed", other.pop("lm_head"))  # a tied head is the embedding
-    if (budgets or calibrate) and not calib:
+    if bits_budget is not None:
+        _check_budget(bits_budget, q_bits, upgrade)
+    if (budgets or calibrate or bits_budget is not None) and not calib:
         raise ValueError("--keep auto and --calibrate need calibration data (--calib-data DIR)")
     if "lm_head" in keep and config.get("tie_word_embeddings", False):
         # a tied LM head is the embedding matrix: keeping the head keeps the embedding
@@ -172,6 +185,10 @@ def quantize_model(
         info = {"keep_auto": chosen, "keep_auto_bits": round(avg, 3),
                 "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
+    if bits_budget is not None:
+        info.update(_budget_upgrades(model, calib, keep_predicate(keep + list(other)), mode,
+                                     upgrade, bits_budget, dtype_bits))  # fmt: skip
+        other.update(info["upgraded"])
     other_tests = [(keep_predicate([n]), m) for n, m in other.items()]
 
     def kept(path):
@@ -180,7 +197,7 @@ def quantize_model(
     def predicate(path, module):
         for test, m in other_tests:
             if test(path):
-                mm, g, b = MODES[m]
+                mm, g, b = ALL_MODES[m]
                 return {"group_size": g, "bits": b, "mode": mm}
         return not kept(path)
 
@@ -208,6 +225,30 @@ def quantize_model(
     qconfig["cherry_quant"].update(info)
     mx.eval(model.parameters())
     return model, qconfig
+
+
+def _check_budget(budget: float, q_bits: float, upgrade: str) -> None:
+    bad = [u for u in upgrade.split(",") if u not in ALL_MODES]
+    if bad:
+        raise ValueError(f"upgrade mode {bad[0]!r}: use some of {', '.join(ALL_MODES)}")
+    if budget < q_bits:
+        raise ValueError(f"--bits-budget {budget}: below the mode's {q_bits} bits per weight")
+
+
+def _budget_upgrades(model, calib, fixed, mode, upgrade, budget, dtype_bits) -> Dict[str, Any]:
+    """Layers given more bits under ``budget``: KL(full ‖ only this layer quantised) per layer,
+    measured on ``calib`` in ``mode``, then greedy by KL saved per extra bit (``choose_bits``)."""
+    mlx_mode, group, bits = MODES[mode]
+    ups = upgrade.split(",")
+    step = math.lcm(group, *(ALL_MODES[u][1] for u in ups))
+    cands = [p for p, m in model.named_modules() if hasattr(m, "to_quantized") and not fixed(p)
+             and m.weight.shape[-1] % step == 0]  # fmt: skip
+    sens = layer_sensitivity(model, calib, cands, group, bits, mlx_mode)
+    sizes = {p: m.weight.size for p, m in model.named_modules() if p in sens}
+    options = {u: (_matrix_bits(u, dtype_bits), ALL_MODES[u][2]) for u in ups}
+    chosen, avg = choose_bits(sizes, sens, _matrix_bits(mode, dtype_bits), options, budget, bits)
+    return {"upgraded": chosen, "upgrade_modes": ups, "budget_bits": round(avg, 3),
+            "sensitivity": {p: float(f"{v:.4g}") for p, v in sens.items()}}  # fmt: skip
 
 
 def weight_memory(model) -> Dict[str, float]:

@@ -78,3 +78,43 @@ def choose_kept(
             kept.append(p)
             spent += extra
     return kept, spent / total
+
+
+def choose_bits(
+    sizes: Dict[str, int], sensitivity: Dict[str, float], q_bits: float,
+    options: Dict[str, Tuple[float, int]], budget: float, base_bits: int = 4,
+) -> Tuple[Dict[str, str], float]:  # fmt: skip
+    """Bits per layer under a budget: ``options`` maps an upgrade mode to (stored bits per weight,
+    value bits). A layer's KL at b value bits is modelled as its measured KL at ``base_bits``
+    times 4^-(b - base_bits) (KL is quadratic in the weight error for small errors, and each
+    extra bit halves the error); moves are taken greedily by KL saved per extra bit, so a large
+    sensitive matrix (the embedding) can get 5 or 6 bits where 8 would not fit.
+    Returns ({path: mode} for the upgraded layers, average bits per weight over ``sizes``)."""
+    total = sum(sizes.values())
+    spent = q_bits * total
+    ladder = sorted(options.items(), key=lambda kv: kv[1][0])  # cheapest first
+    current: Dict[str, int] = {p: -1 for p in sizes}  # index into ladder, -1 = base mode
+
+    def kl(p, i):
+        b = base_bits if i < 0 else ladder[i][1][1]
+        return sensitivity[p] * 4.0 ** -(b - base_bits)
+
+    def cost(p, i):
+        return (q_bits if i < 0 else ladder[i][1][0]) * sizes[p]
+
+    while True:
+        best = None
+        for p, i in current.items():
+            for j in range(i + 1, len(ladder)):
+                extra = cost(p, j) - cost(p, i)
+                if extra <= 0 or (spent + extra) / total > budget:
+                    continue
+                gain = (kl(p, i) - kl(p, j)) / extra
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, p, j, extra)
+        if best is None:
+            break
+        _, p, j, extra = best
+        current[p] = j
+        spent += extra
+    return {p: ladder[i][0] for p, i in current.items() if i >= 0}, spent / total

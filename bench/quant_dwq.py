@@ -283,7 +283,7 @@ def main():
     ap.add_argument("--topk", type=int, default=128)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--mlxlm-lr", type=float, default=1e-5)
     ap.add_argument("--cmp-steps", type=int, default=16, help="Steps of the affine4 arms.")
     ap.add_argument("--cmp-batch", type=int, default=2)

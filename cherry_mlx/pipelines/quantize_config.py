@@ -52,7 +52,7 @@ class QuantizeConfig:
         "(0 = round to nearest).",
         at_least=0,
     )
-    dwq_lr: float = setting(5e-3, "Learning rate of the log-scale parameters.", at_least=0.0)
+    dwq_lr: float = setting(2e-4, "Learning rate of the log-scale parameters.", at_least=0.0)
     dwq_batch: int = setting(4, "Sequences per distillation step.", at_least=1)
     dwq_topk: int = setting(128, "Teacher tokens kept per position.", at_least=1)
     teacher_cache: Optional[str] = setting(

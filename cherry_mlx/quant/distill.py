@@ -76,7 +76,7 @@ def topk_kl(logits: mx.array, idx: mx.array, logp: mx.array) -> mx.array:
 class DistillConfig:
     steps: int = 200
     batch_size: int = 4
-    lr: float = 2e-3
+    lr: float = 2e-4  # 5e-3 measured worse than round-to-nearest: E4M3 scales flip
     warmup: int = 10
     seed: int = 0
     log_every: int = 10

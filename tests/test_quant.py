@@ -288,3 +288,14 @@ def test_dequantized_model_computes_what_the_quantized_one_does(tiny_config, mod
     got = np.array(dequantize(q)(x))
     assert "scales" not in q.model.layers[0].mlp.up_proj  # really fp32 now
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_keep_accepts_the_mixed_precision_widths(tiny_config):
+    """A bits budget gives layers affine5/affine6; the same NAME:MODE typed by hand is accepted
+    (and quantises that layer at that width) rather than refused as an unknown mode."""
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    qmodel, _ = quantize_model(model, tiny_config, "nvfp4", keep=["layers.0.mlp.up_proj:affine6"])
+    layer = qmodel.model.layers[0].mlp.up_proj
+    assert (layer.mode, layer.bits) == ("affine", 6)
+    assert qmodel.model.layers[1].mlp.up_proj.mode == "nvfp4"

@@ -10,6 +10,8 @@ from cherry_mlx.training.config import setting
 from cherry_mlx.training.values import check_fields
 
 MODE_NAMES = ("nvfp4", "mxfp4", "affine4", "affine8")  # quant.quantize.MODES, without MLX
+# and the further widths a --keep NAME:MODE (or a bits budget) may give a layer
+KEEP_MODE_NAMES = MODE_NAMES + ("affine5", "affine6")
 
 
 @dataclass
@@ -89,7 +91,7 @@ class QuantizeConfig:
         check_fields(self)  # types, bounds
         if self.mode not in MODE_NAMES:
             raise ValueError(f"--mode {self.mode!r}: use one of {', '.join(MODE_NAMES)}")
-        check_keep(self.keep, MODE_NAMES)
+        check_keep(self.keep, KEEP_MODE_NAMES)
 
     @property
     def needs_calibration(self) -> bool:

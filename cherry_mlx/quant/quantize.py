@@ -64,7 +64,7 @@ def split_keep(keep: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
     """``--keep`` items -> (names kept in full precision, {name: MODE} quantised with another
     mode), e.g. ``embed:affine8`` quantises the embedding to 8 bits instead of keeping it; ``auto``
     items pass through unchanged."""
-    check_keep(keep, tuple(MODES))  # no empty name (it matches every layer), one use per name
+    check_keep(keep, tuple(ALL_MODES))  # no empty name (it matches every layer), one use per name
     plain, other = [], {}
     for k in keep:
         name, sep, mode = k.partition(":")

@@ -23,7 +23,7 @@ On disk (one directory)::
 the top k, ``1 - sum(exp(topk_val - lse))``, is known and a loss can either renormalise over the
 k ids or keep the tail as one extra bucket (``training.topk_kd``).
 
-Atomicity and resume: a shard is written into ``shard-XXXXX.tmp-PID`` and renamed; the manifest
+Atomicity and resume: a shard is written into ``shard-NNNNN.tmp-PID`` and renamed; the manifest
 lists a shard only after its rename (written to a temporary file and renamed too). A killed build
 leaves at most a stale ``.tmp-`` directory, removed on resume; finished shards are kept and the
 builder continues with the first missing index (shard contents are a deterministic function of

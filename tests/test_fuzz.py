@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from fuzzing import ERRORS, FUZZ, outcome
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cherry_mlx.data.categories import CATEGORIES
@@ -24,23 +25,10 @@ from cherry_mlx.models.loading import WEIGHTS_DIR, build_model, load_config, loa
 from cherry_mlx.selection.tagger import TagConfig, tag_example
 from cherry_mlx.training.config import resolve_config
 
-FUZZ = dict(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-ERRORS = (ValueError, FileNotFoundError)
-
 
 def one_line_or_success(fn, *args, **kw):
-    """Run ``fn``; allow only success or a one-line project error."""
-    try:
-        return fn(*args, **kw)
-    except ERRORS as err:
-        msg = str(err)
-        assert msg.strip() and "\n" not in msg, f"{type(err).__name__} not one line: {msg!r}"
-        return None
+    """Run ``fn``; allow only success or a one-line project error (its result, or None)."""
+    return outcome(fn, *args, **kw)[0]
 
 
 def digest(path: Path) -> str:

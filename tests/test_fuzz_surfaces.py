@@ -12,25 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from fuzzing import FUZZ, outcome
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-FUZZ = dict(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-ERRORS = (ValueError, FileNotFoundError)
-
-
-def one_line_or_success(fn, *args, **kw):
-    try:
-        return fn(*args, **kw), None
-    except ERRORS as err:
-        msg = str(err)
-        assert msg.strip() and "\n" not in msg, f"{type(err).__name__} not one line: {msg!r}"
-        return None, err
+one_line_or_success = outcome  # (result, None) or (None, one-line error)
 
 
 # -- import: mutated GGUF headers and tensor tables ------------------------------------------------

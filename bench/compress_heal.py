@@ -85,6 +85,23 @@ def ensure_cache(args):
     build_cache(cfg)
 
 
+class Interleaved:
+    """End-to-end healing batches alternating between the main cache (teacher-forced text) and
+    a second one (e.g. the source's own chat replies, ``teacher build --origin generate``), so
+    the student sees the source's answers as well as its prose."""
+
+    def __init__(self, main, other):
+        self.main, self.other = main, other
+        self.rows = main.rows
+
+    def batches(self, batch_size, seed=0, epochs=None, keys=None, rows=None):
+        a = self.main.batches(batch_size, seed=seed, epochs=epochs, keys=keys, rows=rows)
+        b = self.other.batches(batch_size, seed=seed, epochs=epochs, keys=keys)
+        for x, y in zip(a, b):
+            yield x
+            yield y
+
+
 def held_out(tokenizer, seq_len: int, chat_examples: int):
     prose = list(iter_jsonl(ROOT / "weights/data/prose/en.valid.jsonl"))
     chat = [r for r in iter_jsonl(ROOT / "weights/data/default/valid.jsonl")
@@ -120,7 +137,8 @@ def run_arm(name, args, source, source_cfg, cache, sets, tokenizer):
         calib_rows=range(args.calib_rows),
     )  # fmt: skip
     mx.eval(model.parameters())
-    row = {"arm": name, "unique": unique, "loops": loops, "grouping": grouping, "method": method,
+    row = {"arm": name + args.suffix, "unique": unique, "loops": loops, "grouping": grouping,
+           "method": method,
            "init": init, "objective": objective, "local": local, "groups": groups,
            "kept": info.get("kept"), "effective_depth": len(model.model.schedule)}  # fmt: skip
     curve = [{"tokens": 0, "stage": "built", **evaluate(model, sets, chat=False)}]
@@ -139,7 +157,8 @@ def run_arm(name, args, source, source_cfg, cache, sets, tokenizer):
         curve.append({"tokens": 0, "stage": "local", **evaluate(model, sets, chat=False)})
         print(f"{name}: after local healing, prose {curve[-1]['prose']:.3f}", flush=True)
     t2 = time.perf_counter()
-    hist = distill(model, cache, args.kd_steps, lr=args.lr, batch_size=args.batch,
+    kd_cache = Interleaved(cache, args.mix) if args.mix is not None else cache
+    hist = distill(model, kd_cache, args.kd_steps, lr=args.lr, batch_size=args.batch,
                    temperature=args.temperature, lam=args.lam if objective == "sgt" else 0.0,
                    objective=objective, seed=args.seed, rows=heal_rows,
                    on_eval=lambda s: evaluate(model, sets, chat=False),
@@ -172,6 +191,9 @@ def main():
     ap.add_argument("--eval-every", type=int, default=12)
     ap.add_argument("--calib-rows", type=int, default=32)
     ap.add_argument("--chat-examples", type=int, default=32)
+    ap.add_argument("--mix-cache", default="",
+                    help="a second teacher cache whose batches alternate with the main one's "
+                    "in end-to-end healing (e.g. the source's own chat replies)")  # fmt: skip
     ap.add_argument("--arms", default="", help="comma-separated subset of arms, in order")
     ap.add_argument(
         "--max-minutes",
@@ -185,10 +207,12 @@ def main():
     results = json.loads(path.read_text()) if path.exists() else {"stages": {}}
     budget = {k: getattr(args, k) for k in ("seed", "seq_len", "batch", "kd_steps", "local_steps",
                                              "lr", "local_lr", "temperature", "lam",
-                                             "chat_examples", "calib_rows")}  # fmt: skip
+                                             "chat_examples", "calib_rows",
+                                             "mix_cache")}  # fmt: skip
     results.setdefault("budget", budget)
     order = ["source"] + ([a.strip() for a in args.arms.split(",")] if args.arms else list(ARMS))
-    key = lambda n: n if n == "source" else f"{n} | seed {args.seed}"  # noqa: E731
+    args.suffix = " (+ own chat replies)" if args.mix_cache else ""
+    key = lambda n: n if n == "source" else f"{n}{args.suffix} | seed {args.seed}"  # noqa: E731
     if args.stage == "next":
         todo = [n for n in order if key(n) not in results["stages"]][:1]
     elif args.stage == "all":
@@ -202,7 +226,13 @@ def main():
     source, source_cfg = load_model(args.model)
     source.eval()
     tokenizer = load_tokenizer(args.model)
-    cache = TeacherCache.open(args.cache, fingerprint=model_fingerprint(args.model))
+    fingerprint = model_fingerprint(args.model)
+    cache = TeacherCache.open(args.cache, fingerprint=fingerprint)
+    args.mix = None
+    if args.mix_cache:
+        args.mix = TeacherCache.open(args.mix_cache, fingerprint=fingerprint)
+        results["mix_cache"] = {"path": args.mix_cache, "rows": args.mix.rows,
+                                "tokens": args.mix.tokens}  # fmt: skip
     results["cache"] = {"path": args.cache, "rows": cache.rows, "tokens": cache.tokens,
                         "k": cache.k, "seq_len": cache.seq_len}  # fmt: skip
     results["battery_questions"] = [q for q, _ in BATTERY]

@@ -191,6 +191,27 @@ machine; the teacher cache's build is not included): {"; ".join(walls)}.
 """
 
 
+def throughput_section(path: Path) -> str:
+    """Teacher-cache throughput beside mlx-lm's batched generation (teacher_throughput.py)."""
+    if not path.is_file():
+        return ""
+    res = json.loads(path.read_text())
+    rows = "\n".join(f"| {r['batch']} | {r['cache_tok_s']:.0f} | {r['generate_tok_s']:.1f} |"
+                     for r in res["rows"])  # fmt: skip
+    return f"""
+## Teacher-cache throughput (from `{path.name}`)
+
+Tokens per second on SmolLM2-135M-Instruct, {res["seq_len"]}-token rows, one process, arms
+alternating (shared 2-core machine: noisy). "cache": one teacher-forced forward with top-k and
+log-sum-exp (what `teacher build` does per batch); "generate": mlx-lm's `batch_generate`, the
+step `--origin generate` adds before caching.
+
+| batch | cache tok/s | mlx-lm generate tok/s |
+|---:|---:|---:|
+{rows}
+"""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=str(ROOT / "bench/results/compress_heal.json"))
@@ -225,6 +246,8 @@ times measured on the shared 2-core machine while other jobs ran: noisy.
 
 {table(results, src)}
 
+At this (equal, tiny) budget:
+
 {verdicts(results, src)}
 
 ![held-out loss vs healing tokens]({png.name})
@@ -233,6 +256,7 @@ times measured on the shared 2-core machine while other jobs ran: noisy.
 
 {battery_table(results, src)}
 """
+    text += throughput_section(ROOT / "bench/results/teacher_throughput.json")
     text += long_section(Path(args.long), png.with_name(png.stem + "_long.png"))
     notes = ROOT / "docs/compression_notes.md"
     if notes.is_file():

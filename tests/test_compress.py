@@ -164,8 +164,9 @@ def test_cli_reports_bad_to_before_reading_data(tiny_config, tmp_path):
 
 
 def test_recipe_sets_method_and_healing_unless_given():
-    """Default: distillation with block-influence pruning (prune-loop when looping); --recipe
-    paper: uniform averaging + SGT; explicit --method/--heal-with win; a sweep heals with SGT."""
+    """Default (auto): distillation with block-influence pruning without loops, the paper's
+    averaging + SGT with loops; --recipe distill loops a pruned core (prune-loop); explicit
+    --method/--heal-with win; a sweep heals with SGT."""
     from cherry_mlx.compression.config import CompressConfig
 
     def pick(**kw):
@@ -173,7 +174,8 @@ def test_recipe_sets_method_and_healing_unless_given():
         return c.method, c.heal_with
 
     assert pick() == ("prune-bi", "distill")
-    assert pick(loops=8) == ("prune-loop", "distill")
+    assert pick(loops=8) == ("average", "sgt")
+    assert pick(recipe="distill", loops=8) == ("prune-loop", "distill")
     assert pick(recipe="paper", loops=8) == ("average", "sgt")
     assert pick(method="average") == ("average", "distill")
     assert pick(heal_with="sgt") == ("average", "sgt")

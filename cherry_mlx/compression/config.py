@@ -12,7 +12,7 @@ from cherry_mlx.training.values import check_fields
 
 METHODS = ("average", "prune-bi", "prune-angular", "prune-loop")
 HEALS = ("sgt", "distill")
-RECIPES = ("distill", "paper")
+RECIPES = ("auto", "distill", "paper")
 
 
 @dataclass
@@ -52,10 +52,11 @@ class CompressConfig(PhaseConfig):
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
     )
     recipe: str = setting(
-        "distill",
+        "auto",
         "distill: heal from the source's own cached signal, dropping layers by block influence "
-        "(prune-bi; prune-loop for a looped core), the best measured on SmolLM2-135M; paper: "
-        "uniform averaging healed with SGT (the paper's recipe). --method/--heal-with override.",
+        "(prune-bi; prune-loop for a looped core); paper: uniform averaging healed with SGT; "
+        "auto: distill without loops, paper with loops (what measured best on SmolLM2-135M at "
+        "equal healing steps). --method/--heal-with override.",
     )
     method: Optional[str] = setting(
         None,
@@ -123,7 +124,8 @@ class CompressConfig(PhaseConfig):
         super().__post_init__()
         if self.recipe not in RECIPES:
             raise ValueError(f"--recipe {self.recipe!r}: use one of {', '.join(RECIPES)}")
-        paper = self.recipe == "paper" or self.sweep  # the sweep heals with SGT
+        looped_auto = self.recipe == "auto" and self.loops > 1
+        paper = self.recipe == "paper" or looped_auto or self.sweep  # the sweep heals with SGT
         if self.heal_with is None:
             self.heal_with = "sgt" if paper else "distill"
         if self.method is None:

@@ -161,3 +161,24 @@ def test_cli_reports_bad_to_before_reading_data(tiny_config, tmp_path):
     res = runner.invoke(app, ["upscale", str(src), "--to", "6L", "-o", str(tmp_path / "up")])
     assert res.exit_code == 0, res.output
     assert load_model(tmp_path / "up")[1]["upscale_map"] == [0, 1, 2, 1, 2, 3]
+
+
+def test_recipe_sets_method_and_healing_unless_given():
+    """Default (auto): distillation with block-influence pruning without loops, the paper's
+    averaging + SGT with loops; --recipe distill loops a pruned core (prune-loop); explicit
+    --method/--heal-with win; a sweep heals with SGT."""
+    from cherry_mlx.compression.config import CompressConfig
+
+    def pick(**kw):
+        c = CompressConfig.from_flat(to="6L", **kw)
+        return c.method, c.heal_with
+
+    assert pick() == ("prune-bi", "distill")
+    assert pick(loops=8) == ("average", "sgt")
+    assert pick(recipe="distill", loops=8) == ("prune-loop", "distill")
+    assert pick(recipe="paper", loops=8) == ("average", "sgt")
+    assert pick(method="average") == ("average", "distill")
+    assert pick(heal_with="sgt") == ("average", "sgt")
+    assert pick(sweep=True) == ("average", "sgt")
+    with pytest.raises(ValueError, match="--recipe 'x'"):
+        pick(recipe="x")

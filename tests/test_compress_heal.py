@@ -22,6 +22,7 @@ def test_recovered_fraction_matches_paper_table():
 def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
     src_dir, data = source_and_data(tiny_config, tmp_path, layers=6, n=2)
     ccfg = CompressConfig.from_flat(
+        recipe="paper",
         model=str(src_dir),
         out=str(tmp_path / "out"),
         to="3L",
@@ -67,6 +68,7 @@ def test_compress_merges_heals_unrolls_heals_and_saves(tiny_config, tmp_path):
 def test_no_heal_only_merges_and_unrolls(tiny_config, tmp_path):
     src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
+        recipe="paper",
         model=str(src_dir),
         out=str(tmp_path / "out"),
         factor=2,
@@ -91,6 +93,7 @@ def test_sweep_writes_table_and_plot_sharing_stage_one(tiny_config, tmp_path):
         parse_list("4,x", "--sweep-loops")
     src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
+        recipe="paper",
         model=str(src_dir),
         out=str(tmp_path / "sw"),
         pre_unroll_steps=2,
@@ -117,7 +120,13 @@ def test_bad_recurrence_plan_fails_before_any_healing(tiny_config, tmp_path):
     # --prelude/--coda leaving no core used to be found only after stage-1 healing had run
     src_dir, data = source_and_data(tiny_config, tmp_path, layers=4, n=1)
     ccfg = CompressConfig.from_flat(
-        model=str(src_dir), out=str(tmp_path / "out"), factor=2, loops=3, prelude=1, coda=1
+        recipe="paper",
+        model=str(src_dir),
+        out=str(tmp_path / "out"),
+        factor=2,
+        loops=3,
+        prelude=1,
+        coda=1,
     )
     logged = []
     with pytest.raises(ValueError, match="leave no core layer"):

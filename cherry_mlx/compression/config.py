@@ -12,6 +12,7 @@ from cherry_mlx.training.values import check_fields
 
 METHODS = ("average", "prune-bi", "prune-angular", "prune-loop")
 HEALS = ("sgt", "distill")
+RECIPES = ("auto", "distill", "paper")
 
 
 @dataclass
@@ -50,12 +51,20 @@ class CompressConfig(PhaseConfig):
     groups: Optional[str] = setting(
         None, "Or: explicit grouping, sizes 3,3,2 or ranges 0-2,3-5,6-7."
     )
-    method: str = setting(
-        "average",
+    recipe: str = setting(
+        "auto",
+        "distill: heal from the source's own cached signal, dropping layers by block influence "
+        "(prune-bi; prune-loop for a looped core); paper: uniform averaging healed with SGT; "
+        "auto: distill without loops, paper with loops (what measured best on SmolLM2-135M at "
+        "equal healing steps). --method/--heal-with override.",
+    )
+    method: Optional[str] = setting(
+        None,
         "How depth is removed: average (each group averaged, the paper), prune-bi (drop the "
         "lowest block-influence layers, ShortGPT) or prune-angular (drop the contiguous block "
         "with the smallest angular distance, Gromov et al.) or prune-loop (keep the first, last "
-        "and most influential layers, for a looped core; --heal-with distill).",
+        "and most influential layers, for a looped core; --heal-with distill). Default: from "
+        "--recipe.",
     )
     loops: int = setting(1, "Core loops after merging (1 = no recurrence).", at_least=1)
     prelude: Optional[int] = setting(
@@ -68,11 +77,11 @@ class CompressConfig(PhaseConfig):
         None, "Prelude,core,coda at once, e.g. 4,16,4 (alone it also sets --to P+C+Q)."
     )
     heal: bool = setting(True, "Heal (else merge+unroll only).")
-    heal_with: str = setting(
-        "sgt",
+    heal_with: Optional[str] = setting(
+        None,
         "sgt: the paper's SGT cross-entropy on --data; distill: block-local matching of the "
         "source's hidden states (--local-steps), then KL to its cached top-k logits "
-        "(--heal-steps), from --teacher-cache.",
+        "(--heal-steps), from --teacher-cache. Default: from --recipe.",
     )
     teacher_cache: Optional[str] = setting(
         None,
@@ -93,6 +102,11 @@ class CompressConfig(PhaseConfig):
         40, "Block-local healing steps before end-to-end distillation.", at_least=0
     )
     temperature: float = setting(1.0, "Distillation temperature.", at_least=0.05)
+    distill_lr: float = setting(
+        2e-4,
+        "Learning rate of end-to-end distillation (SGT healing uses --learning-rate).",
+        at_least=0.0,
+    )
     # the paper heals 100 + 500 steps; the defaults fit minutes on a laptop CPU
     pre_unroll_steps: int = setting(
         40, "SGT steps on the merged model before unrolling (paper: 100).", at_least=0
@@ -108,6 +122,15 @@ class CompressConfig(PhaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe {self.recipe!r}: use one of {', '.join(RECIPES)}")
+        looped_auto = self.recipe == "auto" and self.loops > 1
+        paper = self.recipe == "paper" or looped_auto or self.sweep  # the sweep heals with SGT
+        if self.heal_with is None:
+            self.heal_with = "sgt" if paper else "distill"
+        if self.method is None:
+            pruned = "prune-loop" if self.loops > 1 else "prune-bi"
+            self.method = pruned if self.heal_with == "distill" else "average"
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.heal_with not in HEALS:

@@ -20,7 +20,14 @@ import mlx.core as mx
 
 from cherry_mlx.compression.config import CompressConfig
 from cherry_mlx.compression.distill_heal import distill
-from cherry_mlx.compression.heal import CompressResult, Data, evaluate, gap_text, recovered_fraction
+from cherry_mlx.compression.heal import (
+    CompressResult,
+    Data,
+    evaluate,
+    gap_text,
+    recovered_fraction,
+    recurrence_of,
+)
 from cherry_mlx.compression.local_heal import fit_local
 from cherry_mlx.compression.merge import plan_groups
 from cherry_mlx.compression.report import write_report
@@ -54,6 +61,8 @@ def compress_distill(cfg: CompressConfig, log=print, data=None) -> CompressResul
     check_output(out_dir, [model_dir], cfg.force, "--out")
     n = len(source.layers)
     target = len(plan_groups(n, cfg.to, cfg.factor, cfg.groups))
+    if cfg.loops > 1:
+        recurrence_of(cfg, target)  # a bad layout fails before any data or cache is read
     data = data or Data.load(cfg, model_dir, source_cfg.get("vocab_size", 0))
     cache = teacher_cache_for(cfg, model_dir, out_dir, n, log)
     res = CompressResult(out_dir=out_dir)
@@ -77,7 +86,7 @@ def compress_distill(cfg: CompressConfig, log=print, data=None) -> CompressResul
         log(f"after {cfg.local_steps} local steps: loss {res.stages[-1].loss:.4f}")
     if cfg.heal and cfg.heal_steps:
         t0 = time.perf_counter()
-        distill(model, cache, cfg.heal_steps, lr=cfg.learning_rate, batch_size=cfg.batch_size,
+        distill(model, cache, cfg.heal_steps, lr=cfg.distill_lr, batch_size=cfg.batch_size,
                 temperature=cfg.temperature, seed=cfg.seed, log=log)  # fmt: skip
         res.stages.append(evaluate(model, data, "healed", cfg.eval_batches,
                                    time.perf_counter() - t0))  # fmt: skip

@@ -50,15 +50,85 @@ typedef struct {
     float *C;
 } job_t;
 
+/* The dot-product recipe, the same for every (m, n) whatever M, N or the blocking: lane i of one
+ * 8-wide accumulator sums w[k] x[k] for k = 8t + i in increasing t (fused multiply-add where the
+ * compiler contracts, as it does everywhere alike), the 8 lanes are added in a fixed tree, then
+ * the K % 8 tail in order. Blocking only chooses how many such independent sums run side by side:
+ * one weight vector load feeds MM rows of A, one x vector load feeds NB rows of W, and MM * NB
+ * accumulators hide the multiply-add latency (one dot alone would wait on it every 8 floats). */
+typedef float vf __attribute__((vector_size(32)));
+#define VL 8
+
+static inline vf loadv(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v); /* unaligned load */
+    return v;
+}
+
+static inline float finish(vf s, const float *w, const float *x, int k0, int K) {
+    float r = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    float t = 0.0f;
+    for (int k = k0; k < K; k++) t += w[k] * x[k];
+    return r + t;
+}
+
+static inline void store(const job_t *j, int m, int n, float acc) {
+    float *c = j->C + (long)m * j->ldc + n;
+    *c = j->alpha * acc + (j->beta == 0.0f ? 0.0f : j->beta * *c);
+}
+
+/* C[m0..m0+MM, n0..n0+NB] with MM, NB compile-time constants (the loops unroll; the accumulators
+ * stay in registers). */
+static inline __attribute__((always_inline)) void tile(const job_t *j, int m0, int n0, int MM,
+                                                       int NB) {
+    const int K = j->K, K8 = K - K % VL;
+    const float *x[4], *w[8];
+    vf acc[4][8];
+    for (int a = 0; a < MM; a++) x[a] = j->A + (long)(m0 + a) * j->lda;
+    for (int b = 0; b < NB; b++) w[b] = j->B + (long)(n0 + b) * j->ldb;
+    for (int a = 0; a < MM; a++)
+        for (int b = 0; b < NB; b++) acc[a][b] = (vf){0};
+    for (int k = 0; k < K8; k += VL) {
+        vf wv[8];
+        for (int b = 0; b < NB; b++) wv[b] = loadv(w[b] + k);
+        for (int a = 0; a < MM; a++) {
+            vf xv = loadv(x[a] + k);
+            for (int b = 0; b < NB; b++) acc[a][b] += wv[b] * xv;
+        }
+    }
+    for (int a = 0; a < MM; a++)
+        for (int b = 0; b < NB; b++) store(j, m0 + a, n0 + b, finish(acc[a][b], w[b], x[a], K8, K));
+}
+
+/* Rows m0..m0+MM of C over columns n0..n1, NB weight rows at a time, the rest one by one. */
+#define SWEEP(MM, NB)                                                                              \
+    static void sweep_##MM(const job_t *j, int m0, int n0, int n1) {                               \
+        int n = n0;                                                                                \
+        for (; n + NB <= n1; n += NB) tile(j, m0, n, MM, NB);                                      \
+        for (; n < n1; n++) tile(j, m0, n, MM, 1);                                                 \
+    }
+SWEEP(1, 8)
+SWEEP(2, 4)
+SWEEP(3, 4)
+SWEEP(4, 4)
+
+/* Columns are walked in panels of PANEL weight rows: each panel comes from memory once and is
+ * reused from L1/L2 by every group of (at most 4) rows of A, so W is streamed once for all M. */
+#define PANEL 16
+
 static void rows_dot(const job_t *j) {
-    for (int n = j->n0; n < j->n1; n++) {
-        const float *w = j->B + (long)n * j->ldb;
-        for (int m = 0; m < j->M; m++) {
-            const float *x = j->A + (long)m * j->lda;
-            float acc = 0.0f;
-            for (int k = 0; k < j->K; k++) acc += w[k] * x[k];
-            float *c = j->C + (long)m * j->ldc + n;
-            *c = j->alpha * acc + (j->beta == 0.0f ? 0.0f : j->beta * *c);
+    int groups = (j->M + 3) / 4;
+    for (int n = j->n0; n < j->n1; n += PANEL) {
+        int n1 = n + PANEL < j->n1 ? n + PANEL : j->n1;
+        for (int g = 0, m = 0; g < groups; g++) {
+            int mm = (j->M - m) / (groups - g); /* near-equal groups: 5 = 3 + 2, 7 = 4 + 3 */
+            switch (mm) {
+            case 1: sweep_1(j, m, n, n1); break;
+            case 2: sweep_2(j, m, n, n1); break;
+            case 3: sweep_3(j, m, n, n1); break;
+            default: sweep_4(j, m, n, n1); break;
+            }
+            m += mm;
         }
     }
 }

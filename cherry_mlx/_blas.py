@@ -277,3 +277,13 @@ def use_small_gemm(on: bool) -> bool:
         return False
     smallm.cherry_smallm_set(_targets[0], _targets[1] if on else None)
     return True
+
+
+def use_tiled_kernel(on: bool) -> bool:
+    """Switch the decode-shaped kernel between its register tiles (several rows of A and of W per
+    pass over K) and one dot product at a time, which sums in the same order (same results,
+    slower for 2..8 rows); False when the shim is not loaded. For benchmarks."""
+    if smallm is None:
+        return False
+    smallm.cherry_smallm_tiled(int(on))
+    return True

@@ -5,9 +5,13 @@
  * of W first for such a product (an extra read and write of every weight), which holds a decode
  * step to ~5 GB/s where gemv streams W once at ~15 GB/s on the same two cores. So, for row-major
  * C = A op(B) with M <= 8 rows of A (not transposed):
- *   - B = W transposed (nn.Linear): each row of W is read once and dotted with the M rows of A
- *     while it sits in L1; when W is large its rows are split with one helper thread, started on
- *     the first such product and kept (waking it costs less than creating a thread per call).
+ *   - B = W transposed (nn.Linear): W is read once, in panels that stay in L1/L2 while every
+ *     row of A is dotted with them, in register tiles of up to 4 rows of A by 4-8 rows of W so
+ *     that one load feeds several multiply-adds: a verify pass over 2..5 rows then costs close
+ *     to one row, as the memory traffic does (one dot at a time, M rows cost ~M times the
+ *     arithmetic of one and the pass turns compute-bound). When W is large its rows are split
+ *     with one helper thread, started on the first such product and kept (waking it costs less
+ *     than creating a thread per call).
  *     C[m, n] is the same sum in the same order whatever M is and however the rows are split, so
  *     a speculative verify pass (K + 1 rows) gives bit for bit the logits of K + 1 plain decode
  *     steps (1 row) and greedy output cannot drift on a near tie;
@@ -58,6 +62,15 @@ typedef struct {
  * accumulators hide the multiply-add latency (one dot alone would wait on it every 8 floats). */
 typedef float vf __attribute__((vector_size(32)));
 #define VL 8
+/* Hardware prefetchers lag once a panel takes several multiply-adds per weight: ask for the
+ * weights PF_ROWS rows ahead (tested 16-32 rows ahead: M = 2..4 then cost about what 1 row does). */
+#define PF_ROWS 32
+#define PF_LOCALITY 1
+#ifdef __AVX512VL__ /* 32 vector registers: 5 x 3 accumulators fit */
+#define NB5 3
+#else
+#define NB5 2
+#endif
 
 static inline vf loadv(const float *p) {
     vf v;
@@ -80,16 +93,18 @@ static inline void store(const job_t *j, int m, int n, float acc) {
 /* C[m0..m0+MM, n0..n0+NB] with MM, NB compile-time constants (the loops unroll; the accumulators
  * stay in registers). */
 static inline __attribute__((always_inline)) void tile(const job_t *j, int m0, int n0, int MM,
-                                                       int NB) {
+                                                       int NB, long pf) {
     const int K = j->K, K8 = K - K % VL;
-    const float *x[4], *w[8];
-    vf acc[4][8];
+    const float *x[5], *w[8];
+    vf acc[5][8];
     for (int a = 0; a < MM; a++) x[a] = j->A + (long)(m0 + a) * j->lda;
     for (int b = 0; b < NB; b++) w[b] = j->B + (long)(n0 + b) * j->ldb;
     for (int a = 0; a < MM; a++)
         for (int b = 0; b < NB; b++) acc[a][b] = (vf){0};
     for (int k = 0; k < K8; k += VL) {
         vf wv[8];
+        if (pf && (k & 15) == 0) /* the same place PF_ROWS rows on: one prefetch per line */
+            for (int b = 0; b < NB; b++) __builtin_prefetch(w[b] + k + pf, 0, PF_LOCALITY);
         for (int b = 0; b < NB; b++) wv[b] = loadv(w[b] + k);
         for (int a = 0; a < MM; a++) {
             vf xv = loadv(x[a] + k);
@@ -102,31 +117,43 @@ static inline __attribute__((always_inline)) void tile(const job_t *j, int m0, i
 
 /* Rows m0..m0+MM of C over columns n0..n1, NB weight rows at a time, the rest one by one. */
 #define SWEEP(MM, NB)                                                                              \
-    static void sweep_##MM(const job_t *j, int m0, int n0, int n1) {                               \
+    static void sweep_##MM(const job_t *j, int m0, int n0, int n1, long pf) {                               \
         int n = n0;                                                                                \
-        for (; n + NB <= n1; n += NB) tile(j, m0, n, MM, NB);                                      \
-        for (; n < n1; n++) tile(j, m0, n, MM, 1);                                                 \
+        for (; n + NB <= n1; n += NB) tile(j, m0, n, MM, NB, pf);                                      \
+        for (; n < n1; n++) tile(j, m0, n, MM, 1, pf);                                                 \
     }
 SWEEP(1, 8)
 SWEEP(2, 4)
 SWEEP(3, 4)
 SWEEP(4, 4)
+SWEEP(5, NB5)
 
 /* Columns are walked in panels of PANEL weight rows: each panel comes from memory once and is
  * reused from L1/L2 by every group of (at most 4) rows of A, so W is streamed once for all M. */
 #define PANEL 16
 
+static int tiled = 1; /* 0: one dot at a time (the untiled loop, for benchmarks); same results */
+
+void cherry_smallm_tiled(int on) { __atomic_store_n(&tiled, on, __ATOMIC_RELAXED); }
+
 static void rows_dot(const job_t *j) {
-    int groups = (j->M + 3) / 4;
+    if (!__atomic_load_n(&tiled, __ATOMIC_RELAXED)) {
+        for (int n = j->n0; n < j->n1; n++)
+            for (int m = 0; m < j->M; m++) tile(j, m, n, 1, 1, 0);
+        return;
+    }
+    int groups = j->M <= 5 ? 1 : 2;
     for (int n = j->n0; n < j->n1; n += PANEL) {
         int n1 = n + PANEL < j->n1 ? n + PANEL : j->n1;
-        for (int g = 0, m = 0; g < groups; g++) {
-            int mm = (j->M - m) / (groups - g); /* near-equal groups: 5 = 3 + 2, 7 = 4 + 3 */
+        long pf = n + PF_ROWS < j->n1 ? (long)PF_ROWS * j->ldb : 0;
+        for (int g = 0, m = 0; g < groups; g++, pf = 0) { /* the first group prefetches */
+            int mm = (j->M - m) / (groups - g); /* 6 = 3 + 3, 7 = 3 + 4, 8 = 4 + 4 */
             switch (mm) {
-            case 1: sweep_1(j, m, n, n1); break;
-            case 2: sweep_2(j, m, n, n1); break;
-            case 3: sweep_3(j, m, n, n1); break;
-            default: sweep_4(j, m, n, n1); break;
+            case 1: sweep_1(j, m, n, n1, pf); break;
+            case 2: sweep_2(j, m, n, n1, pf); break;
+            case 3: sweep_3(j, m, n, n1, pf); break;
+            case 4: sweep_4(j, m, n, n1, pf); break;
+            default: sweep_5(j, m, n, n1, pf); break;
             }
             m += mm;
         }

@@ -248,7 +248,7 @@ def _build_smallm() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=base)
     os.close(fd)
     try:
-        res = subprocess.run([*cc, *_CFLAGS, "-o", tmp, str(_SMALLM_SRC), "-lpthread"],
+        res = subprocess.run([*cc, *_CFLAGS, "-o", tmp, str(_SMALLM_SRC), "-lpthread", "-lm"],
                              capture_output=True, timeout=120)  # fmt: skip
         if res.returncode != 0 or os.path.getsize(tmp) == 0:
             why = _first_line(res.stderr.decode(errors="replace") or "produced nothing")

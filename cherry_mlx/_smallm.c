@@ -15,7 +15,9 @@
  *     C[m, n] is the same sum in the same order whatever M is and however the rows are split, so
  *     a speculative verify pass (K + 1 rows) gives bit for bit the logits of K + 1 plain decode
  *     steps (1 row) and greedy output cannot drift on a near tie;
- *   - B not transposed: OpenBLAS gemv per row of A (also independent of M).
+ *   - B not transposed (attention's probabilities @ values): rows of B read once for all rows
+ *     of A, one multiply-add chain per (m, n) in k order (also independent of M).
+ * With beta = 0, C is only written (it may hold garbage, NaN included).
  * Everything else goes to OpenBLAS's sgemm. The loader hands over OpenBLAS's two entry points
  * with cherry_smallm_set while this library is still loaded locally, and only then makes it
  * global, so cblas_sgemm is never reachable with a target missing.
@@ -85,9 +87,15 @@ static inline float finish(vf s, const float *w, const float *x, int k0, int K) 
     return r + t;
 }
 
+/* alpha acc + beta c with one rounding order wherever it is inlined (an explicit fma: left to
+ * contraction, the compiler may fuse either product, differently in a vectorised loop). */
+static inline void put(float *c, float acc, float alpha, float beta) {
+    float r = alpha * acc;
+    *c = beta == 0.0f ? r : __builtin_fmaf(beta, *c, r);
+}
+
 static inline void store(const job_t *j, int m, int n, float acc) {
-    float *c = j->C + (long)m * j->ldc + n;
-    *c = j->alpha * acc + (j->beta == 0.0f ? 0.0f : j->beta * *c);
+    put(j->C + (long)m * j->ldc + n, acc, j->alpha, j->beta);
 }
 
 /* C[m0..m0+MM, n0..n0+NB] with MM, NB compile-time constants (the loops unroll; the accumulators
@@ -157,6 +165,76 @@ static void rows_dot(const job_t *j) {
             }
             m += mm;
         }
+    }
+}
+
+/* B as stored (K x N): C[m, n] = sum over k ascending of A[m, k] B[k, n], one multiply-add
+ * chain per (m, n) (a lane of a vector or a scalar: the same operations), so again independent
+ * of M. Rows of B are read once for all rows of A; each A[m, k] is broadcast across lanes. This
+ * is attention's probabilities @ values (N = head dim), called once per head: OpenBLAS's gemv
+ * per row cost more in call overhead (and threads) than the product itself. */
+static inline __attribute__((always_inline)) void tile_nn(int MM, int NV, int K, const float *A,
+                                                          int lda, const float *B, int ldb,
+                                                          float *acc_out, int n) {
+    vf acc[5][4];
+    for (int a = 0; a < MM; a++)
+        for (int v = 0; v < NV; v++) acc[a][v] = (vf){0};
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (long)k * ldb + n;
+        vf bv[4];
+        for (int v = 0; v < NV; v++) bv[v] = loadv(b + v * VL);
+        for (int a = 0; a < MM; a++) {
+            vf av = (vf){0} + A[(long)a * lda + k]; /* broadcast */
+            for (int v = 0; v < NV; v++) acc[a][v] += av * bv[v];
+        }
+    }
+    for (int a = 0; a < MM; a++)
+        for (int v = 0; v < NV; v++) memcpy(acc_out + (a * 4 + v) * VL, &acc[a][v], sizeof(vf));
+}
+
+#define NN_SWEEP(MM, NV)                                                                           \
+    static void nn_##MM(int K, int N, const float *A, int lda, const float *B, int ldb,            \
+                        float alpha, float beta, float *C, int ldc) {                              \
+        float out[5 * 4 * VL];                                                                     \
+        int n = 0;                                                                                 \
+        for (; n + NV * VL <= N; n += NV * VL) {                                                   \
+            tile_nn(MM, NV, K, A, lda, B, ldb, out, n);                                            \
+            for (int a = 0; a < MM; a++)                                                           \
+                for (int i = 0; i < NV * VL; i++)                                                  \
+                    put(C + (long)a * ldc + n + i, out[a * 4 * VL + i], alpha, beta);         \
+        }                                                                                          \
+        for (; n + VL <= N; n += VL) {                                                             \
+            tile_nn(MM, 1, K, A, lda, B, ldb, out, n);                                             \
+            for (int a = 0; a < MM; a++)                                                           \
+                for (int i = 0; i < VL; i++)                                                       \
+                    put(C + (long)a * ldc + n + i, out[a * 4 * VL + i], alpha, beta);         \
+        }                                                                                          \
+        for (; n < N; n++) /* the last N % 8 columns: the same chain in scalars */                 \
+            for (int a = 0; a < MM; a++) {                                                         \
+                float t = 0.0f;                                                                    \
+                for (int k = 0; k < K; k++) t += A[(long)a * lda + k] * B[(long)k * ldb + n];      \
+                put(C + (long)a * ldc + n, t, alpha, beta);                                   \
+            }                                                                                      \
+    }
+
+NN_SWEEP(1, 4)
+NN_SWEEP(2, 4)
+NN_SWEEP(3, 2)
+NN_SWEEP(4, 2)
+
+static void small_gemm_nn(int M, int N, int K, float alpha, const float *A, int lda,
+                          const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int m = 0; m < M;) {
+        int mm = M - m >= 4 ? 4 : M - m;
+        const float *a = A + (long)m * lda;
+        float *c = C + (long)m * ldc;
+        switch (mm) {
+        case 1: nn_1(K, N, a, lda, B, ldb, alpha, beta, c, ldc); break;
+        case 2: nn_2(K, N, a, lda, B, ldb, alpha, beta, c, ldc); break;
+        case 3: nn_3(K, N, a, lda, B, ldb, alpha, beta, c, ldc); break;
+        default: nn_4(K, N, a, lda, B, ldb, alpha, beta, c, ldc); break;
+        }
+        m += mm;
     }
 }
 
@@ -240,13 +318,9 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         return;
     }
     __atomic_fetch_add(&small_calls, 1, __ATOMIC_RELAXED);
-    if (beta == 0.0f) /* C may hold garbage (NaN): gemv would scale it, so clear it */
-        for (int m = 0; m < M; m++) memset(C + (long)m * ldc, 0, sizeof(float) * N);
     if (tb == TRANS) { /* B is W (N x K): C[m, n] = alpha W[n] . A[m] + beta C */
         small_gemm_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     } else { /* B is K x N: C[m] = alpha B^T A[m] + beta C */
-        for (int m = 0; m < M; m++)
-            real_sgemv(ROW_MAJOR, TRANS, K, N, alpha, B, ldb, A + (long)m * lda, 1, beta,
-                       C + (long)m * ldc, 1);
+        small_gemm_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }
 }

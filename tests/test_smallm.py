@@ -96,21 +96,46 @@ def test_each_row_is_bit_for_bit_the_one_row_product(shim, N, K):
         assert np.array_equal(c, alone[:M]), M
 
 
-def test_stored_b_and_transposed_a_take_their_paths_and_match_numpy(shim):
+@pytest.mark.parametrize("M", range(1, 9))
+def test_stored_b_products_match_numpy_and_the_one_row_product(shim, M):
+    """B as stored (K x N, attention's probabilities @ values): odd N leaves a scalar tail."""
+    rng = np.random.default_rng(10 + M)
+    for N, K in ((1, 1), (5, 3), (64, 205), (70, 40), (100, 17)):
+        for pad, alpha, beta in ((0, 1.0, 0.0), (3, 0.5, 0.0), (2, -1.5, 0.75)):
+            abuf, a = _padded(rng, M, K, pad)
+            bbuf, b = _padded(rng, K, N, 2 * pad)  # ldb = N + 2 pad
+            cbuf, c0 = _padded(rng, M, N, pad)
+            if beta == 0.0:
+                cbuf[:, :N] = np.nan
+            want = alpha * (a.astype(np.float64) @ b.astype(np.float64))
+            if beta:
+                want += beta * c0.astype(np.float64)
+            alone = cbuf.copy()
+            for m in range(M):  # each row alone (M = 1), from the same C
+                _gemm(shim, NO_T, NO_T, 1, N, K, alpha, abuf[m].copy(), K + pad, bbuf, N + 2 * pad,
+                      beta, alone[m], N + pad)  # fmt: skip
+            _gemm(shim, NO_T, NO_T, M, N, K, alpha, abuf, K + pad, bbuf, N + 2 * pad, beta, cbuf,
+                  N + pad)  # fmt: skip
+            scale = max(np.abs(want).max(), 1.0)
+            assert np.abs(cbuf[:, :N] - want).max() / scale < 1e-5, (M, N, K, pad, alpha, beta)
+            assert np.array_equal(cbuf, alone), (M, N, K, pad, alpha, beta)
+
+
+def test_only_decode_shapes_take_the_kernel(shim):
+    """A transposed A, or more than 8 rows, goes to OpenBLAS's sgemm (and is still right)."""
     rng = np.random.default_rng(1)
     small0, gemm0 = _counts(shim)
-    for M in (1, 4, 8):
-        K, N = 40, 70
-        bbuf, b = _padded(rng, K, N, 3)  # B as stored (K x N), ldb = N + 3: gemv per row of A
+    K, N = 40, 70
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    for M in (1, 8, 9):
         a = rng.standard_normal((M, K)).astype(np.float32)
         c = np.empty((M, N), np.float32)
-        _gemm(shim, NO_T, NO_T, M, N, K, 1.0, a, K, bbuf, N + 3, 0.0, c, N)
+        _gemm(shim, NO_T, NO_T, M, N, K, 1.0, a, K, b, N, 0.0, c, N)
         assert np.abs(c - a.astype(np.float64) @ b.astype(np.float64)).max() < 1e-4
-        at = a.T.copy()  # A transposed (K x M): not decode-shaped, OpenBLAS's sgemm
-        _gemm(shim, T, NO_T, M, N, K, 1.0, at, M, bbuf, N + 3, 0.0, c, N)
+        _gemm(shim, T, NO_T, M, N, K, 1.0, a.T.copy(), M, b, N, 0.0, c, N)
         assert np.abs(c - a.astype(np.float64) @ b.astype(np.float64)).max() < 1e-4
     small1, gemm1 = _counts(shim)
-    assert (small1 - small0, gemm1 - gemm0) == (3, 3)
+    assert (small1 - small0, gemm1 - gemm0) == (2, 4)
 
 
 def test_greedy_speculative_equals_plain_through_the_shim(tiny_config):

@@ -16,7 +16,9 @@ streams each weight row once for them, since OpenBLAS's sgemm packs the whole we
 (a SmolLM2 decode step: 118 ms there, 62-78 ms here). It is made global ahead of OpenBLAS only
 once OpenBLAS's sgemm and sgemv are resolved and handed to it; any failure on the way (no
 compiler, a compile error, an unwritable cache, a library that is not a BLAS) leaves it unloaded
-with a one-line notice. ``CHERRY_MLX_SMALL_GEMM=0`` turns it off.
+with a one-line notice. ``CHERRY_MLX_SMALL_GEMM=0`` turns it off; ``=untiled`` keeps it but
+computes one dot product at a time, as before its register tiles (a speculative verify pass over
+K + 1 rows then costs up to ~1.8 plain steps instead of ~1.1-1.3; same results).
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ def _load_smallm(sgemm: ctypes.c_void_p, sgemv: ctypes.c_void_p) -> None:
         return
     _targets[:] = [sgemm, sgemv]
     smallm, smallm_status = shim, "on"
+    if os.environ.get(SMALL_ENV, "").strip().lower() == "untiled":
+        use_tiled_kernel(False)
 
 
 def _compiler() -> tuple[list[str], bytes]:
@@ -280,9 +284,10 @@ def use_small_gemm(on: bool) -> bool:
 
 
 def use_tiled_kernel(on: bool) -> bool:
-    """Switch the decode-shaped kernel between its register tiles (several rows of A and of W per
-    pass over K) and one dot product at a time, which sums in the same order (same results,
-    slower for 2..8 rows); False when the shim is not loaded. For benchmarks."""
+    """Switch the decode-shaped path between its register tiles (several rows of A and of W per
+    pass over K; attention's P @ V in the kernel too) and the untiled path it replaced (one dot
+    product at a time, which sums in the same order; OpenBLAS gemv per row for B as stored);
+    False when the shim is not loaded. For benchmarks: both arms in one process."""
     if smallm is None:
         return False
     smallm.cherry_smallm_tiled(int(on))

@@ -140,7 +140,9 @@ SWEEP(5, NB5)
  * reused from L1/L2 by every group of (at most 4) rows of A, so W is streamed once for all M. */
 #define PANEL 16
 
-static int tiled = 1; /* 0: one dot at a time (the untiled loop, for benchmarks); same results */
+/* 0: the untiled path, as before tiles (for benchmarks and CHERRY_MLX_SMALL_GEMM=untiled): one
+ * dot at a time for B = W^T (same results), OpenBLAS gemv per row for B as stored. */
+static int tiled = 1;
 
 void cherry_smallm_tiled(int on) { __atomic_store_n(&tiled, on, __ATOMIC_RELAXED); }
 
@@ -320,7 +322,13 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
     __atomic_fetch_add(&small_calls, 1, __ATOMIC_RELAXED);
     if (tb == TRANS) { /* B is W (N x K): C[m, n] = alpha W[n] . A[m] + beta C */
         small_gemm_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    } else { /* B is K x N: C[m] = alpha B^T A[m] + beta C */
+    } else if (__atomic_load_n(&tiled, __ATOMIC_RELAXED)) { /* B is K x N */
         small_gemm_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } else { /* untiled (benchmarks): OpenBLAS gemv per row of A, C[m] = alpha B^T A[m] + beta C */
+        if (beta == 0.0f) /* C may hold garbage (NaN): gemv would scale it, so clear it */
+            for (int m = 0; m < M; m++) memset(C + (long)m * ldc, 0, sizeof(float) * N);
+        for (int m = 0; m < M; m++)
+            real_sgemv(ROW_MAJOR, TRANS, K, N, alpha, B, ldb, A + (long)m * lda, 1, beta,
+                       C + (long)m * ldc, 1);
     }
 }

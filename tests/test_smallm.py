@@ -154,3 +154,25 @@ def test_greedy_speculative_equals_plain_through_the_shim(tiny_config):
                                                 num_draft=k, adaptive=False))  # fmt: skip
         assert spec == plain, k
         assert st.rounds > 0 and _blas.smallm_counts()[0] > before
+
+
+def test_untiled_arm_gives_the_same_weight_products_and_right_stored_b_ones(shim):
+    """The benchmarks' "before" arm: W^T products bit for bit the tiled ones (same sums),
+    stored-B ones through OpenBLAS's gemv (another order: numpy's tolerance)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((300, 576)).astype(np.float32)
+    b = rng.standard_normal((205, 64)).astype(np.float32)
+    for M in (1, 3, 5, 8):
+        x = rng.standard_normal((M, 576)).astype(np.float32)
+        p = rng.standard_normal((M, 205)).astype(np.float32)
+        out = {}
+        for on in (1, 0):
+            shim.cherry_smallm_tiled(on)
+            c, d = np.empty((M, 300), np.float32), np.full((M, 64), np.nan, np.float32)
+            _gemm(shim, NO_T, T, M, 300, 576, 1.0, x, 576, w, 576, 0.0, c, 300)
+            _gemm(shim, NO_T, NO_T, M, 64, 205, 1.0, p, 205, b, 64, 0.0, d, 64)
+            out[on] = c, d
+        shim.cherry_smallm_tiled(1)
+        assert np.array_equal(out[0][0], out[1][0]), M
+        ref = p.astype(np.float64) @ b.astype(np.float64)
+        assert np.abs(out[0][1] - ref).max() < 1e-4 and np.abs(out[1][1] - ref).max() < 1e-4

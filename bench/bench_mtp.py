@@ -10,7 +10,9 @@ length). Sections, each saved to ``--results`` as it finishes (a rerun skips fin
 
   size     heads' parameters and fp32 bytes beside the trunk's; training tokens and time
   verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, cache of
-           ~200 tokens), K = 1..4, and drafting k tokens with the heads, in plain steps
+           ~200 tokens, to the greedy tokens), K = 1..4, for each decode-kernel arm in turn
+           (``_smallm.c``'s register tiles and the untiled path before them), and drafting k
+           tokens with the heads, in plain steps
   greedy   per repetition, alternating: plain, every fixed K (first repetition only; acceptance
            does not depend on timing), the best K, adaptive drafting. Output checked identical to
            plain; accepted length = tokens per verify pass (bonus included); speedup per
@@ -36,7 +38,13 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
-from cherry_mlx.decoding.generate import GenerationStats, generate_tokens, prefill
+from cherry_mlx import _blas
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    generate_tokens,
+    prefill,
+    target_logprobs,
+)
 from cherry_mlx.decoding.settings import SamplingConfig
 from cherry_mlx.decoding.speculative import (
     head_acceptance,
@@ -70,32 +78,46 @@ def _median_time(fn, reps):
     return statistics.median(ts)
 
 
-def verify_section(model, prompt, reps=15) -> dict:
-    """Plain step vs verify pass over K+1 tokens (interleaved), and drafting k tokens."""
+def _kernel_arms() -> list:
+    """The decode-kernel arms this process can switch between: tiled (the default) and the
+    untiled path it replaced, or just the one in use when the shim is not loaded."""
+    return ["tiled", "untiled"] if _blas.use_tiled_kernel(True) else [_blas.smallm_status]
+
+
+def verify_section(model, prompt, reps=15, rounds=3) -> dict:
+    """Plain step vs verify pass over K+1 tokens (interleaved), per decode-kernel arm, and
+    drafting k tokens (tiled arm)."""
     cache = model.make_cache()
     ctx = list(prompt) + [int(t) for t in generate_tokens(model, prompt, max_tokens=64)]
     h0 = prefill(model, mx.array(ctx[:-1], dtype=mx.int32), cache)
+    cfg = SamplingConfig()
 
-    def trunk_pass(m):
+    def trunk_pass(m):  # what a plain step (m = 1) or a verify pass does, to the greedy tokens
         x = mx.array(ctx[-1:] * m, dtype=mx.int32)[None]
-        mx.eval(mx.argmax(model.logits(model.hidden(x, cache=cache)), axis=-1))
+        logits = model.logits(model.hidden(x, cache=cache))[0]  # (m, V)
+        mx.eval(mx.argmax(target_logprobs(logits, None, cfg), axis=-1))
         for c in cache:
             c.trim(m)
 
-    for m in range(1, 6):
-        trunk_pass(m)  # warm-up
-    step, verify = [], {k: [] for k in range(1, 5)}
-    for _ in range(3):  # interleaved rounds: load changes hit every arm alike
-        step.append(_median_time(lambda: trunk_pass(1), reps))
-        for k in verify:
-            verify[k].append(_median_time(lambda k=k: trunk_pass(k + 1), reps))
-    s = statistics.median(step)
-    out = {
-        "step_ms": 1e3 * s,
-        "verify_steps": {k: statistics.median(v) / s for k, v in verify.items()},
-    }
+    arms = _kernel_arms()
+    for arm in arms:
+        _blas.use_tiled_kernel(arm != "untiled")
+        for m in range(1, 6):
+            trunk_pass(m)  # warm-up
+    times = {a: {m: [] for m in range(1, 6)} for a in arms}
+    for _ in range(rounds):  # interleaved rounds: load changes hit every arm alike
+        for m in range(1, 6):
+            for arm in arms:
+                _blas.use_tiled_kernel(arm != "untiled")
+                times[arm][m].append(_median_time(lambda: trunk_pass(m), reps))
+    _blas.use_tiled_kernel(True)
+    out = {"context": len(ctx) - 1, "reps": reps, "rounds": rounds, "arms": {}}
+    for arm in arms:
+        s = statistics.median(times[arm][1])
+        v = {k: statistics.median(times[arm][k + 1]) / s for k in range(1, 5)}
+        out["arms"][arm] = {"step_ms": 1e3 * s, "verify_steps": v}
+    out.update(out["arms"][arms[0]])  # the default arm, as read by the greedy summary
     drafter = make_drafter(model)
-    cfg = SamplingConfig()
     draft = {}
     for k in range(1, drafter.K + 1):
         times = []
@@ -199,10 +221,12 @@ def summarize(res: dict, tokens: int, n_prompts: int) -> None:
                   f"{_pct(t.get('agreement_valid') or [])}")  # fmt: skip
     v = res.get("verify")
     if v:
-        ver = ", ".join(f"K={k}: {c:.2f}" for k, c in v["verify_steps"].items())
+        for arm, a in (v.get("arms") or {"": v}).items():
+            ver = ", ".join(f"K={k}: {c:.2f}" for k, c in a["verify_steps"].items())
+            print(f"{arm + ' kernel: ' if arm else ''}plain step {a['step_ms']:.0f} ms; verify "
+                  f"pass over K+1 tokens in plain steps: {ver}")  # fmt: skip
         dra = ", ".join(f"k={k}: {c:.2f}" for k, c in v["draft_steps"].items())
-        print(f"plain step {v['step_ms']:.0f} ms; verify pass over K+1 tokens in plain steps: "
-              f"{ver}; drafting k tokens in plain steps: {dra}")  # fmt: skip
+        print(f"drafting k tokens in plain steps: {dra}")
     for name, title in (("greedy", "greedy"), ("sample", "sampling T=0.7")):
         g = res.get(name)
         if g:
@@ -253,6 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-reps", type=int, default=3)
     ap.add_argument("--sections", default="size,verify,greedy,sample")
     ap.add_argument("--redo", default="", help="sections to rerun even if saved")
+    ap.add_argument("--kernel", choices=["tiled", "untiled"], default="tiled",
+                    help="decode-kernel arm for the greedy and sample sections")  # fmt: skip
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text()) if args.results.exists() else {}
     model = load_model(args.model)[0]
@@ -268,7 +294,8 @@ def main(argv=None) -> int:
             res[sec] = size_section(model, args.model)
         elif sec == "verify":
             res[sec] = verify_section(model, prompts[0])
-        elif sec == "greedy":
+        _blas.use_tiled_kernel(args.kernel == "tiled")
+        if sec == "greedy":
             res[sec] = timing_section(
                 model, prompts, args.tokens, args.reps, SamplingConfig(), True
             )

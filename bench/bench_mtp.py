@@ -173,30 +173,41 @@ def arm_record(walls, base_walls, st, outs=None, ref=None):
     return r
 
 
-def timing_section(model, prompts, n, reps, cfg, all_k: bool, best=None, adaptive=True) -> dict:
+def timing_section(
+    model, prompts, n, reps, cfg, all_k: bool, best=None, adaptive=True, kernels=("tiled",)
+) -> dict:
+    """Per repetition, for each decode-kernel arm in turn (``--kernel both``: the untiled arm's
+    records are named "untiled ..."): plain, then the speculative arms, against that plain."""
     K = model.mtp.num_heads
     seeds = list(range(len(prompts)))
     run_spec(model, prompts[:1], 8, cfg, seeds)  # warm-up
     run_plain(model, prompts[:1], 8, cfg, seeds)
     reps_out = []
     for rep in range(reps):
-        ref, base, st0 = run_plain(model, prompts, n, cfg, seeds)
-        row = {"plain_tps": st0.decode_tps, "plain_wall": sum(base), "arms": {}}
-        ks = range(1, K + 1) if (rep == 0 and all_k) or best is None else [best]
-        for k in ks:
-            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, k)
-            row["arms"][f"K={k}"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
-        if best is None:
-            best = max(ks, key=lambda k: row["arms"][f"K={k}"]["speedup"])
-        if adaptive:
-            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, adaptive=True)
-            rec = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
-            row["arms"]["adaptive"] = rec
+        row = {"arms": {}}
+        for kern in kernels:
+            _blas.use_tiled_kernel(kern == "tiled")
+            pre = "" if kern == "tiled" else f"{kern} "
+            ref, base, st0 = run_plain(model, prompts, n, cfg, seeds)
+            row[f"{pre}plain_tps".replace(" ", "_")] = st0.decode_tps
+            row[f"{pre}plain_wall".replace(" ", "_")] = sum(base)
+            ks = range(1, K + 1) if (rep == 0 and all_k) or best is None else [best]
+            arms = {}
+            for k in ks:
+                outs, walls, st = run_spec(model, prompts, n, cfg, seeds, k)
+                arms[f"K={k}"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+            if best is None:
+                best = max(ks, key=lambda k: arms[f"K={k}"]["speedup"])
+            if adaptive:
+                outs, walls, st = run_spec(model, prompts, n, cfg, seeds, adaptive=True)
+                arms["adaptive"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+            row["arms"].update({pre + a: r for a, r in arms.items()})
+            print(f"  rep {rep + 1} {kern}: plain {st0.decode_tps:.1f} tok/s; " + "; ".join(
+                f"{a} {r['speedup']:.2f}x ({r['accepted_length']:.2f} tok/pass)"
+                for a, r in arms.items()), flush=True)  # fmt: skip
+        _blas.use_tiled_kernel(True)
         reps_out.append(row)
-        print(f"  rep {rep + 1}: plain {st0.decode_tps:.1f} tok/s; " + "; ".join(
-            f"{a} {r['speedup']:.2f}x ({r['accepted_length']:.2f} tok/pass)"
-            for a, r in row["arms"].items()), flush=True)  # fmt: skip
-    return {"best_k": best, "reps": reps_out}
+    return {"best_k": best, "kernels": list(kernels), "reps": reps_out}
 
 
 def _pct(xs) -> str:
@@ -240,9 +251,11 @@ def _timing_summary(g: dict, title: str, v, tokens: int, n_prompts: int) -> None
     for rep in g["reps"]:
         for a, r in rep["arms"].items():
             arms.setdefault(a, []).append(r)
-    plain = [rep["plain_tps"] for rep in g["reps"]]
-    med = statistics.median(plain)
-    print(f"  plain: {med:.2f} tok/s (median; range {min(plain):.2f}-{max(plain):.2f})")
+    for key in [k for k in g["reps"][0] if k.endswith("plain_tps")]:
+        plain = [rep[key] for rep in g["reps"]]
+        med = statistics.median(plain)
+        name = key[: -len("_tps")].replace("_", " ")
+        print(f"  {name}: {med:.2f} tok/s (median; range {min(plain):.2f}-{max(plain):.2f})")
     for a, rs in arms.items():
         sp = [r["speedup"] for r in rs]
         acc = statistics.median(r["accepted_length"] for r in rs)
@@ -277,8 +290,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-reps", type=int, default=3)
     ap.add_argument("--sections", default="size,verify,greedy,sample")
     ap.add_argument("--redo", default="", help="sections to rerun even if saved")
-    ap.add_argument("--kernel", choices=["tiled", "untiled"], default="tiled",
-                    help="decode-kernel arm for the greedy and sample sections")  # fmt: skip
+    ap.add_argument("--kernel", choices=["tiled", "untiled", "both"], default="tiled",
+                    help="decode-kernel arm(s) for the greedy and sample sections (both: "
+                    "alternating in each repetition)")  # fmt: skip
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text()) if args.results.exists() else {}
     model = load_model(args.model)[0]
@@ -294,17 +308,18 @@ def main(argv=None) -> int:
             res[sec] = size_section(model, args.model)
         elif sec == "verify":
             res[sec] = verify_section(model, prompts[0])
-        _blas.use_tiled_kernel(args.kernel == "tiled")
+        kernels = ("tiled", "untiled") if args.kernel == "both" else (args.kernel,)
         if sec == "greedy":
             res[sec] = timing_section(
-                model, prompts, args.tokens, args.reps, SamplingConfig(), True
+                model, prompts, args.tokens, args.reps, SamplingConfig(), True, kernels=kernels
             )
         elif sec == "sample":
             cfg = SamplingConfig(temp=0.7)
             best = res.get("greedy", {}).get("best_k")
             res[sec] = timing_section(
-                model, prompts, args.tokens, args.sample_reps, cfg, False, best, adaptive=False
-            )
+                model, prompts, args.tokens, args.sample_reps, cfg, False, best, adaptive=False,
+                kernels=kernels,
+            )  # fmt: skip
         res.setdefault("seconds", {})[sec] = round(time.perf_counter() - t0, 1)
         args.results.write_text(json.dumps(res, indent=1))
     print()

@@ -176,3 +176,37 @@ def test_untiled_arm_gives_the_same_weight_products_and_right_stored_b_ones(shim
         assert np.array_equal(out[0][0], out[1][0]), M
         ref = p.astype(np.float64) @ b.astype(np.float64)
         assert np.abs(out[0][1] - ref).max() < 1e-4 and np.abs(out[1][1] - ref).max() < 1e-4
+
+
+def test_verify_pass_logits_equal_plain_steps_and_the_unpatched_path(tiny_config):
+    """A trunk pass over 5 tokens (a K = 4 verify) gives bit for bit the logits of 5 one-token
+    steps through the kernel, and the logits of OpenBLAS's sgemm within fp32 rounding."""
+    if _blas.smallm is None:
+        pytest.skip(f"shim not loaded in this process: {_blas.smallm_status}")
+    model = build_model(tiny_config)
+    mx.eval(model.parameters())
+    cache = model.make_cache()
+    mx.eval(model(mx.array([[1, 5, 7, 9, 11, 3, 17]]), cache=cache))
+    toks = [4, 200, 31, 9, 77]
+
+    def verify():
+        out = model(mx.array([toks]), cache=cache)[0]  # (5, V)
+        mx.eval(out)
+        for c in cache:
+            c.trim(len(toks))
+        return np.array(out)
+
+    def steps():
+        rows = [np.array(model(mx.array([[t]]), cache=cache)[0, 0]) for t in toks]
+        for c in cache:
+            c.trim(len(toks))
+        return np.stack(rows)
+
+    try:
+        kernel = verify()
+        assert np.array_equal(kernel, steps())
+        _blas.use_small_gemm(False)
+        unpatched = verify()
+    finally:
+        _blas.use_small_gemm(True)
+    assert np.allclose(kernel, unpatched, rtol=1e-5, atol=1e-5 * np.abs(unpatched).max())

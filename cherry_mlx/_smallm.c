@@ -65,7 +65,7 @@ typedef struct {
 typedef float vf __attribute__((vector_size(32)));
 #define VL 8
 /* Hardware prefetchers lag once a panel takes several multiply-adds per weight: ask for the
- * weights PF_ROWS rows ahead (tested 16-32 rows ahead: M = 2..4 then cost about what 1 row does). */
+ * weights PF_ROWS rows ahead (16-32 rows tested: M = 2..5 then cost about what 1 row does). */
 #define PF_ROWS 32
 #define PF_LOCALITY 1
 #ifdef __AVX512VL__ /* 32 vector registers: 5 x 3 accumulators fit */
@@ -125,10 +125,10 @@ static inline __attribute__((always_inline)) void tile(const job_t *j, int m0, i
 
 /* Rows m0..m0+MM of C over columns n0..n1, NB weight rows at a time, the rest one by one. */
 #define SWEEP(MM, NB)                                                                              \
-    static void sweep_##MM(const job_t *j, int m0, int n0, int n1, long pf) {                               \
+    static void sweep_##MM(const job_t *j, int m0, int n0, int n1, long pf) {                      \
         int n = n0;                                                                                \
-        for (; n + NB <= n1; n += NB) tile(j, m0, n, MM, NB, pf);                                      \
-        for (; n < n1; n++) tile(j, m0, n, MM, 1, pf);                                                 \
+        for (; n + NB <= n1; n += NB) tile(j, m0, n, MM, NB, pf);                                  \
+        for (; n < n1; n++) tile(j, m0, n, MM, 1, pf);                                             \
     }
 SWEEP(1, 8)
 SWEEP(2, 4)
@@ -137,7 +137,8 @@ SWEEP(4, 4)
 SWEEP(5, NB5)
 
 /* Columns are walked in panels of PANEL weight rows: each panel comes from memory once and is
- * reused from L1/L2 by every group of (at most 4) rows of A, so W is streamed once for all M. */
+ * reused from L1/L2 by every group of rows of A (one group up to 5 rows, two for 6..8), so W is
+ * streamed once for all M. */
 #define PANEL 16
 
 /* 0: the untiled path, as before tiles (for benchmarks and CHERRY_MLX_SMALL_GEMM=untiled): one

@@ -156,7 +156,7 @@ static void rows_dot(const job_t *j) {
     int groups = j->M <= 5 ? 1 : 2;
     for (int n = j->n0; n < j->n1; n += PANEL) {
         int n1 = n + PANEL < j->n1 ? n + PANEL : j->n1;
-        long pf = n + PF_ROWS < j->n1 ? (long)PF_ROWS * j->ldb : 0;
+        long pf = n1 + PF_ROWS <= j->n1 ? (long)PF_ROWS * j->ldb : 0; /* stay inside W */
         for (int g = 0, m = 0; g < groups; g++, pf = 0) { /* the first group prefetches */
             int mm = (j->M - m) / (groups - g); /* 6 = 3 + 3, 7 = 3 + 4, 8 = 4 + 4 */
             switch (mm) {

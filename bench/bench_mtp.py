@@ -10,7 +10,7 @@ length). Sections, each saved to ``--results`` as it finishes (a rerun skips fin
 
   size     heads' parameters and fp32 bytes beside the trunk's; training tokens and time
   verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, cache of
-           ~200 tokens, to the greedy tokens), K = 1..4, for each decode-kernel arm in turn
+           the first prompt + 64 generated tokens, to the greedy tokens), K = 1..4, for each decode-kernel arm in turn
            (``_smallm.c``'s register tiles and the untiled path before them), and drafting k
            tokens with the heads, in plain steps
   greedy   per repetition, alternating: plain, every fixed K (first repetition only; acceptance

@@ -9,10 +9,10 @@ equal to a held-out one), ``--tokens`` new tokens each, no stop token (every rep
 length). Sections, each saved to ``--results`` as it finishes (a rerun skips finished ones):
 
   size     heads' parameters and fp32 bytes beside the trunk's; training tokens and time
-  verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, cache of
-           the first prompt + 64 generated tokens, to the greedy tokens), K = 1..4, for each decode-kernel arm in turn
-           (``_smallm.c``'s register tiles and the untiled path before them), and drafting k
-           tokens with the heads, in plain steps
+  verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, to the
+           greedy tokens; cache of the first prompt + 64 generated tokens), K = 1..4, for each
+           decode-kernel arm in turn (``_smallm.c``'s register tiles and the untiled path before
+           them): wall time (median, fastest) and CPU time; drafting k tokens, in plain steps
   greedy   per repetition, alternating: plain, every fixed K (first repetition only; acceptance
            does not depend on timing), the best K, adaptive drafting. Output checked identical to
            plain; accepted length = tokens per verify pass (bonus included); speedup per

@@ -9,8 +9,10 @@ equal to a held-out one), ``--tokens`` new tokens each, no stop token (every rep
 length). Sections, each saved to ``--results`` as it finishes (a rerun skips finished ones):
 
   size     heads' parameters and fp32 bytes beside the trunk's; training tokens and time
-  verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, cache of
-           ~200 tokens), K = 1..4, and drafting k tokens with the heads, in plain steps
+  verify   one trunk pass over K+1 tokens vs one plain decode step (both synchronous, to the
+           greedy tokens; cache of the first prompt + 64 generated tokens), K = 1..4, for each
+           decode-kernel arm in turn (``_smallm.c``'s register tiles and the untiled path before
+           them): wall time (median, fastest) and CPU time; drafting k tokens, in plain steps
   greedy   per repetition, alternating: plain, every fixed K (first repetition only; acceptance
            does not depend on timing), the best K, adaptive drafting. Output checked identical to
            plain; accepted length = tokens per verify pass (bonus included); speedup per
@@ -36,7 +38,13 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
-from cherry_mlx.decoding.generate import GenerationStats, generate_tokens, prefill
+from cherry_mlx import _blas
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    generate_tokens,
+    prefill,
+    target_logprobs,
+)
 from cherry_mlx.decoding.settings import SamplingConfig
 from cherry_mlx.decoding.speculative import (
     head_acceptance,
@@ -70,32 +78,61 @@ def _median_time(fn, reps):
     return statistics.median(ts)
 
 
-def verify_section(model, prompt, reps=15) -> dict:
-    """Plain step vs verify pass over K+1 tokens (interleaved), and drafting k tokens."""
+def _kernel_arms() -> list:
+    """The decode-kernel arms this process can switch between: tiled (the default) and the
+    untiled path it replaced, or just the one in use when the shim is not loaded."""
+    return ["tiled", "untiled"] if _blas.use_tiled_kernel(True) else [_blas.smallm_status]
+
+
+def verify_section(model, prompt, reps=15, rounds=3) -> dict:
+    """Plain step vs verify pass over K+1 tokens (interleaved), per decode-kernel arm, and
+    drafting k tokens (tiled arm)."""
     cache = model.make_cache()
     ctx = list(prompt) + [int(t) for t in generate_tokens(model, prompt, max_tokens=64)]
     h0 = prefill(model, mx.array(ctx[:-1], dtype=mx.int32), cache)
+    cfg = SamplingConfig()
 
-    def trunk_pass(m):
+    def trunk_pass(m):  # what a plain step (m = 1) or a verify pass does, to the greedy tokens
         x = mx.array(ctx[-1:] * m, dtype=mx.int32)[None]
-        mx.eval(mx.argmax(model.logits(model.hidden(x, cache=cache)), axis=-1))
+        logits = model.logits(model.hidden(x, cache=cache))[0]  # (m, V)
+        mx.eval(mx.argmax(target_logprobs(logits, None, cfg), axis=-1))
         for c in cache:
             c.trim(m)
 
-    for m in range(1, 6):
-        trunk_pass(m)  # warm-up
-    step, verify = [], {k: [] for k in range(1, 5)}
-    for _ in range(3):  # interleaved rounds: load changes hit every arm alike
-        step.append(_median_time(lambda: trunk_pass(1), reps))
-        for k in verify:
-            verify[k].append(_median_time(lambda k=k: trunk_pass(k + 1), reps))
-    s = statistics.median(step)
-    out = {
-        "step_ms": 1e3 * s,
-        "verify_steps": {k: statistics.median(v) / s for k, v in verify.items()},
-    }
+    arms = _kernel_arms()
+    for arm in arms:
+        _blas.use_tiled_kernel(arm != "untiled")
+        for m in range(1, 6):
+            trunk_pass(m)  # warm-up
+    times = {a: {m: [] for m in range(1, 6)} for a in arms}  # every pass's wall time
+    cpu = {a: {m: [] for m in range(1, 6)} for a in arms}  # and its CPU time (all threads)
+    for _ in range(rounds):  # interleaved rounds: load changes hit every arm alike
+        for m in range(1, 6):
+            for arm in arms:
+                _blas.use_tiled_kernel(arm != "untiled")
+                for _ in range(reps):
+                    t, c = time.perf_counter(), time.process_time()
+                    trunk_pass(m)
+                    times[arm][m].append(time.perf_counter() - t)
+                    cpu[arm][m].append(time.process_time() - c)
+    _blas.use_tiled_kernel(True)
+    out = {"context": len(ctx) - 1, "reps": reps, "rounds": rounds, "arms": {}}
+    for arm in arms:
+        med = {m: statistics.median(ts) for m, ts in times[arm].items()}
+        low = {m: min(ts) for m, ts in times[arm].items()}  # least disturbed by other processes
+        out["arms"][arm] = {
+            "step_ms": 1e3 * med[1],
+            "verify_steps": {k: med[k + 1] / med[1] for k in range(1, 5)},
+            "step_ms_min": 1e3 * low[1],
+            "verify_steps_min": {k: low[k + 1] / low[1] for k in range(1, 5)},
+        }
+        # CPU time hardly counts the time other processes hold the cores: on a shared machine
+        # its ratios are the steadier ones
+        c = {m: statistics.median(ts) for m, ts in cpu[arm].items()}
+        out["arms"][arm]["step_cpu_ms"] = 1e3 * c[1]
+        out["arms"][arm]["verify_steps_cpu"] = {k: c[k + 1] / c[1] for k in range(1, 5)}
+    out.update(out["arms"][arms[0]])  # the default arm, as read by the greedy summary
     drafter = make_drafter(model)
-    cfg = SamplingConfig()
     draft = {}
     for k in range(1, drafter.K + 1):
         times = []
@@ -108,7 +145,7 @@ def verify_section(model, prompt, reps=15) -> dict:
             t = time.perf_counter()
             mx.eval(drafter.draft(ctx, cfg, k)[0])  # one round's drafting, as in decoding
             times.append(time.perf_counter() - t)
-        draft[k] = statistics.median(times) / s
+        draft[k] = statistics.median(times) / (out["step_ms"] / 1e3)
     out["draft_steps"] = draft
     return out
 
@@ -151,30 +188,41 @@ def arm_record(walls, base_walls, st, outs=None, ref=None):
     return r
 
 
-def timing_section(model, prompts, n, reps, cfg, all_k: bool, best=None, adaptive=True) -> dict:
+def timing_section(
+    model, prompts, n, reps, cfg, all_k: bool, best=None, adaptive=True, kernels=("tiled",)
+) -> dict:
+    """Per repetition, for each decode-kernel arm in turn (``--kernel both``: the untiled arm's
+    records are named "untiled ..."): plain, then the speculative arms, against that plain."""
     K = model.mtp.num_heads
     seeds = list(range(len(prompts)))
     run_spec(model, prompts[:1], 8, cfg, seeds)  # warm-up
     run_plain(model, prompts[:1], 8, cfg, seeds)
     reps_out = []
     for rep in range(reps):
-        ref, base, st0 = run_plain(model, prompts, n, cfg, seeds)
-        row = {"plain_tps": st0.decode_tps, "plain_wall": sum(base), "arms": {}}
-        ks = range(1, K + 1) if (rep == 0 and all_k) or best is None else [best]
-        for k in ks:
-            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, k)
-            row["arms"][f"K={k}"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
-        if best is None:
-            best = max(ks, key=lambda k: row["arms"][f"K={k}"]["speedup"])
-        if adaptive:
-            outs, walls, st = run_spec(model, prompts, n, cfg, seeds, adaptive=True)
-            rec = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
-            row["arms"]["adaptive"] = rec
+        row = {"arms": {}}
+        for kern in kernels:
+            _blas.use_tiled_kernel(kern == "tiled")
+            pre = "" if kern == "tiled" else f"{kern} "
+            ref, base, st0 = run_plain(model, prompts, n, cfg, seeds)
+            row[f"{pre}plain_tps".replace(" ", "_")] = st0.decode_tps
+            row[f"{pre}plain_wall".replace(" ", "_")] = sum(base)
+            ks = range(1, K + 1) if (rep == 0 and all_k) or best is None else [best]
+            arms = {}
+            for k in ks:
+                outs, walls, st = run_spec(model, prompts, n, cfg, seeds, k)
+                arms[f"K={k}"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+            if best is None:
+                best = max(ks, key=lambda k: arms[f"K={k}"]["speedup"])
+            if adaptive:
+                outs, walls, st = run_spec(model, prompts, n, cfg, seeds, adaptive=True)
+                arms["adaptive"] = arm_record(walls, base, st, outs, ref if cfg.greedy else None)
+            row["arms"].update({pre + a: r for a, r in arms.items()})
+            print(f"  rep {rep + 1} {kern}: plain {st0.decode_tps:.1f} tok/s; " + "; ".join(
+                f"{a} {r['speedup']:.2f}x ({r['accepted_length']:.2f} tok/pass)"
+                for a, r in arms.items()), flush=True)  # fmt: skip
+        _blas.use_tiled_kernel(True)
         reps_out.append(row)
-        print(f"  rep {rep + 1}: plain {st0.decode_tps:.1f} tok/s; " + "; ".join(
-            f"{a} {r['speedup']:.2f}x ({r['accepted_length']:.2f} tok/pass)"
-            for a, r in row["arms"].items()), flush=True)  # fmt: skip
-    return {"best_k": best, "reps": reps_out}
+    return {"best_k": best, "kernels": list(kernels), "reps": reps_out}
 
 
 def _pct(xs) -> str:
@@ -199,10 +247,18 @@ def summarize(res: dict, tokens: int, n_prompts: int) -> None:
                   f"{_pct(t.get('agreement_valid') or [])}")  # fmt: skip
     v = res.get("verify")
     if v:
-        ver = ", ".join(f"K={k}: {c:.2f}" for k, c in v["verify_steps"].items())
+        for arm, a in (v.get("arms") or {"": v}).items():
+            ver = ", ".join(f"K={k}: {c:.2f}" for k, c in a["verify_steps"].items())
+            print(f"{arm + ' kernel: ' if arm else ''}plain step {a['step_ms']:.0f} ms; verify "
+                  f"pass over K+1 tokens in plain steps: {ver} (medians)")  # fmt: skip
+            if "verify_steps_min" in a:
+                low = ", ".join(f"K={k}: {c:.2f}" for k, c in a["verify_steps_min"].items())
+                print(f"  fastest passes: plain step {a['step_ms_min']:.0f} ms; verify: {low}")
+            if "verify_steps_cpu" in a:
+                c = ", ".join(f"K={k}: {x:.2f}" for k, x in a["verify_steps_cpu"].items())
+                print(f"  CPU time: plain step {a['step_cpu_ms']:.0f} ms; verify: {c}")
         dra = ", ".join(f"k={k}: {c:.2f}" for k, c in v["draft_steps"].items())
-        print(f"plain step {v['step_ms']:.0f} ms; verify pass over K+1 tokens in plain steps: "
-              f"{ver}; drafting k tokens in plain steps: {dra}")  # fmt: skip
+        print(f"drafting k tokens in plain steps: {dra}")
     for name, title in (("greedy", "greedy"), ("sample", "sampling T=0.7")):
         g = res.get(name)
         if g:
@@ -216,9 +272,11 @@ def _timing_summary(g: dict, title: str, v, tokens: int, n_prompts: int) -> None
     for rep in g["reps"]:
         for a, r in rep["arms"].items():
             arms.setdefault(a, []).append(r)
-    plain = [rep["plain_tps"] for rep in g["reps"]]
-    med = statistics.median(plain)
-    print(f"  plain: {med:.2f} tok/s (median; range {min(plain):.2f}-{max(plain):.2f})")
+    for key in [k for k in g["reps"][0] if k.endswith("plain_tps")]:
+        plain = [rep[key] for rep in g["reps"]]
+        med = statistics.median(plain)
+        name = key[: -len("_tps")].replace("_", " ")
+        print(f"  {name}: {med:.2f} tok/s (median; range {min(plain):.2f}-{max(plain):.2f})")
     for a, rs in arms.items():
         sp = [r["speedup"] for r in rs]
         acc = statistics.median(r["accepted_length"] for r in rs)
@@ -253,6 +311,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-reps", type=int, default=3)
     ap.add_argument("--sections", default="size,verify,greedy,sample")
     ap.add_argument("--redo", default="", help="sections to rerun even if saved")
+    ap.add_argument("--verify-reps", type=int, default=15, help="passes per timing (median)")
+    ap.add_argument("--verify-rounds", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--kernel", choices=["tiled", "untiled", "both"], default="tiled",
+                    help="decode-kernel arm(s) for the greedy and sample sections (both: "
+                    "alternating in each repetition)")  # fmt: skip
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text()) if args.results.exists() else {}
     model = load_model(args.model)[0]
@@ -267,17 +330,19 @@ def main(argv=None) -> int:
         if sec == "size":
             res[sec] = size_section(model, args.model)
         elif sec == "verify":
-            res[sec] = verify_section(model, prompts[0])
-        elif sec == "greedy":
+            res[sec] = verify_section(model, prompts[0], args.verify_reps, args.verify_rounds)
+        kernels = ("tiled", "untiled") if args.kernel == "both" else (args.kernel,)
+        if sec == "greedy":
             res[sec] = timing_section(
-                model, prompts, args.tokens, args.reps, SamplingConfig(), True
+                model, prompts, args.tokens, args.reps, SamplingConfig(), True, kernels=kernels
             )
         elif sec == "sample":
             cfg = SamplingConfig(temp=0.7)
             best = res.get("greedy", {}).get("best_k")
             res[sec] = timing_section(
-                model, prompts, args.tokens, args.sample_reps, cfg, False, best, adaptive=False
-            )
+                model, prompts, args.tokens, args.sample_reps, cfg, False, best, adaptive=False,
+                kernels=kernels,
+            )  # fmt: skip
         res.setdefault("seconds", {})[sec] = round(time.perf_counter() - t0, 1)
         args.results.write_text(json.dumps(res, indent=1))
     print()

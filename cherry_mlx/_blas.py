@@ -16,7 +16,9 @@ streams each weight row once for them, since OpenBLAS's sgemm packs the whole we
 (a SmolLM2 decode step: 118 ms there, 62-78 ms here). It is made global ahead of OpenBLAS only
 once OpenBLAS's sgemm and sgemv are resolved and handed to it; any failure on the way (no
 compiler, a compile error, an unwritable cache, a library that is not a BLAS) leaves it unloaded
-with a one-line notice. ``CHERRY_MLX_SMALL_GEMM=0`` turns it off.
+with a one-line notice. ``CHERRY_MLX_SMALL_GEMM=0`` turns it off; ``=untiled`` keeps it but
+computes one dot product at a time, as before its register tiles (a speculative verify pass over
+K + 1 rows then costs up to ~1.8 plain steps instead of ~1.1-1.3; same results).
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ _CANDIDATES = [
     "/usr/local/lib/libopenblas.so.0",
 ]
 
-# -march=native: built on the machine that runs it (the cache key includes the CPU's features);
-# reassociation lets the dot products vectorise (float sums in another order, as BLAS does).
-_CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
-           "-fno-trapping-math", "-shared", "-fPIC"]  # fmt: skip
+# -march=native: built on the machine that runs it (the cache key includes the CPU's features).
+# The kernel is vectorised by hand with one fixed summation order; no reassociation flags, so the
+# compiler cannot sum one (m, n) differently depending on how many rows a product has.
+_CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC"]
 _SMALLM_SRC = Path(__file__).with_name("_smallm.c")
 # /proc/cpuinfo lines naming what -march=native builds for (x86 and aarch64).
 _CPU_KEYS = (b"flags", b"model name", b"Features", b"CPU implementer", b"CPU part", b"CPU variant")
@@ -209,6 +211,8 @@ def _load_smallm(sgemm: ctypes.c_void_p, sgemv: ctypes.c_void_p) -> None:
         return
     _targets[:] = [sgemm, sgemv]
     smallm, smallm_status = shim, "on"
+    if os.environ.get(SMALL_ENV, "").strip().lower() == "untiled":
+        use_tiled_kernel(False)
 
 
 def _compiler() -> tuple[list[str], bytes]:
@@ -248,7 +252,7 @@ def _build_smallm() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=base)
     os.close(fd)
     try:
-        res = subprocess.run([*cc, *_CFLAGS, "-o", tmp, str(_SMALLM_SRC), "-lpthread"],
+        res = subprocess.run([*cc, *_CFLAGS, "-o", tmp, str(_SMALLM_SRC), "-lpthread", "-lm"],
                              capture_output=True, timeout=120)  # fmt: skip
         if res.returncode != 0 or os.path.getsize(tmp) == 0:
             why = _first_line(res.stderr.decode(errors="replace") or "produced nothing")
@@ -276,4 +280,15 @@ def use_small_gemm(on: bool) -> bool:
     if smallm is None:
         return False
     smallm.cherry_smallm_set(_targets[0], _targets[1] if on else None)
+    return True
+
+
+def use_tiled_kernel(on: bool) -> bool:
+    """Switch the decode-shaped path between its register tiles (several rows of A and of W per
+    pass over K; attention's P @ V in the kernel too) and the untiled path it replaced (one dot
+    product at a time, which sums in the same order; OpenBLAS gemv per row for B as stored);
+    False when the shim is not loaded. For benchmarks: both arms in one process."""
+    if smallm is None:
+        return False
+    smallm.cherry_smallm_tiled(int(on))
     return True

@@ -30,7 +30,9 @@ def run_ablate(ctx: Context) -> Dict[str, Any]:
     root = ctx.runs_dir("ablate", fresh=True)
     data = family_data(ctx)
     res: Dict[str, Any] = {"steps": kn["ablate_steps"], "seeds": seeds,
-                           "rungs": [label for label, _ in LADDER], "ladders": []}  # fmt: skip
+                           "rungs": [label for label, _ in LADDER], "ladders": [],
+                           "eval_examples": min(len(ctx.valid), kn["ablate_eval_batches"] *
+                                                b.batch_size)}  # fmt: skip
     for seed in seeds:
         paths = train_experts(ctx, "ablate", data, kn["ablate_steps"], seed, bar)
         fcfg = FuseConfig.from_flat(
@@ -40,7 +42,9 @@ def run_ablate(ctx: Context) -> Dict[str, Any]:
             out=str(root / f"ladder-s{seed}"),
             tokenizer=str(ctx.tokenizer_dir) if ctx.tokenizer_dir else None,
         )  # fmt: skip
-        rep = ablate(fcfg, ctx.train, ctx.valid, ctx.tokenizer)
+        # the held-out chat cut, its first ablate_eval_batches batches (every rung the same)
+        valid = ctx.valid[: kn["ablate_eval_batches"] * b.batch_size]
+        rep = ablate(fcfg, ctx.train, valid, ctx.tokenizer)
         res["ladders"].append({"seed": seed, "rows": rep["rows"]})
         bar.step(f"ladder seed {seed}")
     bar.close()
@@ -74,7 +78,8 @@ def ablate_section(res: Dict[str, Any]) -> List[str]:
     lines = [
         f"Per seed ({res['seeds']}): two half-depth experts healed {res['steps']} steps each, "
         f"then every rung fused and trained {res['steps']} steps (gate, heads and experts) from "
-        "those same experts. Held-out chat loss, means over seeds.",
+        "those same experts. Held-out chat loss on the first "
+        f"{res.get('eval_examples', '?')} held-out chat examples, means over seeds.",
         "",
         "| rung | total | GT | non-GT | routing entropy | FLOPs/token | paper |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -102,5 +107,8 @@ STAGE = Stage(
     rows=ablate_rows,
     section=ablate_section,
     plot=plot,
-    knobs={"ablate_steps": {"tiny": 2, "cpu": 4, "paper": 500}},
+    knobs={
+        "ablate_steps": {"tiny": 2, "cpu": 4, "paper": 500},
+        "ablate_eval_batches": {"tiny": 1, "cpu": 4, "paper": 1000},  # held-out batches per rung
+    },  # fmt: skip
 )

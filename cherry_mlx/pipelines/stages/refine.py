@@ -103,5 +103,5 @@ STAGE = Stage(
     rows=refine_rows,
     section=refine_section,
     plot=plot,
-    knobs={"refine_examples": {"tiny": 4, "cpu": 16, "paper": 64}},
+    knobs={"refine_examples": {"tiny": 4, "cpu": 12, "paper": 64}},
 )

@@ -162,8 +162,8 @@ STAGE = Stage(
     section=ssgt_section,
     plot=plot,
     knobs={
-        "ssgt_steps": {"tiny": 2, "cpu": 12, "paper": 500},
+        "ssgt_steps": {"tiny": 2, "cpu": 8, "paper": 500},
         "ssgt_prompts": {"tiny": 1, "cpu": 2, "paper": 200},  # per kind and language
-        "ssgt_tokens": {"tiny": 8, "cpu": 32, "paper": 128},
+        "ssgt_tokens": {"tiny": 8, "cpu": 24, "paper": 128},
     },  # fmt: skip
 )

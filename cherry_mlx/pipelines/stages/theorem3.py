@@ -133,5 +133,5 @@ STAGE = Stage(
     rows=theorem3_rows,
     section=theorem3_section,
     plot=plot,
-    knobs={"t3_batches": {"tiny": 1, "cpu": 2, "paper": 4}},
+    knobs={"t3_batches": {"tiny": 1, "cpu": 1, "paper": 4}},
 )

@@ -21,6 +21,10 @@ from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import shuffled_examples
 
 STAGES = ("sgt", "anchor", "compress", "loops", "mtp", "quant", "moee")
+STAGES += ("ablate",)
+STAGES += ("ssgt",)
+STAGES += ("refine",)
+STAGES += ("theorem3",)
 
 
 def set_run(monkeypatch, name, run, rows=None):
@@ -162,20 +166,21 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     """``repro --budget tiny``: killed in its last stage, rerun, then every stage's rows are in
     the JSON and in report.md with the verdict the stated rule gives."""
     out = tmp_path / "repro"
-    real = importlib.import_module("cherry_mlx.pipelines.stages.moee").STAGE.run
+    last = STAGES[-1]
+    real = importlib.import_module(f"cherry_mlx.pipelines.stages.{last}").STAGE.run
 
     def killed(ctx):
         raise KeyboardInterrupt
 
     assert tuple(s.name for s in stages()) == STAGES  # the run order
-    set_run(monkeypatch, "moee", killed)
+    set_run(monkeypatch, last, killed)
     with pytest.raises(KeyboardInterrupt):
         repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
     done = {p.stem for p in (out / "results").glob("*.json")}
-    assert done == {"source", *STAGES} - {"moee"}
-    for stage in set(STAGES) - {"moee"}:  # finished: must not run again
+    assert done == {"source", *STAGES} - {last}
+    for stage in set(STAGES) - {last}:  # finished: must not run again
         set_run(monkeypatch, stage, killed)
-    set_run(monkeypatch, "moee", real)
+    set_run(monkeypatch, last, real)
     results = repro.run_repro(ReproConfig(budget="tiny", out=str(out)), log=lambda *_: None)
     report = (out / "report.md").read_text()
     assert set(STAGES) <= set(results)
@@ -191,7 +196,8 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     claims = " ".join(r["claim"] for s in STAGES for r in results[s]["rows"])
     for needed in ("ROI", "share reading", "W̃", "γ̄ > 0 at the source", "shuffled responses",
                    "random", "rho1", "prune-bi", "prune-angular", "looping", "speedup",
-                   "nvfp4", "MoEE", "pure GT (λ 1)", "4L×2 ("):  # fmt: skip
+                   "nvfp4", "MoEE", "pure GT (λ 1)", "4L×2 (", "MoEE ladder",
+                   "self_correction_rate", "hit@5", "Eq. 6's bound"):  # fmt: skip
         assert needed in claims, needed
     assert "n/a" not in re.findall(r"\| \*\*(.*?)\*\* \|", report)
     sgt = results["sgt"]

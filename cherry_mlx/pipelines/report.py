@@ -96,7 +96,10 @@ def verdict_table(results: Dict[str, Any], order: List[Stage]) -> List[str]:
         "| stage | paper | claim | paper's number | ours | control | spread | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for stage in (s.name for s in order):
+    for st in order:
+        stage = st.name
+        if stage not in results:  # an older run, or --only: the claims are there, unmeasured
+            lines.append(f"| {stage} | - | {cell(st.title)} | - | - | - | - | **not run** |")
         for r in (results.get(stage) or {}).get("rows", []):
             cells = [stage, r["table"], r["claim"], r["paper"], r["ours"], r["control"] or "-",
                      r["spread"], f"**{r['verdict']}**"]  # fmt: skip

@@ -38,29 +38,39 @@ def _merged(ctx: Context, loops: int = 1):
     return model, mcfg
 
 
+def family_data(ctx: Context):
+    """The two experts' training sets: (knowledge families, the rest), encoded."""
+    recs = ctx.train_records
+    fam_a = [r for r in recs if family(r) in KNOWLEDGE]
+    fam_b = [r for r in recs if family(r) not in KNOWLEDGE]
+    if not fam_a or not fam_b:
+        raise ValueError("MoEE needs both task families in the chat data (ids 'family:...')")
+    return tuple(encode_dataset(f, ctx.tokenizer, ctx.budget.seq_len)[0] for f in (fam_a, fam_b))
+
+
+def train_experts(ctx: Context, stage: str, data, steps: int, seed: int, bar) -> List:
+    """Two half-depth merged experts, each healed ``steps`` steps on its family; their paths."""
+    paths = []
+    for name, enc in zip(("expert_a", "expert_b"), data):
+        model, mcfg = _merged(ctx)
+        ctx.fit(model, ctx.train_cfg(stage, f"{name}-s{seed}", steps, seed), train_data=enc)
+        # the expert beside its training run (runs/NAME/model/, what compress and fuse write)
+        out = ctx.runs_dir(stage) / f"{name}-s{seed}" / "model"
+        paths.append(save_model(model, out, mcfg, ctx.tokenizer_dir))
+        bar.step(f"{name} seed {seed}")
+    return paths
+
+
 def run_moee(ctx: Context) -> Dict[str, Any]:
     b = ctx.budget
     S = b.moee_steps
     seeds = list(range(ctx.cfg.n_seeds))
     bar = StageBar("moee", 5 * len(seeds))
     root = ctx.runs_dir("moee", fresh=True)
-    recs = ctx.train_records
-    fam_a = [r for r in recs if family(r) in KNOWLEDGE]
-    fam_b = [r for r in recs if family(r) not in KNOWLEDGE]
-    if not fam_a or not fam_b:
-        raise ValueError("MoEE needs both task families in the chat data (ids 'family:...')")
-    enc_a = encode_dataset(fam_a, ctx.tokenizer, b.seq_len)[0]
-    enc_b = encode_dataset(fam_b, ctx.tokenizer, b.seq_len)[0]
+    data = family_data(ctx)
     res: Dict[str, Any] = {"steps": S, "seeds": seeds, "moee": [], "single": [], "looped": []}
     for seed in seeds:
-        paths = []
-        for name, data in (("expert_a", enc_a), ("expert_b", enc_b)):
-            model, mcfg = _merged(ctx)
-            ctx.fit(model, ctx.train_cfg("moee", f"{name}-s{seed}", S, seed), train_data=data)
-            # the expert beside its training run (runs/NAME/model/, what compress and fuse write)
-            out = root / f"{name}-s{seed}" / "model"
-            paths.append(save_model(model, out, mcfg, ctx.tokenizer_dir))
-            bar.step(f"{name} seed {seed}")
+        paths = train_experts(ctx, "moee", data, S, seed, bar)
         fcfg = FuseConfig.from_flat(
             experts=[str(p) for p in paths], granularity="model", top_k=1, train_experts=True,
             steps=S, batch_size=b.batch_size, seq_len=b.seq_len, learning_rate=b.learning_rate,

@@ -13,7 +13,6 @@ import math
 import time
 
 import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
-
 from cherry_mlx.decoding.generate import generate_tokens
 from cherry_mlx.evaluation.quantization import prose_perplexity, prose_windows
 from cherry_mlx.models import load_model, load_tokenizer

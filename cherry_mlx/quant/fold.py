@@ -101,37 +101,17 @@ def fold_block(block) -> Dict[str, float]:
 
 
 def is_post_norm_block(m) -> bool:
-    """A Gemma 2/3 block: its attention and MLP outputs pass a norm before the residual add, and
-    its norms scale by ``1 + weight``."""
-    return is_llama_block(m, gemma=True)
+    """A Gemma 2/3 block, left unfolded: its norms scale by ``1 + weight``, so a pre-norm could
+    absorb a factor s only as ``(1 + w)/s - 1`` (float32 then loses the gain's low bits), and
+    a factor pushed through a post-norm (attention and MLP outputs are normalised before the
+    residual add) shifts that norm's eps: on gemma-3-270m such a fold moved logits by up to 8.
+    Gemma's weights (amax 0.3-1 there) keep normal E4M3 block scales without it."""
+    return hasattr(m, "post_feedforward_layernorm")
 
 
-def fold_post_norm_block(block) -> Dict[str, float]:
-    """Fold tensor scales into a Gemma block (in place), using only scale-invariant norms:
-
-        v -> o -> post_attention_layernorm:   W_v' = W_v · t_v, W_o' = W_o · t_o
-        up -> down -> post_feedforward_layernorm:   W_u' = W_u · t_u, W_d' = W_d · t_d
-        q -> q_norm, k -> k_norm (Gemma 3):   W_q' = W_q · t_q, W_k' = W_k · t_k
-
-    RMSNorm(c·x) = RMSNorm(x) up to its eps (which shrinks to eps/c²), so each matrix gets its own
-    target. Gemma's pre-norms scale by ``1 + weight``: dividing that by s would store
-    ``(1 + w)/s - 1``, losing float32 precision in the gain, so q/k (Gemma 2) and gate, which
-    read a pre-norm, stay unscaled."""
-    attn, mlp = block.self_attn, block.mlp
-    names = ["v_proj", "o_proj"] + (["q_proj", "k_proj"] if hasattr(attn, "q_norm") else [])
-    factors = {}
-    for n in names:
-        factors[n[0]] = t = target_scale(getattr(attn, n).weight)
-        _scale_linear(getattr(attn, n), t, t)
-    for n in ("up_proj", "down_proj"):
-        factors[n.split("_")[0]] = t = target_scale(getattr(mlp, n).weight)
-        _scale_linear(getattr(mlp, n), t, t)
-    return factors
-
-
-def is_llama_block(m, gemma: bool = False) -> bool:
-    """Pre-norm block with q/k/v/o and gate/up/down (``gemma``: the post-norm Gemma block)."""
-    if hasattr(m, "post_feedforward_layernorm") != gemma:
+def is_llama_block(m) -> bool:
+    """A pre-norm block with plain-gain norms, q/k/v/o and gate/up/down (not Gemma's)."""
+    if is_post_norm_block(m):
         return False
     try:
         return (
@@ -209,12 +189,8 @@ def fold_tensor_scales(
             folded["model.embed_tokens"] = {"embed": s_e}
 
     for i, layer in enumerate(model.layers):
-        if skipped(f"model.layers.{i}"):
-            continue
-        if is_llama_block(layer):
+        if is_llama_block(layer) and not skipped(f"model.layers.{i}"):
             folded[f"model.layers.{i}"] = fold_block(layer)
-        elif is_post_norm_block(layer):
-            folded[f"model.layers.{i}"] = fold_post_norm_block(layer)
     mtp = getattr(model, "mtp", None)
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be
     # negligible on an input divided by s: with heads, lm_head stays unfolded.

@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (cherry_mlx must be imported before mlx)
 """NVFP4 on a real Gemma 3 (gemma-3-270m Q4_K_M import): greedy agreement with full precision and
 held-out prose loss, with the tensor-scale fold as this tree does it.
 
@@ -11,10 +12,9 @@ import argparse
 import json
 import time
 
+import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
 import mlx.core as mx
 import mlx.nn as nn
-
-import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
 from cherry_mlx.decoding.generate import generate_tokens
 from cherry_mlx.evaluation.quantization import prose_windows
 from cherry_mlx.models import load_model, load_tokenizer

@@ -184,3 +184,17 @@ def test_hidden_states_for_pruning_and_teachers_follow_the_family(family_dir):
         assert np.abs(np.array(model.logits(model.model.norm(last))) - want).max() <= 1e-4
     top_idx, top_val, lse, _ = teacher_forward(model, x, k=1)
     assert (np.array(top_idx)[..., 0] == want.argmax(-1)).all()
+
+
+@pytest.mark.slow  # builds a teacher cache of the bundled data: ~25 s per family
+def test_compress_with_distillation_healing(family_dir, tmp_path):
+    """Block-local healing and distillation read the teacher's per-block states (Gemma:
+    scaled embedding, sliding and array masks): the healed folder is the family's."""
+    _, path = family_dir
+    out = tmp_path / "d"
+    text = _cli("compress", path, "--to", "2L", "--heal-with", "distill", "--local-steps", 2,
+                "--heal-steps", 2, "--batch-size", 2, "--seq-len", 32, "--eval-batches", 1,
+                "-o", out)  # fmt: skip
+    errors = [float(v) for v in re.findall(r"relative error (\d+\.\d+)", text)]
+    assert errors and all(0 < e < 10 for e in errors)
+    _same_as_transformers(out / "model")

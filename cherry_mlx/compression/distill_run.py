@@ -80,7 +80,7 @@ def compress_distill(cfg: CompressConfig, log=print, data=None) -> CompressResul
     if cfg.heal and cfg.local_steps:
         t0 = time.perf_counter()
         fit_local(model.layers, units, cache, cfg.local_steps, batch_size=2 * cfg.batch_size,
-                  seed=cfg.seed, log=log)  # fmt: skip
+                  seed=cfg.seed, log=log, masks=model.model.layer_masks)  # fmt: skip
         res.stages.append(evaluate(model, data, "merged-healed", cfg.eval_batches,
                                    time.perf_counter() - t0))  # fmt: skip
         log(f"after {cfg.local_steps} local steps: loss {res.stages[-1].loss:.4f}")

@@ -48,10 +48,13 @@ def relative_error(pred: mx.array, target: mx.array, inp: mx.array) -> mx.array:
     return num / mx.maximum(mx.square(target - inp).sum(), 1e-12)
 
 
-def run_unit(blocks: Blocks, calls: Sequence[int], h: mx.array) -> mx.array:
+def run_unit(blocks: Blocks, calls: Sequence[int], h: mx.array, masks=None) -> mx.array:
+    """``masks``: h -> one mask per layer (the backbone's ``layer_masks``: sliding layers get
+    their window); default causal for every layer."""
+    per_layer = masks(h) if masks is not None else None
     mask = create_attention_mask(h, None)
     for i in calls:
-        h = blocks.layers[i](h, mask)
+        h = blocks.layers[i](h, per_layer[i] if per_layer is not None else mask)
     return h
 
 
@@ -89,6 +92,7 @@ def fit_local(
     seed: int = 0,
     rows: Optional[Sequence[int]] = None,
     log: Callable[[str], None] = print,
+    masks: Optional[Callable] = None,
 ) -> List[Dict[str, float]]:
     """Train ``layers`` so each unit maps the cached source state ``h_a`` to ``h_b``; returns
     the per-step history (mean relative error over units)."""
@@ -100,7 +104,7 @@ def fit_local(
                       weight_decay=0.0)  # fmt: skip
 
     def loss_fn(model, hs):
-        errs = [relative_error(run_unit(model, calls, hs[a]), hs[b], hs[a])
+        errs = [relative_error(run_unit(model, calls, hs[a], masks), hs[b], hs[a])
                 for calls, a, b in units]  # fmt: skip
         return mx.stack(errs).mean()
 

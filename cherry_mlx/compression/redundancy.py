@@ -12,17 +12,16 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List
 
 import mlx.core as mx
-from mlx_lm.models.base import create_attention_mask
 
 
 def block_states(model, inputs: mx.array) -> List[mx.array]:
     """Residual stream before each block call and after the last one: ``depth + 1`` x (B, T, D)."""
     m = model.model
-    h = m.embed_tokens(inputs)  # (B, T, D)
-    mask = create_attention_mask(h, None)
+    h = m.embed(inputs)  # (B, T, D)
+    masks = m.layer_masks(h)
     states = [h]
     for idx in m.schedule:
-        h = m.layers[idx](h, mask)
+        h = m.layers[idx](h, masks[idx])
         states.append(h)
     return states
 

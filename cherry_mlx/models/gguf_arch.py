@@ -130,6 +130,8 @@ def family_config(arch: str, get, cfg: Dict[str, Any], shapes) -> None:
                 get("rope.scaling.original_context_length", cfg["max_position_embeddings"])
             ),
         )
+        if get("attention.sliding_window"):  # llama.cpp keeps Phi-3's window (2047 in mini)
+            cfg["sliding_window"] = int(get("attention.sliding_window"))
 
 
 def _gemma_layer_types(pattern, n: int) -> List[str]:

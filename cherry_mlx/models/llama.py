@@ -115,20 +115,37 @@ class LlamaModel(nn.Module):
     def schedule(self):
         return self._schedule
 
+    def embed(self, inputs):
+        """Token embeddings as the first block reads them (Gemma: times sqrt(hidden))."""
+        h = self.embed_tokens(inputs)
+        return h * mx.array(self._scale, dtype=h.dtype) if self._scale is not None else h
+
+    def layer_masks(self, h, cache=None) -> list:
+        """The attention mask of each unique layer (by index) for hidden states ``h`` (B, T, D)
+        after ``cache``'s tokens: causal, or windowed for a sliding layer; an array where the
+        family's block needs one (Gemma 2 soft-caps the scores itself)."""
+        array = self.args.model_type in ARRAY_MASK
+        mask = create_attention_mask(h, cache, return_array=array)
+        window = mask
+        if SLIDING in self.args.layer_types:
+            w = self.args.sliding_window
+            window = create_attention_mask(h, cache, window_size=w, return_array=array)
+        return [window if t == SLIDING else mask for t in self.args.layer_types]
+
     def __call__(self, inputs, cache=None, input_embeddings=None):
-        h = input_embeddings if input_embeddings is not None else self.embed_tokens(inputs)
-        if self._scale is not None:
-            h = h * mx.array(self._scale, dtype=h.dtype)
+        if input_embeddings is None:
+            h = self.embed(inputs)
+        else:
+            h = input_embeddings
+            if self._scale is not None:
+                h = h * mx.array(self._scale, dtype=h.dtype)
         if cache is None:
             cache = [None] * len(self._schedule)
-        array = self.args.model_type in ARRAY_MASK
-        mask = create_attention_mask(h, cache[0], return_array=array)
-        if SLIDING in self.args.layer_types:  # every cache has the same length: one mask each
-            w = self.args.sliding_window
-            window = create_attention_mask(h, cache[0], window_size=w, return_array=array)
+        # every cache has the same length: one mask per layer kind
+        masks = self.layer_masks(h, cache[0])
         for idx, c in zip(self._schedule, cache):
             layer = self.layers[idx]
-            m = window if self.args.layer_types[idx] == SLIDING else mask
+            m = masks[idx]
             if self.checkpoint and c is None:
                 h = checkpointed(layer)(h, m)
             else:

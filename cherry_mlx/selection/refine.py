@@ -34,7 +34,6 @@ from typing import List, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
 
@@ -73,10 +72,10 @@ def layer_states(model, tokens: mx.array, layer: int, cache=None) -> mx.array:
     ``cache``: one mlx-lm ``KVCache`` per block call (``layer`` of them) holding a shared prefix;
     ``tokens`` then continue it."""
     inner = model.model
-    h = inner.embed_tokens(tokens)
-    mask = create_attention_mask(h, cache[0] if cache else None)
+    h = inner.embed(tokens)
+    masks = inner.layer_masks(h, cache[0] if cache else None)
     for i, idx in enumerate(inner.schedule[:layer]):
-        h = inner.layers[idx](h, mask, cache=cache[i] if cache else None)
+        h = inner.layers[idx](h, masks[idx], cache=cache[i] if cache else None)
     return h
 
 

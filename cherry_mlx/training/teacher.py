@@ -25,7 +25,6 @@ from typing import Dict, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.base import create_attention_mask
 
 from cherry_mlx._io import iter_lines, loads_json
 from cherry_mlx.data.encode import encode_dataset
@@ -48,13 +47,13 @@ def teacher_forward(model, inputs: mx.array, k: int, layers: Sequence[int] = ())
     {L: (B, T, D) f16} for L in ``layers`` (L = block index entering, depth = after the last).
     """
     m = model.model
-    h = m.embed_tokens(inputs)  # (B, T, D)
-    mask = create_attention_mask(h, None)
+    h = m.embed(inputs)  # (B, T, D)
+    masks = m.layer_masks(h)
     hidden = {}
     for step, idx in enumerate(m.schedule):
         if step in layers:
             hidden[step] = h.astype(mx.float16)
-        h = m.layers[idx](h, mask)
+        h = m.layers[idx](h, masks[idx])
     if len(m.schedule) in layers:
         hidden[len(m.schedule)] = h.astype(mx.float16)
     logits = model.logits(m.norm(h)).astype(mx.float32)  # (B, T, V)

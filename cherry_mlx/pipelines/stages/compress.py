@@ -117,7 +117,8 @@ def run_compress(ctx: Context) -> Dict[str, Any]:
     src = evaluate(source, data, "source")
     kd_steps = b.pre_unroll_steps + b.heal_steps  # an SGT arm's end-to-end steps
     t0 = time.perf_counter()
-    cache = ctx.teacher_cache(rows=kd_steps * b.batch_size)
+    # a row per end-to-end position, at least a local batch and the calibration rows
+    cache = ctx.teacher_cache(rows=max(kd_steps * b.batch_size, 2 * b.batch_size, 32))
     res["distill"] = {
         "e2e_steps": kd_steps, "local_steps": ctx.cfg.knobs("compress")["local_steps"],
         "local_batch": 2 * b.batch_size,

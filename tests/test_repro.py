@@ -197,13 +197,22 @@ def test_tiny_budget_end_to_end(tmp_path, monkeypatch):
     for needed in ("ROI", "share reading", "W̃", "γ̄ > 0 at the source", "shuffled responses",
                    "random", "rho1", "prune-bi", "prune-angular", "looping", "speedup",
                    "nvfp4", "MoEE", "pure GT (λ 1)", "4L×2 (", "MoEE ladder",
-                   "self_correction_rate", "hit@5", "Eq. 6's bound"):  # fmt: skip
+                   "self_correction_rate", "hit@5", "Eq. 6's bound", "prune-bi+local+distill",
+                   "average+local+distill", "prune-loop+local+distill", "nvfp4+dwq"):  # fmt: skip
         assert needed in claims, needed
     assert "n/a" not in re.findall(r"\| \*\*(.*?)\*\* \|", report)
     sgt = results["sgt"]
     assert set(sgt["arms"]) == {"sgt", "full", "random", "loss", "rho1", "shuffled",
                                 "full_shuffled"}  # fmt: skip
     assert all("en" in r["eval"] and "ko" in r["eval"] for r in sgt["arms"]["sgt"])
+    # one teacher cache per run, built by the compress stage: whole shards, every layer's state
+    (cache,) = (out / "teacher-cache").iterdir()
+    kd = results["compress"]["distill"]
+    assert kd["cache"]["rows"] >= kd["e2e_steps"] * results["compress"]["budget"]["batch_size"]
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["hidden_layers"] == list(range(results["compress"]["depth"] + 1))
+    dwq = next(m for m in results["quant"]["modes"] if m["mode"] == "nvfp4+dwq")
+    assert dwq["dwq"]["steps"] == results["quant"]["budget"]["dwq_steps"]
 
 
 NEW_STAGE = """

@@ -21,6 +21,7 @@ import mlx.core as mx
 from cherry_mlx.data.jsonl import read_jsonl
 from cherry_mlx.data.paths import prose_paths
 from cherry_mlx.data.shuffle import shuffle_batch
+from cherry_mlx.data.teacher_cache import TeacherCache, model_fingerprint
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
 from cherry_mlx.decoding.chat import render
 from cherry_mlx.decoding.generate import GenerationStats, generate_tokens
@@ -31,9 +32,13 @@ from cherry_mlx.pipelines.config import Budget, ReproConfig
 from cherry_mlx.training.config import TrainConfig
 from cherry_mlx.training.data import default_data_dir, load_split, valid_batches
 from cherry_mlx.training.prepare import find_tokenizer, open_tokenizer, prepare
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 from cherry_mlx.training.trainer import train
 
 PROSE = ("en", "ko")
+TEACHER_DIR = "teacher-cache"  # OUT/teacher-cache/seqT: the source's teacher cache, one per run
+SHARD_ROWS = 16  # rows per teacher-cache shard: the unit of resume and of growth
 
 
 class StageBar:
@@ -84,6 +89,27 @@ class Context:
         if fresh and path.exists():
             shutil.rmtree(path)
         return path
+
+    def teacher_cache(self, rows: int) -> TeacherCache:
+        """The source's teacher cache over the chat training data (top-k logits, GT levels and
+        the residual stream entering every block), built once per repro directory into
+        ``OUT/teacher-cache/seqT`` and shared by every seed and stage; a stage that needs more
+        rows than are there extends it. Resumable shard by shard (``training.teacher``)."""
+        b = self.budget
+        path = self.out / TEACHER_DIR / f"seq{b.seq_len}"
+        rows = -(-rows // SHARD_ROWS) * SHARD_ROWS  # whole shards: a later extension appends
+        fp = model_fingerprint(self.source_dir)
+        if (path / "manifest.json").is_file():
+            cache = TeacherCache.open(path, fingerprint=fp)
+            if cache.rows >= rows:
+                return cache
+        cfg = TeacherConfig(
+            model=str(self.source_dir), out=str(path), seq_len=b.seq_len, max_rows=rows,
+            data=str(self.cfg.data or default_data_dir()), hidden_layers="all",
+            rows_per_shard=SHARD_ROWS, batch_size=b.batch_size,
+        )  # fmt: skip
+        build_cache(cfg, log=lambda *_: None)
+        return TeacherCache.open(path, fingerprint=fp)
 
     def train_cfg(self, stage: str, name: str, steps: int, seed: int, **kw) -> TrainConfig:
         b = self.budget

@@ -128,8 +128,10 @@ def render_report(cfg: ReproConfig, manifest: Dict, results: Dict[str, Any], plo
     order = list(stages())
     src = results.get("source")
     budget = {k: v for k, v in asdict(BUDGETS[cfg.budget]).items() if k != "name"}
-    for st in order:
-        budget.update({k: v[cfg.budget] for k, v in st.knobs.items()})
+    for st in order:  # a stage's knobs, unless its result predates them (ran without them)
+        ran = (results.get(st.name) or {}).get("budget")
+        budget.update({k: v[cfg.budget] for k, v in st.knobs.items()
+                       if st.name not in results or (ran is not None and k in ran)})  # fmt: skip
     started = manifest.get("started")
     lines = [
         f"# cherry-mlx repro: {cfg.model}, budget {cfg.budget}",

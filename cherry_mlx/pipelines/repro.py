@@ -26,7 +26,7 @@ from cherry_mlx.models.loading import load_config, model_config, resolve, save_m
 from cherry_mlx.models.outputs import check_output
 from cherry_mlx.models.runs import RUNS_DIR
 from cherry_mlx.pipelines.config import ReproConfig
-from cherry_mlx.pipelines.context import build_context, has_weights, source_config
+from cherry_mlx.pipelines.context import TEACHER_DIR, build_context, has_weights, source_config
 from cherry_mlx.pipelines.report import read_json, report_only, write_json, write_report
 from cherry_mlx.pipelines.stage import Stage, stages
 from cherry_mlx.training.data import default_data_dir
@@ -85,7 +85,7 @@ def _source(cfg: ReproConfig, out: Path, log) -> Path:
 
 MANIFEST = "repro.json"
 # what repro writes at the top of its directory (and STAGE.png per stage)
-OWN = (MANIFEST, "results", "runs", "source", "results.json", "report.md")
+OWN = (MANIFEST, "results", "runs", "source", "results.json", "report.md", TEACHER_DIR)
 
 
 def own_names(names: Iterable[str]) -> Tuple[str, ...]:

@@ -41,7 +41,7 @@ def run_loops(ctx: Context) -> Dict[str, Any]:
     quiet = lambda *_: None  # noqa: E731
     for seed in seeds:
         base = CompressConfig.from_flat(
-            to=f"{unique}L", loops=1, pre_unroll_steps=b.pre_unroll_steps,
+            recipe="paper", to=f"{unique}L", loops=1, pre_unroll_steps=b.pre_unroll_steps,
             heal_steps=b.heal_steps, batch_size=b.batch_size, seq_len=b.seq_len,
             learning_rate=b.learning_rate, seed=seed, eval_batches=-1,
             tokenizer=str(ctx.tokenizer_dir) if ctx.tokenizer_dir else None,

@@ -140,7 +140,8 @@ def test_writer_and_batches_without_a_model(tmp_path):
     w = CacheWriter(tmp_path / "c", settings, "f1")
     for i in range(3):
         n = 2
-        w.write(i, dict(inputs=np.full((n, 3), i, np.int32), targets=np.zeros((n, 3), np.int32),
+        w.write(i, dict(inputs=np.full((n, 3), i, np.int32), length=np.full((n,), 3, np.int32),
+                        targets=np.zeros((n, 3), np.int32),
                         response=np.ones((n, 3), bool), level=np.zeros((n, 3), np.int8),
                         topk_idx=np.zeros((n, 3, 2), np.uint16),
                         topk_val=np.zeros((n, 3, 2), np.float16),
@@ -156,6 +157,7 @@ def test_writer_and_batches_without_a_model(tmp_path):
 def test_parse_layers():
     assert parse_layers("all", 3) == [0, 1, 2, 3]
     assert parse_layers("2, 0", 3) == [0, 2] and parse_layers("", 3) == []
+    assert parse_layers("last", 3) == [3]
     with pytest.raises(ValueError, match="0..3"):
         parse_layers("4", 3)
 

@@ -150,6 +150,16 @@ def text_rows(rows: List[dict], tokenizer, seq_len: int) -> Dict[str, np.ndarray
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def window_rows(windows: np.ndarray, seq_len: int) -> Dict[str, np.ndarray]:
+    """Rows from ready token windows (N, seq_len + 1), every position supervised."""
+    if windows.ndim != 2 or windows.shape[1] != seq_len + 1:
+        raise ValueError(f"token windows of shape {windows.shape}: need (N, {seq_len + 1})")
+    out = _empty(len(windows), seq_len)
+    out["inputs"], out["targets"] = windows[:, :-1], windows[:, 1:]
+    out["response"][:], out["length"][:] = True, seq_len
+    return out
+
+
 def prompts_of(rows: List[dict], tokenizer) -> List[List[int]]:
     """Chat-templated prompt ids: a row's ``prompt``, first user message, or its text."""
     out = []
@@ -200,12 +210,16 @@ def build_cache(
     log=print,
     prompts: Optional[List[List[int]]] = None,
     tokenizer=None,
+    windows: Optional[np.ndarray] = None,
 ) -> Path:
     """Fill ``cfg.out`` shard by shard (skipping finished ones); returns the cache path.
-    ``prompts`` (token ids, ``--origin generate`` only) replace the prompts of ``cfg.data``;
+    ``prompts`` (token ids, origin ``generate``) replace the prompts of ``cfg.data``, ``windows``
+    (N, seq_len + 1) token ids (origin ``text``, every position supervised) its text;
     ``tokenizer`` the model directory's own (for a source saved without one)."""
-    if prompts is not None and cfg.origin != "generate":
-        raise ValueError("prompt ids are answered with origin 'generate', not 'text'")
+    if (prompts is not None and cfg.origin != "generate") or (
+        windows is not None and cfg.origin != "text"
+    ):
+        raise ValueError("prompt ids need origin 'generate', token windows origin 'text'")
     model_dir = resolve(cfg.model)
     model, config = load_model(model_dir)
     model.eval()
@@ -226,7 +240,10 @@ def build_cache(
     writer = CacheWriter(cfg.out, settings, model_fingerprint(model_dir))
     R = cfg.rows_per_shard
     if cfg.origin == "text":
-        table = text_rows(_source_rows(cfg.data), tokenizer, cfg.seq_len)
+        if windows is not None:
+            table = window_rows(np.asarray(windows, np.int32), cfg.seq_len)
+        else:
+            table = text_rows(_source_rows(cfg.data), tokenizer, cfg.seq_len)
         total = len(table["inputs"])
     else:
         if prompts is None:

@@ -189,3 +189,38 @@ def test_training_form_is_the_unrolled_drafting_chain(tiny_config):
     for k in range(3):
         np.testing.assert_allclose(np.array(states[k]), np.array(mx.concatenate(loop[k], 1)),
                                    rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_train_mtp_command_reads_a_teacher_build_cache_or_builds_one(trunk, tmp_path):
+    """`teacher build --origin generate --hidden-layers last` then `train-mtp --teacher-cache`
+    gives a model whose heads draft (it loads with them); without --teacher-cache the command
+    builds the same kind of cache in OUT; a cache without the last layer is a one-line error."""
+    from typer.testing import CliRunner
+
+    from cherry_mlx_cli.main import app
+
+    _, d = trunk
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi", "A river?", "Why"]))
+    runner = CliRunner()
+    common = ["--steps", "4", "--batch-size", "2", "--heads", "2", "--draft-vocab", "40"]
+    build = ["teacher", "build", str(d), "--data", str(data), "--origin", "generate",
+             "--max-new-tokens", "6", "--seq-len", "32", "--k", "4"]  # fmt: skip
+    res = runner.invoke(app, build + ["-o", str(tmp_path / "t"), "--hidden-layers", "last"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train-mtp", str(d), "--teacher-cache", str(tmp_path / "t"),
+                              "-o", str(tmp_path / "m1")] + common)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    model, _ = load_model(tmp_path / "m1")
+    assert model.mtp.num_heads == 2 and len(model.args.mtp["draft_vocab"]) == 40
+    own = ["--data", str(data), "--prompts", "3", "--max-new-tokens", "5"]
+    res = runner.invoke(app, ["train-mtp", str(d), "-o", str(tmp_path / "m2")] + own + common)
+    assert res.exit_code == 0, res.output
+    assert TeacherCache.open(tmp_path / "m2" / "teacher-cache").rows == 3
+    assert load_model(tmp_path / "m2")[0].mtp.num_heads == 2
+    res = runner.invoke(app, build + ["-o", str(tmp_path / "nh")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train-mtp", str(d), "--teacher-cache", str(tmp_path / "nh"),
+                              "-o", str(tmp_path / "m3")] + common)  # fmt: skip
+    assert res.exit_code != 0 and "--hidden-layers" in str(res.exception)
+    assert "\n" not in str(res.exception) and not (tmp_path / "m3" / "model.safetensors").exists()

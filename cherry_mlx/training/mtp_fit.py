@@ -38,7 +38,14 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from cherry_mlx.data.teacher_cache import CacheError, TeacherCache, model_fingerprint
-from cherry_mlx.models.loading import load_config, model_config, save_model
+from cherry_mlx.models.loading import (
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_config,
+    resolve,
+    save_model,
+)
 from cherry_mlx.models.mtp import (
     draft_rows,
     draft_vocab,
@@ -46,7 +53,12 @@ from cherry_mlx.models.mtp import (
     freeze_for_mtp,
     set_draft_vocab,
 )
+from cherry_mlx.models.outputs import check_output
+from cherry_mlx.training.data import default_data_dir
 from cherry_mlx.training.mtp import HeadDistillLoss
+from cherry_mlx.training.mtp_fit_config import TrainMTPConfig
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 
 BUCKET = 32  # sequence lengths padded to a multiple of this: few distinct compiled shapes
 
@@ -284,4 +296,34 @@ def fit_heads(
             base = load_config(Path(source_dir)) if source_dir is not None else None
             save_model(model, out_model, model_config(model, base), tokenizer_dir=source_dir)
             (Path(out_model) / "mtp_fit.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def train_mtp_command(cfg: TrainMTPConfig, log=print) -> Dict:
+    """``cherry-mlx train-mtp``: check -o, use (or build) the teacher cache, fit, save."""
+    src = resolve(cfg.model)
+    out = check_output(cfg.out, [src], cfg.force)
+    model, _ = load_model(src)
+    cache = Path(cfg.teacher_cache) if cfg.teacher_cache else out / "teacher-cache"
+    open_first = cfg.teacher_cache is not None
+    if open_first:  # a one-line error before any work when it cannot serve
+        open_cache(cache, model, src)
+    else:
+        log(f"building the teacher cache in {cache} (once; resumable with --force)")
+        tcfg = TeacherConfig(model=str(src), out=str(cache), origin="generate",
+                             data=cfg.data or str(default_data_dir()), k=4,
+                             seq_len=256, max_rows=cfg.prompts, hidden_layers="last",
+                             max_new_tokens=cfg.max_new_tokens, temperature=0.0,
+                             stop_at_eos=False)  # fmt: skip
+        build_cache(tcfg, log=log, tokenizer=load_tokenizer(src))
+    fit = FitConfig(heads=cfg.heads, steps=cfg.steps, batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, warmup=min(30, cfg.steps // 5),
+                    feature_weight=cfg.feature_weight, draft_vocab=cfg.draft_vocab,
+                    seed=cfg.seed)  # fmt: skip
+    res = fit_heads(model, cache, out / "heads-state", fit, out_model=out, source_dir=src,
+                    log=log)  # fmt: skip
+    agree = ", ".join(f"{a:.2f}" for a in res.get("agreement_valid", []))
+    log(f"{cfg.heads} heads, {res['step']} steps on {res['cache']['sequences']} cached "
+        f"sequences; agreement with the trunk on held-back ones: {agree}; saved to "
+        f"{out}")  # fmt: skip
     return res

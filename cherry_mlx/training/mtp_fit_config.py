@@ -17,7 +17,7 @@ class TrainMTPConfig:
     into OUT/teacher-cache from --data's prompts (greedy replies, the last layer's states).
 
     Example: cherry-mlx teacher build runs/imported/smollm2-135m -o runs/teacher-gen --origin
-    generate --data weights/data --hidden-layers last --temperature 0 --no-stop-at-eos;
+    generate --data weights/data/default --hidden-layers last --temperature 0 --no-stop-at-eos;
     cherry-mlx train-mtp runs/imported/smollm2-135m --teacher-cache runs/teacher-gen -o
     runs/smollm2-mtp
     """

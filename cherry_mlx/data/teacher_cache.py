@@ -59,6 +59,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 FORMAT = "cherry-teacher-cache/2"
+OLD_FORMAT = "cherry-teacher-cache/1"  # read: no length.npy, derived from the response mask
 ROW_KEYS = (
     "inputs", "length", "targets", "response", "level", "topk_idx", "topk_val", "lse",
 )  # fmt: skip
@@ -176,7 +177,7 @@ def _read_manifest(path: Path) -> Dict[str, Any]:
         m = json.loads(f.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise CacheError(f"{f} is corrupted ({e.__class__.__name__}); rebuild the cache") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
+    if not isinstance(m, dict) or m.get("format") not in (FORMAT, OLD_FORMAT):
         raise CacheError(f"{f} is not a {FORMAT} manifest; rebuild the cache")
     return m
 
@@ -253,12 +254,18 @@ class TeacherCache:
         arrays = {}
         for name in names:
             f = d / f"{name}.npy"
+            if name == "length" and not f.exists() and self.manifest["format"] == OLD_FORMAT:
+                continue
             try:
                 arrays[name] = np.load(f, mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise CacheError(f"{f} is missing or corrupted ({e.__class__.__name__}); "
                                  f"rebuild the cache") from None  # fmt: skip
         n, t = self._rows[j], self.seq_len
+        if "length" not in arrays:  # an old cache: up to the last supervised position
+            resp = np.asarray(arrays["response"])  # (n, t)
+            last = t - np.argmax(resp[:, ::-1], axis=1)
+            arrays["length"] = np.where(resp.any(axis=1), last, t).astype(np.int32)
         want = {"topk_idx": (n, t, self.k), "topk_val": (n, t, self.k), "length": (n,)}
         for name, arr in arrays.items():
             shape = want.get(name, arr.shape if name.startswith("hidden-") else (n, t))

@@ -6,9 +6,10 @@
     python bench/mtp_train.py MODEL --work DIR --stage all   # gen to its budget, then train
 
 ``gen`` answers the training split's chat prompts (first turns; any prompt equal to a held-out
-one is dropped) with batched generation and caches tokens + the trunk's final states + its
-greedy next tokens (``training.mtp_cache``); every 4th batch samples at T = 0.7 so the heads
-also see sampled contexts. ``train`` fits the heads on that cache only (``training.mtp_fit``):
+one is dropped) with batched generation into the teacher cache (``training.teacher``, origin
+``generate``, the last layer's states, at ``--temp``; the same cache ``cherry-mlx teacher build
+--origin generate --hidden-layers last`` writes). ``train`` fits the heads on that cache only
+(``training.mtp_fit``):
 no trunk forward per step. Both stop at their time budget and go on where they stopped; the
 model with heads is written to DIR/model (also when training stops at its budget). Run under
 the shared lock on a shared machine.
@@ -25,13 +26,13 @@ from pathlib import Path
 
 import cherry_mlx  # noqa: F401  (BLAS set-up before mlx)
 from cherry_mlx.data.jsonl import read_jsonl
-from cherry_mlx.decoding.batch import batch_generate_states
 from cherry_mlx.decoding.chat import render
 from cherry_mlx.models.loading import load_model, load_tokenizer
-from cherry_mlx.training import mtp_cache
 from cherry_mlx.training.data import default_data_dir
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 
-SAMPLE_EVERY = 4  # every 4th generation batch sampled at T = 0.7
+CHUNK = 4  # shards generated between time-budget checks
 
 
 def first_turn_prompts(tokenizer, path: Path):
@@ -66,27 +67,26 @@ def training_prompts(tokenizer, seed: int = 0):
 
 def stage_gen(args, model, tok) -> bool:
     prompts, dropped = training_prompts(tok)
-    # no stop token by default: the benchmark (like repro) decodes 128 tokens past the end of a
-    # reply, and a batch row that stopped would cost as much as one that goes on
-    stop = [tok.eos_token_id] if args.stop_at_eos and tok.eos_token_id is not None else []
-    settings = {"max_tokens": args.max_tokens, "sample_every": SAMPLE_EVERY, "temp": 0.7,
-                "stop": stop,
-                "prompts": len(prompts), "dropped_held_out": dropped}  # fmt: skip
-
-    def gen(batch, index):
-        temp = 0.7 if index % SAMPLE_EVERY == SAMPLE_EVERY - 1 else 0.0
-        return batch_generate_states(model, batch, args.max_tokens, stop, temp, seed=index)
-
     n_prompts = min(len(prompts), args.max_prompts)
     print(
         f"gen: {n_prompts} of {len(prompts)} training prompts "
         f"({dropped} equal to held-out ones dropped)"
     )
-    m = mtp_cache.build(args.work / "cache", prompts[:n_prompts], gen,
-                        mtp_cache.source_fingerprint(args.model), settings,
-                        batch_size=args.gen_batch, budget_s=args.gen_budget_s)  # fmt: skip
-    done = sum(s["sequences"] for s in m["shards"]) >= n_prompts
-    print("gen:", json.dumps(mtp_cache.summary(args.work / "cache")), "finished" if done else "")
+    # no stop token by default: the benchmark (like repro) decodes 128 tokens past the end of a
+    # reply, and a batch row that stopped would cost as much as one that goes on
+    longest = max(len(p) for p in prompts[:n_prompts]) + args.max_tokens
+    cfg = dict(model=str(args.model), out=str(args.work / "cache"), origin="generate",
+               data="training split prompts", k=4, seq_len=min(longest, 1024),
+               rows_per_shard=args.gen_batch, batch_size=args.gen_batch, hidden_layers="last",
+               max_new_tokens=args.max_tokens, temperature=args.temp,
+               stop_at_eos=args.stop_at_eos)  # fmt: skip
+    t0, rows, step = time.perf_counter(), 0, CHUNK * args.gen_batch
+    while rows < n_prompts and time.perf_counter() - t0 < args.gen_budget_s:
+        rows = min(rows + step, n_prompts)  # whole shards, so a longer run resumes exactly
+        build_cache(TeacherConfig(**cfg, max_rows=rows), prompts=prompts[:n_prompts], tokenizer=tok)
+    done = rows >= n_prompts
+    if not done:
+        print(f"gen: time budget reached after {rows} prompts (rerun to go on)")
     return done
 
 
@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--max-prompts", type=int, default=100000)
     ap.add_argument("--stop-at-eos", action="store_true")
+    ap.add_argument("--temp", type=float, default=0.0, help="sampling temperature of the replies")
     ap.add_argument("--gen-batch", type=int, default=48)
     ap.add_argument("--gen-budget-s", type=float, default=900)
     ap.add_argument("--heads", type=int, default=3)

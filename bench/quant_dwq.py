@@ -5,7 +5,9 @@
     python bench/quant_dwq.py MODEL --list
 
 Every arm starts from the full-precision weights: round-to-nearest (RTN) first, then the same
-quantised model with its scales trained against the teacher's cached top-k (``quant/distill.py``).
+quantised model with its scales trained against the teacher's cached top-k (``quant/distill.py``;
+the targets live in two teacher caches, ``WORK/teacher-train`` and ``WORK/teacher-valid``, the same
+format ``cherry-mlx teacher build`` writes).
 Perplexity is measured on the fake-quantised model (fp32 matmuls, the same function as the
 packed model up to float rounding; each trained arm checks the real kernels' logits and states
 max |d|). Results go to ``--results`` (JSON) after every stage; a finished stage is skipped.
@@ -24,6 +26,9 @@ from pathlib import Path
 
 import cherry_mlx  # noqa: F401  (fast BLAS before mlx)
 import mlx.core as mx
+import numpy as np
+
+from cherry_mlx.data.teacher_cache import TeacherCache
 
 from cherry_mlx.evaluation.quantization import (
     calibration_batches,
@@ -34,16 +39,11 @@ from cherry_mlx.evaluation.quantization import (
     speed,
 )
 from cherry_mlx.models.loading import load_model, save_model
-from cherry_mlx.quant.distill import (
-    DistillConfig,
-    distill,
-    mean_topk_kl,
-    read_targets,
-    save_targets,
-    teacher_topk,
-)
+from cherry_mlx.quant.distill import DistillConfig, cache_targets, distill, mean_topk_kl
 from cherry_mlx.quant.fakequant import from_fake, to_fake
 from cherry_mlx.quant.quantize import dequantize, quantize_model, weight_memory
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROSE = ROOT / "weights/data/prose"
@@ -101,7 +101,7 @@ class Bench:
                 "prose_tokens": int(prose[:, 1:].size), "chat_tokens": ntok}  # fmt: skip
 
     def targets(self, split: str):
-        return read_targets(self.work / f"targets-{split}.safetensors")
+        return cache_targets(TeacherCache.open(self.work / f"teacher-{split}"))
 
     # stages -----------------------------------------------------------------------------
     def stage_targets(self):
@@ -112,13 +112,14 @@ class Bench:
             chat_windows(a.model, n_chat, a.seq_len + 1),
         ])  # fmt: skip
         valid = prose_windows(a.model, str(PROSE / "en.jsonl"), n_prose + 8, a.seq_len + 1)[-8:]
-        model, _ = load_model(a.model)
         t0 = time.perf_counter()
         for split, toks in (("train", train), ("valid", valid)):
-            tg = teacher_topk(model, toks, a.topk)
-            save_targets(self.work / f"targets-{split}.safetensors", tg,
-                         {"model": a.model, "k": a.topk, "split": split})  # fmt: skip
+            cfg = TeacherConfig(model=a.model, out=str(self.work / f"teacher-{split}"), k=a.topk,
+                                data=f"bench windows ({split})", seq_len=a.seq_len,
+                                batch_size=4)  # fmt: skip
+            build_cache(cfg, windows=np.array(toks))
         secs = time.perf_counter() - t0
+        model, _ = load_model(a.model)
         row = {**self.evaluate(model), **weight_memory(model)}
         self.res["arms"]["fp32"] = row
         self.res["budget"] = {
@@ -204,8 +205,8 @@ class Bench:
         from mlx_lm.quant.dwq import dwq_quantize
 
         a = self.a
-        tokens, idx, lp = self.targets("train")
-        vt, vidx, vlp = self.targets("valid")
+        tokens, idx, lp, _ = self.targets("train")  # windows: every position is real
+        vt, vidx, vlp, _ = self.targets("valid")
         steps, bs = self.budget_of(arm)
         n_rows = steps * bs
         rows = [tokens[i % tokens.shape[0]] for i in range(n_rows)]

@@ -16,7 +16,7 @@ from typer.core import TyperArgument, TyperOption
 WORKFLOW = (
     "import", "info", "plan", "data", "tokenizer", "tag",
     "train", "eval", "ssgt-eval", "ssgt-retention",
-    "teacher", "compress", "upscale", "fuse", "distill", "cabstractor", "quantize",
+    "teacher", "train-mtp", "compress", "upscale", "fuse", "distill", "cabstractor", "quantize",
     "repro", "generate", "chat",
 )  # fmt: skip
 _METAVARS = {"<int>": "INT", "<float>": "FLOAT", "<str>": "TEXT", "<path>": "PATH"}

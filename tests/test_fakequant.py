@@ -1,6 +1,10 @@
 """Fake quantisation and distillation-calibrated quantisation (DWQ): the fake forward is the
 dequantised matmul, only scale parameters train, trained scales pack back into the real format
-and the saved model reloads in mlx-lm with the fake model's logits."""
+and the saved model reloads in mlx-lm with the fake model's logits; DWQ's targets come from the
+one teacher cache and equal the teacher's own log-softmax."""
+
+import json
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -9,12 +13,51 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from cherry_mlx.data.teacher_cache import CacheError, TeacherCache
 from cherry_mlx.models import build_model, save_model
-from cherry_mlx.quant.distill import DistillConfig, distill, mean_topk_kl, teacher_topk, topk_kl
+from cherry_mlx.models.loading import load_model
+from cherry_mlx.quant.distill import DistillConfig, cache_targets, distill, mean_topk_kl, topk_kl
 from cherry_mlx.quant.fakequant import FakeQuantLinear, from_fake, round_scale, to_fake
 from cherry_mlx.quant.quantize import quantize_model
 
 FORMATS = [("nvfp4", 16, 4), ("mxfp4", 32, 4), ("affine", 32, 4), ("affine", 64, 8)]
+TOK = Path(__file__).resolve().parents[1] / "weights" / "cherry-tiny"
+
+
+def _topk(logits, k):
+    """numpy reference: top-k ids (int32) and full-softmax log-probabilities (fp16)."""
+    lg = np.array(logits, np.float64)
+    logp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    logp -= lg.max(-1, keepdims=True)
+    idx = np.argsort(-lg, axis=-1)[..., :k]
+    return mx.array(idx.astype(np.int32)), mx.array(np.take_along_axis(logp, idx, -1), mx.float16)
+
+
+def _teacher_dir(path: Path, seed: int = 0) -> Path:
+    """A tiny random model (hidden 64, 2 layers) with the 4096-token cherry-tiny tokenizer."""
+    cfg = json.loads((TOK / "config.json").read_text())
+    cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
+    mx.random.seed(seed)
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    return save_model(model, path, cfg, TOK)
+
+
+def _prose(path: Path) -> Path:
+    words = "the cat sat on a mat while old dogs ran far over green hills".split()
+    rng = np.random.default_rng(0)
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words, 30))}) + "\n"
+                            for _ in range(40)))  # fmt: skip
+    return path
+
+
+def _cache(model_dir: Path, out: Path, data: Path, k: int = 16) -> Path:
+    from cherry_mlx.training.teacher import build_cache
+    from cherry_mlx.training.teacher_config import TeacherConfig
+
+    cfg = TeacherConfig(model=str(model_dir), out=str(out), data=str(data), k=k, seq_len=16,
+                        rows_per_shard=4, batch_size=4)  # fmt: skip
+    return build_cache(cfg, log=id)
 
 
 def _perturb(model, amount=0.05):
@@ -60,10 +103,10 @@ def test_gradients_reach_only_quantisation_parameters(tiny_config, mode):
     names = {k.rsplit(".", 1)[-1] for k, _ in tree_flatten(model.trainable_parameters())}
     assert names == ({"theta", "beta"} if mode == "affine4" else {"theta"})
     x = mx.array([[3, 7, 11, 200, 5, 9, 1]])
-    tg = teacher_topk(build_model(tiny_config), x, k=8)
+    idx, lp = _topk(build_model(tiny_config)(x[:, :-1]), 8)
 
     def loss(m):
-        return topk_kl(m(x[:, :-1]), tg[1], tg[2])
+        return topk_kl(m(x[:, :-1]), idx, lp)
 
     _, grads = nn.value_and_grad(model, loss)(model)
     for k, g in tree_flatten(grads):
@@ -78,11 +121,14 @@ def test_gradients_reach_only_quantisation_parameters(tiny_config, mode):
 def test_topk_kl_with_the_whole_vocabulary_is_the_kl_divergence():
     t = mx.random.normal((2, 3, 11))
     s = mx.random.normal((2, 3, 11))
-    tg = teacher_topk(lambda x: t, mx.zeros((2, 4), dtype=mx.int32), k=11)
+    idx, lp = _topk(t, 11)
     p = np.exp(np.array(t)) / np.exp(np.array(t)).sum(-1, keepdims=True)
     q = np.exp(np.array(s)) / np.exp(np.array(s)).sum(-1, keepdims=True)
-    ref = (p * (np.log(p) - np.log(q))).sum(-1).mean()
-    assert abs(topk_kl(s, tg[1], tg[2]).item() - ref) < 2e-3  # targets stored in fp16
+    per = (p * (np.log(p) - np.log(q))).sum(-1)  # (2, 3)
+    assert abs(topk_kl(s, idx, lp).item() - per.mean()) < 2e-3  # targets stored in fp16
+    mask = mx.array([[True, False, True], [False, False, True]])
+    ref = per[np.array(mask)].mean()  # padded positions do not count
+    assert abs(topk_kl(s, idx, lp, mask).item() - ref) < 2e-3
 
 
 @pytest.mark.parametrize("mode", ["nvfp4", "mxfp4", "affine4"])
@@ -101,12 +147,17 @@ def test_trained_model_saves_and_reloads_in_mlx_lm_with_equal_logits(tiny_config
     np.testing.assert_allclose(np.array(mlm(x)), fake, rtol=1e-4, atol=1e-4)
 
 
-def test_distillation_lowers_the_topk_kl_and_resumes(tiny_config, tmp_path):
-    teacher = build_model(tiny_config)
-    mx.eval(teacher.parameters())
-    tokens = mx.random.randint(0, tiny_config["vocab_size"], (8, 17))
-    targets = teacher_topk(teacher, tokens, k=16)
-    model, _ = quantize_model(teacher, dict(tiny_config), "nvfp4")  # in place: the student
+def test_distillation_lowers_the_topk_kl_and_resumes(tmp_path):
+    model_dir = _teacher_dir(tmp_path / "m")
+    targets = cache_targets(TeacherCache.open(_cache(model_dir, tmp_path / "c",
+                                                     _prose(tmp_path / "p.jsonl"))))  # fmt: skip
+    teacher, config = load_model(model_dir)
+    tokens, idx, lp, mask = targets
+    assert tokens.shape[0] >= 8 and bool(mask.all())  # packed prose: every position is real
+    ref_idx, ref_lp = _topk(teacher(tokens[:, :-1]), 16)  # the teacher's own log-softmax
+    np.testing.assert_array_equal(np.array(idx), np.array(ref_idx))
+    np.testing.assert_allclose(np.array(lp, np.float32), np.array(ref_lp, np.float32), atol=3e-2)
+    model, _ = quantize_model(teacher, dict(config), "nvfp4")  # in place: the student
     to_fake(model)
     before = mean_topk_kl(model, targets)
     cfg = DistillConfig(steps=30, batch_size=4, lr=2e-2, warmup=2, log_every=5)
@@ -117,20 +168,32 @@ def test_distillation_lowers_the_topk_kl_and_resumes(tiny_config, tmp_path):
     assert mean_topk_kl(model, targets) < 0.8 * before
 
 
-def test_quantize_with_bits_budget_and_distilled_scales(tiny_config, tmp_path):
-    """The command's library call: 8-bit layers chosen within the budget, scales distilled,
-    the packed model computing the trained logits, saved and reloaded in mlx-lm."""
+def test_quantize_with_bits_budget_and_distilled_scales(tmp_path):
+    """The command's library call: 8-bit layers chosen within the budget, scales distilled
+    against a teacher cache of the model (built by the command when none is given; a cache of
+    another model refused), the packed model computing the trained logits, saved and reloaded
+    in mlx-lm."""
     from mlx_lm.utils import load_model as mlx_lm_load
 
-    from cherry_mlx.pipelines.quantize import quantize
+    from cherry_mlx.pipelines.quantize import dwq_teacher, quantize
+    from cherry_mlx.pipelines.quantize_config import QuantizeConfig
 
-    model = build_model(tiny_config)
-    mx.eval(model.parameters())
-    save_model(model, tmp_path / "m", tiny_config)
-    calib = [mx.random.randint(0, tiny_config["vocab_size"], (4, 33)) for _ in range(2)]
+    m = _teacher_dir(tmp_path / "m")
+    data = _prose(tmp_path / "p.jsonl")
+    qc = QuantizeConfig(model=str(m), out=str(tmp_path / "q"), dwq_steps=12, dwq_topk=16,
+                        calib_data=str(data), calib_samples=8)  # fmt: skip
+    assert not qc.needs_calibration  # DWQ reads its cache's tokens
+    cache = dwq_teacher(qc, m, qc.out, log=id)  # built into OUT/teacher-cache
+    assert cache == tmp_path / "q" / "teacher-cache"
+    built = TeacherCache.open(cache)
+    assert built.k == 16 and built.rows == 8
+    calib = [mx.random.randint(0, 4096, (4, 33)) for _ in range(2)]
     cfg = DistillConfig(steps=12, batch_size=4, lr=2e-2, warmup=2, log_every=6)
-    rep = quantize(str(tmp_path / "m"), tmp_path / "q", "nvfp4", batches=None, calib=calib,
-                   bits_budget=5.0, dwq=cfg, dwq_topk=16, log=lambda s: None)  # fmt: skip
+    other = _cache(_teacher_dir(tmp_path / "o", seed=1), tmp_path / "oc", data)
+    with pytest.raises(CacheError, match="oc was built from another source model .*DWQ"):
+        quantize(str(m), tmp_path / "q", "nvfp4", dwq=cfg, teacher_cache=other, log=id)
+    rep = quantize(str(m), tmp_path / "q", "nvfp4", batches=None, calib=calib,
+                   bits_budget=5.0, dwq=cfg, teacher_cache=cache, log=lambda s: None)  # fmt: skip
     c = rep.calibration
     assert c["upgraded"] and c["budget_bits"] <= 5.0
     assert c["dwq"]["kl_last"] < c["dwq"]["kl_first"]

@@ -140,7 +140,8 @@ def test_writer_and_batches_without_a_model(tmp_path):
     w = CacheWriter(tmp_path / "c", settings, "f1")
     for i in range(3):
         n = 2
-        w.write(i, dict(inputs=np.full((n, 3), i, np.int32), targets=np.zeros((n, 3), np.int32),
+        w.write(i, dict(inputs=np.full((n, 3), i, np.int32), length=np.full((n,), 3, np.int32),
+                        targets=np.zeros((n, 3), np.int32),
                         response=np.ones((n, 3), bool), level=np.zeros((n, 3), np.int8),
                         topk_idx=np.zeros((n, 3, 2), np.uint16),
                         topk_val=np.zeros((n, 3, 2), np.float16),
@@ -156,6 +157,7 @@ def test_writer_and_batches_without_a_model(tmp_path):
 def test_parse_layers():
     assert parse_layers("all", 3) == [0, 1, 2, 3]
     assert parse_layers("2, 0", 3) == [0, 2] and parse_layers("", 3) == []
+    assert parse_layers("last", 3) == [3]
     with pytest.raises(ValueError, match="0..3"):
         parse_layers("4", 3)
 
@@ -178,3 +180,26 @@ def test_generate_origin_supervises_only_the_generated_tokens(tmp_path):
         np.testing.assert_array_equal(b["inputs"][i, :n], ids)  # the prompt, then the answer
         resp = np.flatnonzero(b["response"][i])
         assert resp[0] == n - 1 and 1 <= len(resp) <= 5  # targets = the generated tokens only
+
+
+def test_a_cache_of_the_previous_format_still_reads(tmp_path):
+    """Format 1 had no length.npy: rows end after their last supervised position."""
+    settings = dict(origin="generate", source="x", k=1, seq_len=4, rows_per_shard=2,
+                    hidden_layers=[], sampling=None, vocab_size=10)  # fmt: skip
+    w = CacheWriter(tmp_path / "c", settings, "f1")
+    resp = np.array([[False, True, True, False], [True, True, True, True]])
+    w.write(0, dict(inputs=np.ones((2, 4), np.int32), length=np.zeros(2, np.int32),
+                    targets=np.zeros((2, 4), np.int32), response=resp,
+                    level=np.zeros((2, 4), np.int8), topk_idx=np.zeros((2, 4, 1), np.uint16),
+                    topk_val=np.zeros((2, 4, 1), np.float16),
+                    lse=np.zeros((2, 4), np.float32)))  # fmt: skip
+    (tmp_path / "c" / "shard-00000" / "length.npy").unlink()
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (tmp_path / "c" / "manifest.json").write_text(
+        json.dumps({**m, "format": "cherry-teacher-cache/1"})
+    )
+    assert TeacherCache.open(tmp_path / "c").lengths().tolist() == [3, 4]
+    m["format"] = "cherry-teacher-cache/2"  # the current format without the file: corrupted
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CacheError, match="length.npy is missing"):
+        TeacherCache.open(tmp_path / "c")

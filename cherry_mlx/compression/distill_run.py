@@ -48,7 +48,8 @@ def teacher_cache_for(cfg: CompressConfig, model_dir: Path, out_dir: Path, depth
         log(f"building the teacher cache in {path} (once; resumable)")
         build_cache(TeacherConfig(model=str(model_dir), out=str(path), seq_len=cfg.seq_len,
                                   hidden_layers="all"), log=log)  # fmt: skip
-    return TeacherCache.open(path, fingerprint=fp, need_hidden=range(depth + 1))
+    return TeacherCache.open(path, fingerprint=fp, need_hidden=range(depth + 1),
+                             purpose="compression healing")  # fmt: skip
 
 
 def compress_distill(cfg: CompressConfig, log=print, data=None) -> CompressResult:

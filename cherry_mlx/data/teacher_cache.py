@@ -3,13 +3,17 @@
 Compressing, quantising or adding MTP heads to a pretrained model all heal best from the source
 model itself (its next-token distribution, its hidden states), not from ground-truth text alone.
 Running the source over the same text for every arm and every step is the expensive part on a
-CPU, so ``cherry-mlx teacher build`` runs it once and writes what the students need here.
+CPU, so ``cherry-mlx teacher build`` runs it once and writes what the students need here. One
+cache serves every user: compression healing (top-k logits, hidden states at every layer),
+quantisation (top-k logits) and MTP heads (the last layer's state and the greedy token
+``topk_idx[..., 0]``, best on the model's own replies: ``--origin generate``).
 
 On disk (one directory)::
 
     manifest.json          format, source fingerprint, text origin, sampling settings, k, shards
     shard-00000/           one directory per shard, renamed into place when complete
         inputs.npy         (N, T) int32   token ids fed to the teacher
+        length.npy         (N,) int32     real positions per row (the rest is padding)
         targets.npy        (N, T) int32   next token ids (0 where nothing follows)
         response.npy       (N, T) bool    positions a student is supervised on
         level.npy          (N, T) int8    GT level per position (0: not GT / untagged)
@@ -54,8 +58,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-FORMAT = "cherry-teacher-cache/1"
-ROW_KEYS = ("inputs", "targets", "response", "level", "topk_idx", "topk_val", "lse")
+FORMAT = "cherry-teacher-cache/2"
+OLD_FORMAT = "cherry-teacher-cache/1"  # read: no length.npy, derived from the response mask
+ROW_KEYS = (
+    "inputs", "length", "targets", "response", "level", "topk_idx", "topk_val", "lse",
+)  # fmt: skip
 # the settings a resumed build must share with the cache it continues
 PINNED = ("origin", "source", "k", "seq_len", "rows_per_shard", "hidden_layers", "sampling")
 
@@ -170,7 +177,7 @@ def _read_manifest(path: Path) -> Dict[str, Any]:
         m = json.loads(f.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise CacheError(f"{f} is corrupted ({e.__class__.__name__}); rebuild the cache") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
+    if not isinstance(m, dict) or m.get("format") not in (FORMAT, OLD_FORMAT):
         raise CacheError(f"{f} is not a {FORMAT} manifest; rebuild the cache")
     return m
 
@@ -191,10 +198,16 @@ class TeacherCache:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, fingerprint: Optional[str] = None, need_hidden=()
+        cls,
+        path: str | os.PathLike,
+        fingerprint: Optional[str] = None,
+        need_hidden=(),
+        purpose: str = "",
     ) -> "TeacherCache":
         """Open and check a cache; ``fingerprint`` (``model_fingerprint`` of the source the
-        student came from) refuses a cache of another model, ``need_hidden`` missing layers."""
+        student came from) refuses a cache of another model, ``need_hidden`` missing layers;
+        ``purpose`` (e.g. "MTP heads") is named in those errors."""
+        why = f" ({purpose})" if purpose else ""
         path = Path(path)
         if not path.is_dir():
             raise CacheError(f"teacher cache {path} not found; build it with "
@@ -203,7 +216,8 @@ class TeacherCache:
         if fingerprint is not None and m.get("fingerprint") != fingerprint:
             raise CacheError(
                 f"teacher cache {path} was built from another source model (fingerprint "
-                f"{m.get('fingerprint')}, this model {fingerprint}); rebuild it from this model"
+                f"{m.get('fingerprint')}, this model {fingerprint}){why}; rebuild it from this "
+                f"model with `cherry-mlx teacher build`"
             )
         if not m.get("shards"):
             raise CacheError(f"teacher cache {path} has no finished shard; run the build again")
@@ -212,7 +226,8 @@ class TeacherCache:
         if lacking:
             raise CacheError(
                 f"teacher cache {path} has hidden states at layers {cache.hidden_layers}, not "
-                f"{lacking}; rebuild with --hidden-layers including them (or 'all')"
+                f"{lacking}{why}; rebuild it with --hidden-layers including them ('last' for "
+                f"the final layer, 'all' for every one)"
             )
         cache._load(0)  # shapes of the first shard checked now, the rest when first read
         return cache
@@ -225,6 +240,12 @@ class TeacherCache:
     def tokens(self) -> int:
         return sum(int(s["tokens"]) for s in self.manifest["shards"])
 
+    def lengths(self) -> np.ndarray:
+        """(rows,) real positions per row, all shards."""
+        return np.concatenate(
+            [np.asarray(self._load(j)["length"]) for j in range(len(self._shards))]
+        )
+
     def _load(self, j: int) -> Dict[str, np.ndarray]:
         if j in self._open:
             return self._open[j]
@@ -233,16 +254,23 @@ class TeacherCache:
         arrays = {}
         for name in names:
             f = d / f"{name}.npy"
+            if name == "length" and not f.exists() and self.manifest["format"] == OLD_FORMAT:
+                continue
             try:
                 arrays[name] = np.load(f, mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise CacheError(f"{f} is missing or corrupted ({e.__class__.__name__}); "
                                  f"rebuild the cache") from None  # fmt: skip
         n, t = self._rows[j], self.seq_len
-        want = {"topk_idx": (n, t, self.k), "topk_val": (n, t, self.k)}
+        if "length" not in arrays:  # an old cache: up to the last supervised position
+            resp = np.asarray(arrays["response"])  # (n, t)
+            last = t - np.argmax(resp[:, ::-1], axis=1)
+            arrays["length"] = np.where(resp.any(axis=1), last, t).astype(np.int32)
+        want = {"topk_idx": (n, t, self.k), "topk_val": (n, t, self.k), "length": (n,)}
         for name, arr in arrays.items():
             shape = want.get(name, arr.shape if name.startswith("hidden-") else (n, t))
-            if arr.shape[:3] != shape[:3] or arr.shape[:2] != (n, t):
+            lead = (n,) if name == "length" else (n, t)
+            if arr.shape[:3] != shape[:3] or arr.shape[: len(lead)] != lead:
                 raise CacheError(
                     f"{d / name}.npy has shape {arr.shape}, the manifest says {shape}; the cache "
                     f"is corrupted, rebuild it"

@@ -20,7 +20,12 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Optional
 
 from cherry_mlx.decoding.adaptive import AdaptiveDraft
-from cherry_mlx.decoding.generate import GenerationStats, check_serving_options, generate_tokens
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    check_serving_options,
+    generate_tokens,
+    limit_to_tokenizer,
+)
 from cherry_mlx.decoding.settings import ChatConfig
 from cherry_mlx.decoding.speculative import speculative_generate_tokens
 from cherry_mlx.models.mtp import has_mtp
@@ -72,6 +77,7 @@ class ChatSession:
             k = self.cfg.num_draft or model.mtp.num_heads
             self.drafting = AdaptiveDraft(k)
         self.stop = set(tokenizer.eos_token_ids)
+        self.sampling = limit_to_tokenizer(cfg.sampling, model, tokenizer)
         self.total = GenerationStats()
         self.last = GenerationStats()
         self.reset()
@@ -141,7 +147,7 @@ class ChatSession:
         prefix = self._sync(prompt)
         self.last = GenerationStats()
         kwargs = dict(
-            cfg=self.cfg.sampling,
+            cfg=self.sampling,
             max_tokens=self.cfg.max_tokens,
             cache=self.cache,
             stop=self.stop,

@@ -10,6 +10,7 @@ the softmax over the N tokens, zero elsewhere, which speculative sampling accept
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import List, Optional, Tuple
 
 import mlx.core as mx
@@ -57,7 +58,11 @@ class DraftScorer:
         if self.ids is None:
             lp = target_logprobs(self.model.logits(h), None, cfg)  # (1, V)
             return sample(lp, cfg).astype(mx.int32), (None if cfg.greedy else lp)
-        lp = target_logprobs(h @ self.w, None, cfg)  # (1, N)
+        # the draft ids are not positions 0..N-1: mask the ones past the limit by id
+        logits = h @ self.w  # (1, N)
+        if cfg.vocab_limit is not None:
+            logits = mx.where(self.ids < cfg.vocab_limit, logits, mx.array(-mx.inf, logits.dtype))
+        lp = target_logprobs(logits, None, replace(cfg, vocab_limit=None))  # (1, N)
         tok = self.ids[sample(lp, cfg)]  # (1,) full-vocabulary id
         if cfg.greedy:
             return tok, None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 import mlx.core as mx
@@ -68,10 +68,28 @@ class GenerationStats:
         return s
 
 
+def mask_beyond(logits: mx.array, limit: Optional[int]) -> mx.array:
+    """(..., V) logits with ids >= ``limit`` set to -inf (unchanged when V <= limit)."""
+    if limit is None or logits.shape[-1] <= limit:
+        return logits
+    keep = mx.arange(logits.shape[-1]) < limit  # (V,)
+    return mx.where(keep, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
+def limit_to_tokenizer(cfg: SamplingConfig, model, tokenizer) -> SamplingConfig:
+    """``cfg`` with ``vocab_limit`` = the tokenizer's size when the model's vocabulary is larger
+    (a padded or randomly initialised embedding): ids past the tokenizer have no text, and its
+    detokenizer fails on them."""
+    n, v = len(tokenizer), getattr(getattr(model, "args", None), "vocab_size", None)
+    if v is None or v <= n or (cfg.vocab_limit is not None and cfg.vocab_limit <= n):
+        return cfg
+    return replace(cfg, vocab_limit=n)
+
+
 def target_logprobs(logits: mx.array, history: Optional[mx.array], cfg: SamplingConfig) -> mx.array:
     """The distribution sampled from, as log-probabilities (already at temperature). (1, V) ->
     (1, V). For greedy decoding only its argmax matters."""
-    logits = logits.astype(mx.float32)
+    logits = mask_beyond(logits.astype(mx.float32), cfg.vocab_limit)
     if cfg.repetition_penalty != 1.0 and history is not None and history.size:
         logits = make_repetition_penalty(cfg.repetition_penalty, cfg.repetition_context)(
             history, logits

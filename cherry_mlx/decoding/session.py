@@ -11,7 +11,12 @@ from mlx.utils import tree_map
 
 from cherry_mlx._io import read_stdin_text, repair_text
 from cherry_mlx.decoding.chat import ChatSession, model_context, render
-from cherry_mlx.decoding.generate import GenerationStats, check_serving_options, generate_tokens
+from cherry_mlx.decoding.generate import (
+    GenerationStats,
+    check_serving_options,
+    generate_tokens,
+    limit_to_tokenizer,
+)
 from cherry_mlx.decoding.repl import chat_loop
 from cherry_mlx.decoding.settings import ChatConfig, GenerateConfig, SamplingConfig
 from cherry_mlx.decoding.speculative import speculative_generate_tokens
@@ -102,6 +107,7 @@ def generate_text(
     ids = fit_to_context(model, ids, "the prompt")
     stop = set(tokenizer.eos_token_ids)
     stats = GenerationStats()
+    cfg = limit_to_tokenizer(cfg, model, tokenizer)
     kw = dict(cfg=cfg, max_tokens=max_tokens, stop=stop, stats=stats)
     if speculative:
         gen = speculative_generate_tokens(model, ids, num_draft=num_draft, seed=seed, **kw)

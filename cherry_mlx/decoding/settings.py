@@ -22,6 +22,9 @@ class SamplingConfig:
     min_p: float = setting(0.0, "Min-p filter (0 = off).")
     repetition_penalty: float = setting(1.0, "CTRL-style penalty on the last 20 tokens (1 = off).")
     repetition_context: int = 20
+    # ids at or above this are never chosen (the tokenizer's size when the model's vocabulary is
+    # padded past it: such ids have no text); set by the serving code, not an option
+    vocab_limit: Optional[int] = None
 
     def __post_init__(self):
         for name in ("temp", "top_p", "min_p", "repetition_penalty"):

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import mlx.core as mx
 
+from cherry_mlx.data.teacher_cache import TeacherCache, model_fingerprint
 from cherry_mlx.decoding.session import default_model
 from cherry_mlx.evaluation.quantization import (
     calibration_batches,
@@ -24,15 +25,12 @@ from cherry_mlx.evaluation.quantization import (
 from cherry_mlx.models.loading import ModelNotFound, load_model, resolve, save_model
 from cherry_mlx.models.outputs import check_output
 from cherry_mlx.pipelines.quantize_config import QuantizeConfig
-from cherry_mlx.quant.distill import (
-    DistillConfig,
-    distill,
-    read_targets,
-    save_targets,
-    teacher_topk,
-)
+from cherry_mlx.quant.distill import DistillConfig, cache_targets, distill
 from cherry_mlx.quant.fakequant import from_fake, to_fake
 from cherry_mlx.quant.quantize import parse_keep, quantize_model, weight_memory
+from cherry_mlx.training.data import default_data_dir
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 
 
 @dataclass
@@ -111,14 +109,27 @@ def run_quantize(cfg: QuantizeConfig, log=print) -> QuantReport:
     calib = None
     if cfg.needs_calibration:
         calib = calibration_batches(model, cfg.calib_data, cfg.calib_samples)
-    dwq = None
+    dwq, teacher = None, None
     if cfg.dwq_steps:
         dwq = DistillConfig(steps=cfg.dwq_steps, batch_size=cfg.dwq_batch, lr=cfg.dwq_lr)
+        teacher = dwq_teacher(cfg, src, out, log)
     return quantize(model, out, mode=cfg.mode, keep=cfg.keep, batches=batches, fold=cfg.fold,
                     calibrate=cfg.calibrate, calib=calib, measure_speed=cfg.speed,
-                    bits_budget=cfg.bits_budget, dwq=dwq, dwq_topk=cfg.dwq_topk,
-                    teacher_cache=cfg.teacher_cache, save_teacher=cfg.save_teacher, prose=prose,
+                    bits_budget=cfg.bits_budget, dwq=dwq, teacher_cache=teacher, prose=prose,
                     log=log)  # fmt: skip
+
+
+def dwq_teacher(cfg: QuantizeConfig, src: Path, out: str, log=print) -> Path:
+    """The teacher cache DWQ reads: ``--teacher-cache``, or one built now (once, resumable)
+    into OUT/teacher-cache from ``--calib-data``, as ``compress --heal-with distill`` does."""
+    if cfg.teacher_cache:
+        return Path(cfg.teacher_cache)
+    path = Path(out) / "teacher-cache"
+    log(f"building the teacher cache in {path} (once; resumable; reuse it with --teacher-cache)")
+    data = cfg.calib_data or str(default_data_dir())
+    build_cache(TeacherConfig(model=str(src), out=str(path), data=data, k=cfg.dwq_topk,
+                              seq_len=256, max_rows=cfg.calib_samples), log=log)  # fmt: skip
+    return path
 
 
 def _prose(model: str, path: Optional[str]):
@@ -146,21 +157,20 @@ def quantize(
     measure_speed: bool = False,
     bits_budget: Optional[float] = None,
     dwq: Optional[DistillConfig] = None,
-    dwq_topk: int = 128,
-    teacher_cache: Optional[str] = None,
-    save_teacher: Optional[str] = None,
+    teacher_cache: Optional[str | Path] = None,
     prose: Optional[mx.array] = None,
     log=print,
 ) -> QuantReport:
     """Load ``model_name``, quantise, save to ``out_dir`` (with its tokenizer) and report.
-    ``out_dir`` must have passed ``outputs.check_output`` (``run_quantize`` checks it)."""
+    ``out_dir`` must have passed ``outputs.check_output`` (``run_quantize`` checks it); ``dwq``
+    trains the scales against ``teacher_cache`` (a teacher cache of this model)."""
     keep_list = parse_keep(keep)
     model, config = load_model(model_name)
     source = weight_memory(model)
     loss_src = heldout_loss(model, batches) if batches else None
     ppl_src = prose_perplexity(model, prose) if prose is not None else None
     speeds = {"source": speed(model)} if measure_speed else None
-    targets = _teacher(model, dwq, dwq_topk, calib, teacher_cache, save_teacher, model_name)
+    targets = _teacher(dwq, teacher_cache, model_name)
     model, qconfig = quantize_model(model, config, mode, keep_list, fold=fold,
                                     calibrate=calibrate, calib=calib,
                                     bits_budget=bits_budget)  # fmt: skip
@@ -181,22 +191,18 @@ def quantize(
     return report
 
 
-def _teacher(model, dwq, k, calib, cache, save_to, model_name):
-    """The full-precision model's top-k targets for DWQ: from ``cache`` or computed on ``calib``
-    (before quantisation changes the model in place)."""
+def _teacher(dwq, cache, model_name):
+    """DWQ's targets: the full-precision model's top-k from its teacher cache (checked to be a
+    cache of this model)."""
     if dwq is None:
         return None
-    if cache:
-        if not Path(cache).is_file():
-            raise FileNotFoundError(
-                f"--teacher-cache {cache} not found; pass a file written by --save-teacher "
-                "(or leave it out to compute the targets)"
-            )
-        return read_targets(cache)
-    targets = teacher_topk(model, mx.concatenate(calib), k)
-    if save_to:
-        save_targets(save_to, targets, {"model": str(model_name), "k": k})
-    return targets
+    if cache is None:
+        raise ValueError(
+            "distilled scales need a teacher cache: pass --teacher-cache DIR "
+            "(cherry-mlx teacher build MODEL -o DIR) or let quantize build one"
+        )
+    fp = model_fingerprint(resolve(model_name))
+    return cache_targets(TeacherCache.open(cache, fingerprint=fp, purpose="quantisation (DWQ)"))
 
 
 def _distill(model, targets, cfg: DistillConfig, log) -> Dict:
@@ -204,7 +210,7 @@ def _distill(model, targets, cfg: DistillConfig, log) -> Dict:
     quantised kernels give the trained logits."""
     to_fake(model)
     st = distill(model, targets, cfg, log=log)
-    x = targets[0][:1, :-1]
+    x = targets[0][:1, :-1]  # (1, T)
     fake = model(x)
     from_fake(model)
     d = mx.abs(model(x) - fake).max().item()

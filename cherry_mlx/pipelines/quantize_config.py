@@ -56,14 +56,14 @@ class QuantizeConfig:
     )
     dwq_lr: float = setting(2e-4, "Learning rate of the log-scale parameters.", at_least=0.0)
     dwq_batch: int = setting(4, "Sequences per distillation step.", at_least=1)
-    dwq_topk: int = setting(128, "Teacher tokens kept per position.", at_least=1)
+    dwq_topk: int = setting(
+        128, "Teacher tokens kept per position (when the teacher cache is built here).", at_least=1
+    )
     teacher_cache: Optional[str] = setting(
         None,
-        "Teacher targets file (tokens, top-k indices and log-probs; written by an earlier run's "
-        "--save-teacher) instead of computing them from the model.",
-    )
-    save_teacher: Optional[str] = setting(
-        None, "Write the teacher targets computed for --dwq-steps to this file for reuse."
+        "Teacher cache dir of this model for --dwq-steps (cherry-mlx teacher build MODEL -o DIR; "
+        "the same cache heals compression and trains MTP heads); default: built from "
+        "--calib-data (--calib-samples rows) into OUT/teacher-cache.",
     )
     prose: Optional[str] = setting(
         None,
@@ -95,9 +95,9 @@ class QuantizeConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """GPTQ/AWQ, ``--keep auto``, ``--bits-budget`` and ``--dwq-steps`` read calibration
-        batches (DWQ not when a teacher cache brings its own tokens)."""
-        if self.bits_budget is not None or (self.dwq_steps and not self.teacher_cache):
+        """GPTQ/AWQ, ``--keep auto`` and ``--bits-budget`` read calibration batches (DWQ reads
+        its teacher cache's tokens)."""
+        if self.bits_budget is not None:
             return True
         return bool(self.calibrate) or any(
             k.strip().startswith("auto") for k in (self.keep or "").split(",")

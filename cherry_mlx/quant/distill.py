@@ -1,12 +1,13 @@
 """Distillation-calibrated quantisation (DWQ): train the block scales of a quantised model so its
 next-token distribution matches the full-precision teacher's.
 
-The teacher's distribution is kept as its top-k log-probabilities per position (normalised over
-the whole vocabulary), computed once (``teacher_topk``) and cached on disk (``save_targets`` /
-``read_targets``), so every student arm reads the same targets. The loss is the KL divergence
+The teacher's distribution is its top-k log-probabilities per position (normalised over the
+whole vocabulary), read from the one teacher cache (``data.teacher_cache``, built by
+``cherry-mlx teacher build`` or by ``quantize`` itself): ``topk_val - lse`` are exact
+log-probabilities, so every student arm reads the same targets. The loss is the KL divergence
 restricted to the teacher's top k tokens,
 
-    L = mean over positions of  Σ_{i ∈ top-k} p_i (log p_i − log q_i)
+    L = mean over real (unpadded) positions of  Σ_{i ∈ top-k} p_i (log p_i − log q_i)
 
 with q the student's full softmax (its normaliser sees every token, so mass the student puts
 outside the teacher's top k is penalised through log q_i). The student is the fake-quantised
@@ -20,56 +21,43 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-Targets = Tuple[mx.array, mx.array, mx.array]  # tokens (N, T), idx (N, T-1, k), logp (N, T-1, k)
+from cherry_mlx.data.teacher_cache import TeacherCache
+
+# tokens (N, T+1), idx (N, T, k) int32, logp (N, T, k) fp16, mask (N, T) bool (real positions)
+Targets = Tuple[mx.array, mx.array, mx.array, mx.array]
 
 
-def teacher_topk(model, tokens: mx.array, k: int = 128, batch_size: int = 4) -> Targets:
-    """Top-k next-token log-probabilities of ``model`` at every position of ``tokens`` (N, T):
-    inputs are tokens[:, :-1]; returns (tokens, indices int32 (N, T-1, k), log-probs fp16)."""
-    idx_all, lp_all = [], []
-    for i in range(0, tokens.shape[0], batch_size):
-        logits = model(tokens[i : i + batch_size, :-1]).astype(mx.float32)  # (B, T-1, V)
-        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        idx = mx.argpartition(-logp, kth=k - 1, axis=-1)[..., :k].astype(mx.int32)
-        lp = mx.take_along_axis(logp, idx, axis=-1).astype(mx.float16)
-        mx.eval(idx, lp)
-        idx_all.append(idx)
-        lp_all.append(lp)
-    return tokens, mx.concatenate(idx_all), mx.concatenate(lp_all)
+def cache_targets(cache: TeacherCache, rows: Optional[Sequence[int]] = None) -> Targets:
+    """The distillation targets of a teacher cache (all rows, or ``rows``): tokens (N, T+1),
+    the top-k ids, their full-vocabulary log-probabilities and the real positions."""
+    rows = range(cache.rows) if rows is None else rows
+    b = cache.row_batch(rows, keys=("inputs", "targets", "length", "topk_idx", "topk_val", "lse"))
+    tokens = np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1)  # (N, T+1)
+    logp = b["topk_val"].astype(np.float32) - b["lse"][..., None]  # (N, T, k)
+    mask = np.arange(b["inputs"].shape[1])[None] < b["length"][:, None]  # (N, T)
+    return (mx.array(tokens), mx.array(b["topk_idx"].astype(np.int32)),
+            mx.array(logp.astype(np.float16)), mx.array(mask))  # fmt: skip
 
 
-def save_targets(path: str | Path, targets: Targets, meta: Optional[Dict] = None) -> Path:
-    """Write a target cache (one safetensors file; ``meta`` goes in its metadata)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tokens, idx, lp = targets
-    tmp = path.with_name(path.name + ".tmp.safetensors")
-    mx.save_safetensors(str(tmp), {"tokens": tokens, "indices": idx, "logprobs": lp},
-                        metadata={"meta": json.dumps(meta or {})})  # fmt: skip
-    tmp.replace(path)
-    return path
-
-
-def read_targets(path: str | Path) -> Targets:
-    """The reader of a target cache: (tokens (N, T), indices (N, T-1, k), log-probs (N, T-1, k)).
-    Any teacher cache that yields these three arrays can feed ``distill``."""
-    d = mx.load(str(path))
-    return d["tokens"], d["indices"], d["logprobs"]
-
-
-def topk_kl(logits: mx.array, idx: mx.array, logp: mx.array) -> mx.array:
-    """Mean over positions of Σ_topk p (log p − log q); logits (B, T, V), idx/logp (B, T, k)."""
+def topk_kl(logits: mx.array, idx: mx.array, logp: mx.array, mask=None) -> mx.array:
+    """Mean over positions (where ``mask`` (B, T) holds) of Σ_topk p (log p − log q); logits
+    (B, T, V), idx/logp (B, T, k)."""
     logits = logits.astype(mx.float32)
     logq = mx.take_along_axis(logits, idx, axis=-1) - mx.logsumexp(logits, axis=-1, keepdims=True)
     lp = logp.astype(mx.float32)
-    return (mx.exp(lp) * (lp - logq)).sum(-1).mean()
+    per = (mx.exp(lp) * (lp - logq)).sum(-1)  # (B, T)
+    if mask is None:
+        return per.mean()
+    m = mask.astype(mx.float32)
+    return (per * m).sum() / mx.maximum(m.sum(), 1.0)
 
 
 @dataclass
@@ -144,7 +132,7 @@ def distill(
     With ``state_dir`` the run checkpoints every ``log_every`` steps and resumes from there;
     ``stop_after`` ends this call after that many steps, ``deadline`` (a ``time.perf_counter``
     value) at the first step that ends past it (the run resumes later)."""
-    tokens, idx, lp = targets
+    tokens, idx, lp, mask = targets
     opt = optim.Adam(learning_rate=_schedule(cfg))
     state = DistillState()
     sd = Path(state_dir) if state_dir else None
@@ -153,8 +141,8 @@ def distill(
         state = load_state(sd, model, opt) or state
     batches = _batch_order(tokens.shape[0], cfg.batch_size, cfg.steps, cfg.seed)
 
-    def loss_fn(mdl, x, i, p):
-        return topk_kl(mdl(x), i, p)
+    def loss_fn(mdl, x, i, p, m):
+        return topk_kl(mdl(x), i, p, m)
 
     grad_fn = nn.value_and_grad(model, loss_fn)
     model.train()
@@ -162,7 +150,7 @@ def distill(
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     for step in range(start, end):
         b = mx.array(batches[step])
-        loss, grads = grad_fn(model, tokens[b, :-1], idx[b], lp[b])
+        loss, grads = grad_fn(model, tokens[b, :-1], idx[b], lp[b], mask[b])
         opt.update(model, grads)
         mx.eval(loss, model.trainable_parameters(), opt.state)
         state.losses.append(loss.item())
@@ -187,17 +175,17 @@ def distill(
 
 def mean_topk_kl(model, targets: Targets, batch_size: int = 4) -> float:
     """Held-out top-k KL of ``model`` against cached targets (no gradients)."""
-    tokens, idx, lp = targets
-    tot, n = 0.0, 0
+    tokens, idx, lp, mask = targets
+    tot, n = 0.0, 0.0
     for i in range(0, tokens.shape[0], batch_size):
-        x = tokens[i : i + batch_size, :-1]
-        kl = topk_kl(model(x), idx[i : i + batch_size], lp[i : i + batch_size])
-        tot += kl.item() * x.shape[0]
-        n += x.shape[0]
-    return tot / max(n, 1) if n else math.nan
+        x, m = tokens[i : i + batch_size, :-1], mask[i : i + batch_size]
+        kl = topk_kl(model(x), idx[i : i + batch_size], lp[i : i + batch_size], m)
+        w = m.sum().item()  # positions: the mean over every real position of the set
+        tot += kl.item() * w
+        n += w
+    return tot / n if n else math.nan
 
 
 __all__: Sequence[str] = (
-    "DistillConfig", "distill", "mean_topk_kl", "read_targets", "save_targets", "teacher_topk",
-    "topk_kl",
+    "DistillConfig", "cache_targets", "distill", "mean_topk_kl", "topk_kl",
 )  # fmt: skip

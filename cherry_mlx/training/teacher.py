@@ -12,7 +12,11 @@ module is the part that runs a model. Two text origins:
   in the model's chat template) are answered by mlx-lm's ``batch_generate`` with the given
   temperature / top-p, then the prompt + answer is teacher-forced like text; only the generated
   positions are supervised. Shard i samples with seed + i, so a resumed build writes what the
-  killed one would have.
+  killed one would have. A caller with its own prompt ids (``repro``'s MTP stage) passes them
+  to ``build_cache`` instead of ``--data``.
+
+MTP heads read the last layer's state (``--hidden-layers last``) and the greedy token
+``topk_idx[..., 0]``; quantisation and compression healing read the top-k logits.
 
 Rows are assigned to shards by index (``rows_per_shard``), which is what makes resume exact.
 """
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from types import SimpleNamespace
+from typing import Dict, List, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -38,6 +43,8 @@ from cherry_mlx.data.teacher_cache import (
 )
 from cherry_mlx.models.loading import load_model, load_tokenizer, resolve
 from cherry_mlx.training.teacher_config import TeacherConfig, parse_layers, sampling_of
+
+LOGIT_BUDGET = 256 << 20  # bytes of float32 logits per teacher forward
 
 
 def teacher_forward(model, inputs: mx.array, k: int, layers: Sequence[int] = ()):
@@ -102,6 +109,7 @@ def _source_rows(spec: str, prompts_only: bool = False) -> List[dict]:
 def _empty(n: int, t: int) -> Dict[str, np.ndarray]:
     return {
         "inputs": np.zeros((n, t), np.int32),
+        "length": np.zeros((n,), np.int32),
         "targets": np.zeros((n, t), np.int32),
         "response": np.zeros((n, t), bool),
         "level": np.zeros((n, t), np.int8),
@@ -124,6 +132,7 @@ def text_rows(rows: List[dict], tokenizer, seq_len: int) -> Dict[str, np.ndarray
             out = _empty(n, seq_len)
             out["inputs"], out["targets"] = win[:, :-1], win[:, 1:]
             out["response"][:] = True
+            out["length"][:] = seq_len
             parts.append(out)
     if chat:
         encoded, _ = encode_dataset(chat, tokenizer, seq_len)
@@ -133,10 +142,21 @@ def text_rows(rows: List[dict], tokenizer, seq_len: int) -> Dict[str, np.ndarray
             out["inputs"][i, :n], out["targets"][i, :n] = e.tokens[:-1], e.tokens[1:]
             out["response"][i, :n] = e.response[1:]
             out["level"][i, :n] = e.level[1:]
+            out["length"][i] = n
         parts.append(out)
     if not parts:
         raise ValueError(f"the text is shorter than one row of {seq_len + 1} tokens")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def window_rows(windows: np.ndarray, seq_len: int) -> Dict[str, np.ndarray]:
+    """Rows from ready token windows (N, seq_len + 1), every position supervised."""
+    if windows.ndim != 2 or windows.shape[1] != seq_len + 1:
+        raise ValueError(f"token windows of shape {windows.shape}: need (N, {seq_len + 1})")
+    out = _empty(len(windows), seq_len)
+    out["inputs"], out["targets"] = windows[:, :-1], windows[:, 1:]
+    out["response"][:], out["length"][:] = True, seq_len
+    return out
 
 
 def prompts_of(rows: List[dict], tokenizer) -> List[List[int]]:
@@ -164,28 +184,45 @@ def generated_rows(model, tokenizer, prompts, cfg: TeacherConfig, seed: int):
 
     mx.random.seed(seed)
     sampler = make_sampler(temp=cfg.temperature, top_p=cfg.top_p)
+    # batch_generate stops at the tokenizer's EOS ids; without them a reply runs to the limit
+    stops = tokenizer if cfg.stop_at_eos else SimpleNamespace(eos_token_ids=[],
+                                                              decode=tokenizer.decode)  # fmt: skip
     out = _empty(len(prompts), cfg.seq_len)
     for s in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[s : s + cfg.batch_size]
-        res = batch_generate(model, tokenizer, chunk, max_tokens=cfg.max_new_tokens,
+        res = batch_generate(model, stops, chunk, max_tokens=cfg.max_new_tokens,
                              sampler=sampler, return_token_ids=True)  # fmt: skip
         for j, (p, gen) in enumerate(zip(chunk, res.token_ids)):
             seq = (list(p) + list(gen))[: cfg.seq_len + 1]
             n, i = len(seq) - 1, s + j
             out["inputs"][i, :n], out["targets"][i, :n] = seq[:-1], seq[1:]
             out["response"][i, max(len(p) - 1, 0) : n] = True
+            out["length"][i] = n
     return out
 
 
 # --- the command ----------------------------------------------------------------------------
 
 
-def build_cache(cfg: TeacherConfig, log=print) -> Path:
-    """Fill ``cfg.out`` shard by shard (skipping finished ones); returns the cache path."""
+def build_cache(
+    cfg: TeacherConfig,
+    log=print,
+    prompts: Optional[List[List[int]]] = None,
+    tokenizer=None,
+    windows: Optional[np.ndarray] = None,
+) -> Path:
+    """Fill ``cfg.out`` shard by shard (skipping finished ones); returns the cache path.
+    ``prompts`` (token ids, origin ``generate``) replace the prompts of ``cfg.data``, ``windows``
+    (N, seq_len + 1) token ids (origin ``text``, every position supervised) its text;
+    ``tokenizer`` the model directory's own (for a source saved without one)."""
+    if (prompts is not None and cfg.origin != "generate") or (
+        windows is not None and cfg.origin != "text"
+    ):
+        raise ValueError("prompt ids need origin 'generate', token windows origin 'text'")
     model_dir = resolve(cfg.model)
     model, config = load_model(model_dir)
     model.eval()
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
     depth = len(model.model.schedule)
     layers = parse_layers(cfg.hidden_layers, depth)
     vocab = int(config["vocab_size"])
@@ -200,13 +237,18 @@ def build_cache(cfg: TeacherConfig, log=print) -> Path:
     }  # fmt: skip
     log(f"fingerprinting {model_dir} ...")
     writer = CacheWriter(cfg.out, settings, model_fingerprint(model_dir))
-    rows = _source_rows(cfg.data, prompts_only=cfg.origin == "generate")
     R = cfg.rows_per_shard
     if cfg.origin == "text":
-        table = text_rows(rows, tokenizer, cfg.seq_len)
+        if windows is not None:
+            table = window_rows(np.asarray(windows, np.int32), cfg.seq_len)
+        else:
+            table = text_rows(_source_rows(cfg.data), tokenizer, cfg.seq_len)
         total = len(table["inputs"])
     else:
-        prompts = prompts_of(rows, tokenizer)
+        if prompts is None:
+            prompts = prompts_of(_source_rows(cfg.data, prompts_only=True), tokenizer)
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("--origin generate needs prompts of at least one token")
         total = len(prompts)
     total = min(total, cfg.max_rows) if cfg.max_rows else total
     n_shards = -(-total // R)
@@ -218,12 +260,13 @@ def build_cache(cfg: TeacherConfig, log=print) -> Path:
         if writer.has(i):
             continue
         lo, hi = i * R, min((i + 1) * R, total)
+        t_shard = time.perf_counter()
         if cfg.origin == "text":
             shard = {k: v[lo:hi] for k, v in table.items()}
         else:
             shard = generated_rows(model, tokenizer, prompts[lo:hi], cfg, cfg.seed + i)
         arrays = _teacher_shard(model, shard, cfg, layers, vocab)
-        writer.write(i, arrays)
+        writer.write(i, arrays, {"seconds": round(time.perf_counter() - t_shard, 2)})
         toks += int(shard["response"].sum())
         rate = toks / max(time.perf_counter() - t0, 1e-9)
         log(f"shard {i + 1}/{n_shards}: {hi} rows, {toks} tokens this run, {rate:.0f} tok/s, "
@@ -235,8 +278,10 @@ def build_cache(cfg: TeacherConfig, log=print) -> Path:
 
 def _teacher_shard(model, shard, cfg: TeacherConfig, layers, vocab: int):
     parts: Dict[str, List[np.ndarray]] = {}
-    for s in range(0, len(shard["inputs"]), cfg.batch_size):
-        x = mx.array(shard["inputs"][s : s + cfg.batch_size])
+    # rows per forward: at most cfg.batch_size, and a full-vocabulary logit block of <= 256 MiB
+    step = max(1, min(cfg.batch_size, LOGIT_BUDGET // (4 * cfg.seq_len * vocab)))
+    for s in range(0, len(shard["inputs"]), step):
+        x = mx.array(shard["inputs"][s : s + step])
         idx, val, lse, hidden = teacher_forward(model, x, cfg.k, layers)
         mx.eval(idx, val, lse, *hidden.values())
         got = {"topk_idx": np.array(idx).astype(index_dtype(vocab)),

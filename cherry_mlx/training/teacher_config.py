@@ -40,14 +40,19 @@ class TeacherConfig:
     max_rows: int = setting(0, "Stop after this many rows (0: all the text).", at_least=0)
     hidden_layers: str = setting(
         "",
-        "Also cache the residual stream entering these blocks (fp16), e.g. 0,15,30 or all "
-        "(layer N = after the last block); empty: none.",
+        "Also cache the residual stream entering these blocks (fp16), e.g. 0,15,30, all, or "
+        "last (layer N = after the last block, what MTP heads need); empty: none.",
     )
     max_new_tokens: int = setting(128, "Generated tokens per prompt (--origin generate).",
                                   at_least=1)  # fmt: skip
     temperature: float = setting(0.7, "Sampling temperature (--origin generate).", at_least=0.0)
     top_p: float = setting(0.95, "Nucleus sampling mass (--origin generate).", at_least=0.0,
                            at_most=1.0)  # fmt: skip
+    stop_at_eos: bool = setting(
+        True,
+        "End a generated reply at an end-of-turn token (--no-stop-at-eos: always "
+        "--max-new-tokens, so MTP heads also see what a decoder runs past the end).",
+    )
     seed: int = setting(0, "Sampling seed (shard i uses seed + i).")
 
     def __post_init__(self):
@@ -57,16 +62,21 @@ class TeacherConfig:
 
 
 def parse_layers(text: str, depth: int) -> List[int]:
-    """``"all"`` -> 0..depth, ``"0,15,30"`` -> [0, 15, 30], empty -> []; one-line errors."""
+    """``"all"`` -> 0..depth, ``"last"`` -> [depth], ``"0,15,30"`` -> [0, 15, 30], empty -> [];
+    one-line errors."""
     text = (text or "").strip()
     if not text:
         return []
     if text == "all":
         return list(range(depth + 1))
+    if text == "last":
+        return [depth]
     try:
         layers = sorted({int(p) for p in text.split(",") if p.strip()})
     except ValueError:
-        raise ValueError(f"--hidden-layers {text!r}: write indices like 0,15,30 or all") from None
+        raise ValueError(
+            f"--hidden-layers {text!r}: write indices like 0,15,30, all or last"
+        ) from None
     if layers and (layers[0] < 0 or layers[-1] > depth):
         raise ValueError(f"--hidden-layers {text!r}: indices must lie in 0..{depth}")
     return layers
@@ -76,4 +86,5 @@ def sampling_of(cfg: TeacherConfig) -> Optional[dict]:
     if cfg.origin != "generate":
         return None
     return {"temperature": cfg.temperature, "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}  # fmt: skip
+            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+            "stop_at_eos": cfg.stop_at_eos}  # fmt: skip

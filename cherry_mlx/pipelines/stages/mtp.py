@@ -1,10 +1,11 @@
 """Stage 3 of ``repro``: self-speculative MTP decoding.
 
 K heads trained on the frozen source trunk from its own replies (EAGLE-3's recipe): the trunk
-answers training-split chat prompts in batches and a cache keeps its final states and greedy
-next tokens (``training.mtp_cache``); the heads then learn from the cache alone, no trunk forward
-per step (``training.mtp_fit``): the trunk's greedy token over the reduced draft vocabulary (the
-tokens it uses most in those replies) plus EAGLE's feature regression; then per-head held-out
+answers training-split chat prompts in batches and the teacher cache (``training.teacher``,
+origin ``generate``) keeps its last-layer states and greedy next tokens; the heads then learn
+from the cache alone, no trunk forward per step (``training.mtp_fit``): the trunk's greedy token
+over the reduced draft vocabulary (the tokens it uses most in those replies) plus EAGLE's
+feature regression; then per-head held-out
 accuracy and agreement with the trunk, per-head acceptance while decoding (share of verify passes
 that accept at least k drafts), tokens per pass, and the decode speed against plain greedy
 decoding for K = 1..heads on held-out chat prompts, with greedy output checked identical. Each
@@ -18,15 +19,15 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from cherry_mlx.decoding.batch import batch_generate_states
 from cherry_mlx.decoding.chat import render
 from cherry_mlx.evaluation.mtp import mtp_accuracy
 from cherry_mlx.evaluation.verdict import claim_row
 from cherry_mlx.pipelines.context import Context, StageBar, chat_prompts, greedy_decode
 from cherry_mlx.pipelines.report import fmt, mean
 from cherry_mlx.pipelines.stage import Stage
-from cherry_mlx.training import mtp_cache
 from cherry_mlx.training.mtp_fit import FitConfig, fit_heads
+from cherry_mlx.training.teacher import build_cache
+from cherry_mlx.training.teacher_config import TeacherConfig
 
 HEAD_LR = 1e-3  # heads start from scratch on a frozen trunk: a fine-tuning rate is too small
 HEAD_FEATURE_WEIGHT = 1.0  # EAGLE's regression of the trunk's next state beside the token loss
@@ -51,14 +52,14 @@ def own_replies(ctx: Context, model, n_prompts: int, max_tokens: int) -> Path:
             prompts.append(p)
         if len(prompts) == n_prompts:
             break
-    cache = ctx.runs_dir("mtp") / "cache"
-
-    def gen(batch, index):  # greedy: the replies speculative greedy decoding must reproduce
-        return batch_generate_states(model, batch, max_tokens)
-
-    mtp_cache.build(cache, prompts, gen, "source", {"max_tokens": max_tokens},
-                    batch_size=GEN_BATCH, log=lambda s: None)  # fmt: skip
-    return cache
+    # greedy, past the end of a reply: the tokens speculative greedy decoding must reproduce
+    longest = max(len(p) for p in prompts) + max_tokens
+    cfg = TeacherConfig(model=str(ctx.source_dir), out=str(ctx.runs_dir("mtp") / "cache"),
+                        origin="generate", data="repro training prompts", k=4,
+                        seq_len=min(longest, 1024), rows_per_shard=GEN_BATCH,
+                        batch_size=GEN_BATCH, hidden_layers="last", max_new_tokens=max_tokens,
+                        temperature=0.0, stop_at_eos=False)  # fmt: skip
+    return build_cache(cfg, log=lambda s: None, prompts=prompts, tokenizer=ctx.tokenizer)
 
 
 def run_mtp(ctx: Context) -> Dict[str, Any]:
@@ -74,7 +75,8 @@ def run_mtp(ctx: Context) -> Dict[str, Any]:
     fit = FitConfig(heads=K, steps=b.mtp_steps, batch_size=HEAD_BATCH, learning_rate=HEAD_LR,
                     warmup=min(30, b.mtp_steps // 5), feature_weight=HEAD_FEATURE_WEIGHT,
                     draft_vocab=draft, seed=0)  # fmt: skip
-    fitted = fit_heads(model, cache, ctx.runs_dir("mtp") / "heads", fit, log=lambda s: None)
+    fitted = fit_heads(model, cache, ctx.runs_dir("mtp") / "heads", fit, source_dir=ctx.source_dir,
+                       log=lambda s: None)  # fmt: skip
     if len(model.args.mtp.get("draft_vocab", ())) != draft:
         raise RuntimeError("the trained heads lost their draft vocabulary")
     model.eval()

@@ -195,9 +195,8 @@ def test_train_mtp_command_reads_a_teacher_build_cache_or_builds_one(trunk, tmp_
     """`teacher build --origin generate --hidden-layers last` then `train-mtp --teacher-cache`
     gives a model whose heads draft (it loads with them); without --teacher-cache the command
     builds the same kind of cache in OUT; a cache without the last layer is a one-line error."""
-    from typer.testing import CliRunner
-
     from cherry_mlx_cli.main import app
+    from typer.testing import CliRunner
 
     _, d = trunk
     data = tmp_path / "p.jsonl"

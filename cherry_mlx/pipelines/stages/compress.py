@@ -130,7 +130,8 @@ def run_compress(ctx: Context) -> Dict[str, Any]:
         for method, n, loops in arms:
             cfg = CompressConfig.from_flat(
                 recipe="paper", to=f"{n}L", loops=loops, method=method,
-                pre_unroll_steps=b.pre_unroll_steps, heal_steps=b.heal_steps, batch_size=b.batch_size, seq_len=b.seq_len,
+                pre_unroll_steps=b.pre_unroll_steps, heal_steps=b.heal_steps,
+                batch_size=b.batch_size, seq_len=b.seq_len,
                 learning_rate=b.learning_rate, seed=seed, eval_batches=-1,
                 tokenizer=str(ctx.tokenizer_dir) if ctx.tokenizer_dir else None,
             )  # fmt: skip

@@ -88,7 +88,9 @@ def test_shrink_dispatch_and_config_errors(tiny_config):
         shrink(model, cfg, plan_groups(4, to="2L"), "prune-bi", [])
     with pytest.raises(ValueError, match="--method 'drop'"):
         CompressConfig.from_flat(method="drop")
-    assert CompressConfig.from_flat(to="2L", method="prune-bi").label() == "2Lx1-prune-bi"
+    paper = CompressConfig.from_flat(to="2L", method="prune-bi", recipe="paper")
+    assert paper.label() == "2Lx1-prune-bi"  # SGT healing
+    assert CompressConfig.from_flat(to="2L").label() == "2Lx1-prune-bi-distill"  # recipe auto
 
 
 def test_angular_distance_at_each_rows_last_real_token_matches_numpy(tiny_config):

@@ -69,14 +69,15 @@ def run_quant(ctx: Context) -> Dict[str, Any]:
 
 def dwq_model(ctx: Context, calib: list, out):
     """NVFP4 with distillation-trained scales through ``quantize``'s public path (teacher
-    targets from the fp32 source on the calibration batches), saved into the stage's run
+    targets from the run's shared teacher cache of the fp32 source), saved into the stage's run
     directory and loaded back; (model, DWQ summary)."""
     steps = ctx.cfg.knobs("quant")["dwq_steps"]
     every = max(1, steps // 5)
     cfg = DistillConfig(steps=steps, batch_size=ctx.budget.batch_size,
                         warmup=min(10, every), log_every=every)  # fmt: skip
+    cache = ctx.teacher_cache(sum(len(c) for c in calib))  # the run's one teacher cache
     rep = quantize(str(ctx.source_dir), out, mode="nvfp4", calib=calib, dwq=cfg,
-                   log=lambda *_: None)  # fmt: skip
+                   teacher_cache=cache.path, log=lambda *_: None)  # fmt: skip
     model, _ = load_model(out)
     return model, {**rep.calibration.get("dwq", {}), "samples": sum(len(c) for c in calib)}
 

@@ -1,5 +1,8 @@
 """Small models and batches shared by the training, MTP and compression tests."""
 
+import json
+from pathlib import Path
+
 import mlx.core as mx
 import numpy as np
 
@@ -111,3 +114,17 @@ def source_and_data(tiny_config, tmp_path, layers, n):
     src_dir = save_model(build_model(cfg), tmp_path / "src", cfg)
     batches = counting_batches(cfg["vocab_size"], n=n)
     return src_dir, Data(train=CycleBatches(batches), valid=batches, batch_size=2, seq_len=16)
+
+
+CHERRY_TINY = Path(__file__).resolve().parents[1] / "weights" / "cherry-tiny"
+
+
+def tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    """A tiny random model (hidden 64, 2 layers) saved with the 4096-token cherry-tiny
+    tokenizer: a stand-in source for teacher caches, MTP heads and DWQ."""
+    cfg = json.loads((CHERRY_TINY / "config.json").read_text())
+    cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
+    mx.random.seed(seed)
+    model = build_model(cfg)
+    mx.eval(model.parameters())
+    return save_model(model, path, cfg, CHERRY_TINY)

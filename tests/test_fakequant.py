@@ -11,6 +11,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+from _train_helpers import tiny_model_dir
 from mlx.utils import tree_flatten
 
 from cherry_mlx.data.teacher_cache import CacheError, TeacherCache
@@ -33,14 +34,7 @@ def _topk(logits, k):
     return mx.array(idx.astype(np.int32)), mx.array(np.take_along_axis(logp, idx, -1), mx.float16)
 
 
-def _teacher_dir(path: Path, seed: int = 0) -> Path:
-    """A tiny random model (hidden 64, 2 layers) with the 4096-token cherry-tiny tokenizer."""
-    cfg = json.loads((TOK / "config.json").read_text())
-    cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
-    mx.random.seed(seed)
-    model = build_model(cfg)
-    mx.eval(model.parameters())
-    return save_model(model, path, cfg, TOK)
+_teacher_dir = tiny_model_dir
 
 
 def _prose(path: Path) -> Path:

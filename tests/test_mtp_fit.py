@@ -10,11 +10,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from _train_helpers import tiny_model_dir
 from mlx.utils import tree_flatten
 
 from cherry_mlx.data.teacher_cache import CacheError, TeacherCache
 from cherry_mlx.decoding.generate import generate_tokens, prefill
-from cherry_mlx.models import build_model, save_model
+from cherry_mlx.models import build_model
 from cherry_mlx.models.loading import load_model
 from cherry_mlx.models.mtp import ensure_mtp_heads, set_draft_vocab
 from cherry_mlx.training.mtp import HeadDistillLoss
@@ -33,14 +34,7 @@ PROMPTS = [[5, 9, 17, 3], [40, 2], [7, 7, 8, 100, 101, 102, 3], [11]]
 TOK = Path(__file__).resolve().parents[1] / "weights" / "cherry-tiny"
 
 
-def trunk_dir(path: Path, seed: int = 0) -> Path:
-    """A tiny random trunk (hidden 64, 2 layers) with the 4096-token cherry-tiny tokenizer."""
-    cfg = json.loads((TOK / "config.json").read_text())
-    cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
-    mx.random.seed(seed)
-    model = build_model(cfg)
-    mx.eval(model.parameters())
-    return save_model(model, path, cfg, TOK)
+trunk_dir = tiny_model_dir
 
 
 def replies(model_dir, out, log=id, max_new=5, **kw):

@@ -130,7 +130,9 @@ def test_train_changes_the_loss_and_keeps_the_family(family_dir, tmp_path):
 def test_compress_heals_and_writes_a_loadable_model(family_dir, tmp_path, how):
     _, path = family_dir
     out = tmp_path / "c"
-    text = _cli("compress", path, *how, "--pre-unroll-steps", 0, "--heal-steps", 2,
+    # the paper recipe (SGT healing): distillation healing has its own slow cases below
+    text = _cli("compress", path, *how, "--recipe", "paper", "--pre-unroll-steps", 0,
+                "--heal-steps", 2,
                 "--batch-size", 2, "--seq-len", 32, "--eval-batches", 1, "-o", out)  # fmt: skip
     losses = [float(v) for v in re.findall(r"loss (\d+\.\d+)", text)]
     assert losses and all(math.isfinite(v) for v in losses)

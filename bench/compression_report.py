@@ -34,6 +34,14 @@ def scored(answers):
     return [bool(re.search(p, a.lower())) for a, (_, p) in zip(answers, BATTERY_PATTERNS)]
 
 
+def rescored(results):
+    """Every stored battery answer scored by the one current rule (old results included)."""
+    for row in results["stages"].values():
+        row["battery"]["right"] = scored(row["battery"]["answers"])
+        row["battery"]["score"] = sum(row["battery"]["right"])
+    return results
+
+
 def _ms(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -159,10 +167,7 @@ def long_section(path: Path, out_png: Path) -> str:
     same held-out sets), with their own curve and battery."""
     if not path.is_file():
         return ""
-    res = json.loads(path.read_text())
-    for row in res["stages"].values():
-        row["battery"]["right"] = scored(row["battery"]["answers"])
-        row["battery"]["score"] = sum(row["battery"]["right"])
+    res = rescored(json.loads(path.read_text()))
     src = res["stages"]["source"]
     b = res["budget"]
     plot(res, src, out_png)
@@ -218,10 +223,7 @@ def main():
     ap.add_argument("--long", default=str(ROOT / "bench/results/compress_heal_long.json"))
     ap.add_argument("--out", default=str(ROOT / "docs/compression.md"))
     args = ap.parse_args()
-    results = json.loads(Path(args.results).read_text())
-    for row in results["stages"].values():  # one scoring rule for every stored answer
-        row["battery"]["right"] = scored(row["battery"]["answers"])
-        row["battery"]["score"] = sum(row["battery"]["right"])
+    results = rescored(json.loads(Path(args.results).read_text()))
     src = results["stages"]["source"]
     b, c, h = results["budget"], results["cache"], results["held_out"]
     png = Path(args.out).with_suffix(".png")
